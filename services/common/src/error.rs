@@ -1,0 +1,18 @@
+//! The one error type of this crate.
+
+/// Failures of the shared infrastructure helpers.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("message broker: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("the broker did not confirm the message (nack)")]
+    NotConfirmed,
+    #[error("MongoDB: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    #[error("invalid message JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

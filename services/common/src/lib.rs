@@ -1,0 +1,16 @@
+//! Code every service shares: the wire contract (message and job types), the
+//! AMQP topology with publisher confirms, GridFS helpers, telemetry, the
+//! shutdown signal and the small operations HTTP server (`/healthz`,
+//! `/readyz`, `/metrics`).
+
+pub mod amqp;
+pub mod config;
+pub mod error;
+pub mod gridfs;
+pub mod jobs;
+pub mod messages;
+pub mod ops;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use error::Error;

@@ -1,0 +1,69 @@
+//! The operations endpoints every service serves: `/healthz` (the process is
+//! alive), `/readyz` (its dependencies answer) and `/metrics` (Prometheus).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// A readiness probe: resolves to `Ok(())` or the name of what is down.
+pub type ReadinessCheck =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// The process-wide Prometheus recorder (installed on first use, so several
+/// services started in one test process share it).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// `/healthz`, `/readyz` and `/metrics`, to merge into a service's router.
+pub fn router(ready: ReadinessCheck) -> Router {
+    let handle = metrics_handle();
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    match ready().await {
+                        Ok(()) => (StatusCode::OK, "ready".to_owned()),
+                        Err(what) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready: {what}"),
+                        ),
+                    }
+                }
+            }),
+        )
+        .route("/metrics", get(move || std::future::ready(handle.render())))
+}
+
+/// Serves the operations endpoints on `listener` while `work` runs (a
+/// worker's consume loop), and stops them once it has finished.
+pub async fn serve_while(
+    listener: tokio::net::TcpListener,
+    ready: ReadinessCheck,
+    work: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, router(ready)).with_graceful_shutdown(async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    });
+    let server = tokio::spawn(std::future::IntoFuture::into_future(server));
+    work.await;
+    let _ = stop_tx.send(true);
+    server.await.map_err(std::io::Error::other)?
+}
