@@ -1,0 +1,117 @@
+//! The auth service: users in a SQL database (SQLite, PostgreSQL or
+//! MySQL/MariaDB) and JSON Web Tokens for them. [`App`] is the server, built
+//! from a [`Config`]; [`add_user`] is what `auth-service user add` runs.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod password;
+pub mod routes;
+pub mod secret;
+pub mod store;
+pub mod token;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use error::Error;
+
+use password::Passwords;
+use routes::AppState;
+use secret::Secret;
+use store::UserStore;
+use token::TokenKeys;
+
+/// A ready-to-run server: database connected and migrated, port bound.
+pub struct App {
+    /// Bound in [`App::build`], so the port is known (and taken) before
+    /// [`App::run`]; tests bind port 0 and read the real one.
+    listener: TcpListener,
+    address: SocketAddr,
+    router: axum::Router,
+    /// Kept to close the pool once the server has stopped.
+    store: UserStore,
+}
+
+impl App {
+    /// Connects to the database, runs its migrations, prepares the keys and
+    /// binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let store = UserStore::connect(config.database_url.expose())
+            .await
+            .context("opening the user database")?;
+        let passwords = Passwords::new()
+            .await
+            .context("preparing the password hasher")?;
+        let tokens = TokenKeys::from_config(config.jwt_secret.as_ref(), config.jwt_ttl);
+        let router = routes::router(AppState {
+            store: store.clone(),
+            passwords,
+            tokens: Arc::new(tokens),
+        });
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let address = listener.local_addr().context("reading the bound address")?;
+        Ok(App {
+            listener,
+            address,
+            router,
+            store,
+        })
+    }
+
+    /// The port actually bound (useful when configured as 0).
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish
+    /// and closes the database pool.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracing::info!(address = %self.address, "auth service listening");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")?;
+        self.store.close().await;
+        tracing::info!("auth service stopped");
+        Ok(())
+    }
+}
+
+/// Connects to `database_url` (running migrations), hashes `password` and
+/// inserts the user. Fails with [`Error::EmailTaken`] in the chain when the
+/// email (in any case) exists.
+pub async fn add_user(
+    database_url: &str,
+    email: &str,
+    password: &str,
+    is_admin: bool,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !store::normalize_email(email).is_empty(),
+        "the email is empty"
+    );
+    anyhow::ensure!(!password.is_empty(), "the password is empty");
+    let store = UserStore::connect(database_url)
+        .await
+        .context("opening the user database")?;
+    let inserted = async {
+        let hash = Passwords::new().await?.hash(Secret::new(password)).await?;
+        store.insert(email, &hash, is_admin).await
+    }
+    .await;
+    store.close().await;
+    let user = inserted?;
+    tracing::info!(user = %user.email, id = user.id, admin = user.is_admin, "user added");
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! The HTTP API: `POST /login` trades HTTP Basic credentials for a token,
+//! `POST /validate` checks a token and returns its claims; plus the
+//! operations endpoints (`/healthz`, `/readyz`, `/metrics`).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::Error;
+use crate::password::Passwords;
+use crate::secret::Secret;
+use crate::store::UserStore;
+use crate::token::{Claims, TokenKeys};
+
+/// No endpoint reads a body; anything bigger than this is refused with 413
+/// before it is read.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Base64 for Basic credentials, lenient about padding because some clients
+/// leave it off.
+const BASIC_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The user table.
+    pub store: UserStore,
+    /// Verifies passwords off the async executor.
+    pub passwords: Passwords,
+    /// Signs and checks tokens.
+    pub tokens: Arc<TokenKeys>,
+}
+
+/// The whole HTTP surface of the service.
+pub fn router(state: AppState) -> Router {
+    let store = state.store.clone();
+    let ready: common::ops::ReadinessCheck = Arc::new(move || {
+        let store = store.clone();
+        Box::pin(async move {
+            store.ping().await.map_err(|err| {
+                tracing::warn!(error = %err, "database unreachable");
+                "database".to_owned()
+            })
+        })
+    });
+    Router::new()
+        .route("/login", post(login))
+        .route("/validate", post(validate))
+        .with_state(state)
+        .merge(common::ops::router(ready))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// `POST /login` with `Authorization: Basic base64(email:password)`: 200 and
+/// the raw token as text, or 401.
+async fn login(State(state): State<AppState>, headers: HeaderMap) -> Result<String, Error> {
+    let outcome = authenticate(&state, &headers).await;
+    let label = if outcome.is_ok() { "ok" } else { "failed" };
+    metrics::counter!("auth_logins_total", "outcome" => label).increment(1);
+    outcome
+}
+
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<String, Error> {
+    let (email, password) = basic_credentials(headers).ok_or(Error::MissingCredentials)?;
+    let user = state.store.find_by_email(&email).await?;
+    // Verify even for an unknown or disabled user, so every refusal costs
+    // the same time.
+    let stored = user.as_ref().map(|user| user.password_hash.clone());
+    let password_matches = state.passwords.verify(password, stored).await?;
+    match user {
+        Some(user) if password_matches && !user.disabled => {
+            tracing::info!(user = %user.email, "login");
+            state.tokens.issue(&user)
+        }
+        _ => {
+            tracing::info!(user = %email, "login refused");
+            Err(Error::InvalidCredentials)
+        }
+    }
+}
+
+/// `POST /validate` with `Authorization: <scheme> <token>`: 200 and the
+/// claims as JSON, 401 without a token, 403 for a bad one.
+async fn validate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Claims>, Error> {
+    let token = token_after_scheme(&headers).ok_or(Error::MissingCredentials)?;
+    // A token that is not even text is as bad as a forged one.
+    let token = std::str::from_utf8(token).map_err(|_| Error::NotAuthorized)?;
+    Ok(Json(state.tokens.verify(token)?))
+}
+
+/// The email and password of an `Authorization: Basic ...` header.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, Secret)> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = BASIC_BASE64.decode(encoded.trim()).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (email, password) = decoded.split_once(':')?;
+    Some((email.to_owned(), Secret::new(password)))
+}
+
+/// What follows the first space of the `Authorization` header. The original
+/// service accepted any scheme word (`Bearer`, `JWT`, ...), so this does too.
+/// Bytes, not text: a header holding non-ASCII bytes still carries a
+/// (garbage) token, which is a 403, not a missing one.
+fn token_after_scheme(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(AUTHORIZATION)?.as_bytes();
+    let space = value.iter().position(|&byte| byte == b' ')?;
+    let token = value[space + 1..].trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn with_authorization(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(value).expect("header value"),
+        );
+        headers
+    }
+
+    fn basic(value: &str) -> Option<(String, String)> {
+        basic_credentials(&with_authorization(value))
+            .map(|(email, password)| (email, password.expose().to_owned()))
+    }
+
+    #[test]
+    fn basic_credentials_are_decoded() {
+        let encoded = base64::engine::general_purpose::STANDARD.encode("a@b.c:pa:ss");
+        assert_eq!(
+            basic(&format!("Basic {encoded}")),
+            Some(("a@b.c".to_owned(), "pa:ss".to_owned()))
+        );
+        assert_eq!(
+            basic(&format!("basic {}", encoded.trim_end_matches('='))),
+            Some(("a@b.c".to_owned(), "pa:ss".to_owned()))
+        );
+    }
+
+    #[test]
+    fn malformed_basic_credentials_are_missing() {
+        let no_colon = base64::engine::general_purpose::STANDARD.encode("nocolon");
+        for value in [
+            "Basic",
+            "Basic !!!",
+            "Bearer abc",
+            &format!("Basic {no_colon}"),
+        ] {
+            assert_eq!(basic(value), None, "{value}");
+        }
+        assert!(basic_credentials(&HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn the_token_is_whatever_follows_the_first_space() {
+        assert_eq!(
+            token_after_scheme(&with_authorization("Bearer abc.def")),
+            Some(&b"abc.def"[..])
+        );
+        assert_eq!(
+            token_after_scheme(&with_authorization("JWT  abc ")),
+            Some(&b"abc"[..])
+        );
+        let mut non_ascii = HeaderMap::new();
+        non_ascii.insert(
+            AUTHORIZATION,
+            HeaderValue::from_bytes("Bearer 🙂".as_bytes()).expect("header value"),
+        );
+        assert_eq!(token_after_scheme(&non_ascii), Some("🙂".as_bytes()));
+        assert_eq!(token_after_scheme(&with_authorization("abc")), None);
+        assert_eq!(token_after_scheme(&with_authorization("Bearer ")), None);
+        assert_eq!(token_after_scheme(&HeaderMap::new()), None);
+    }
+}

@@ -1,0 +1,268 @@
+//! The user table, over sqlx's `Any` driver so SQLite, PostgreSQL and
+//! MySQL/MariaDB share one code path. What differs per backend lives here
+//! and nowhere else: the migrations folder, the placeholder style (`$1` for
+//! PostgreSQL, `?` otherwise) and how a boolean column decodes.
+
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Row};
+
+use crate::error::Error;
+use crate::secret::Secret;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+static MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/mysql");
+
+/// How long a request waits for a pooled connection before failing (so a
+/// dead database turns into a quick 500 / not-ready instead of a hang).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+const USER_COLUMNS: &str = "id, email, password_hash, is_admin, disabled, created_at";
+
+/// The database product behind a URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+impl Backend {
+    /// Picks the backend from the URL's scheme.
+    pub fn from_url(url: &str) -> Result<Self, Error> {
+        let scheme = url
+            .split_once(':')
+            .map(|(scheme, _)| scheme.to_ascii_lowercase())
+            .unwrap_or_default();
+        match scheme.as_str() {
+            "sqlite" => Ok(Self::Sqlite),
+            "postgres" | "postgresql" => Ok(Self::Postgres),
+            "mysql" | "mariadb" => Ok(Self::MySql),
+            _ => Err(Error::UnsupportedDatabase(scheme)),
+        }
+    }
+
+    fn migrator(self) -> &'static Migrator {
+        match self {
+            Self::Sqlite => &SQLITE_MIGRATIONS,
+            Self::Postgres => &POSTGRES_MIGRATIONS,
+            Self::MySql => &MYSQL_MIGRATIONS,
+        }
+    }
+
+    /// Adapts a query written with `?` placeholders to this backend:
+    /// PostgreSQL numbers them (`$1`, `$2`, ...). Our queries hold no `?`
+    /// inside string literals, so a plain scan is enough.
+    pub fn sql(self, query: &str) -> Cow<'_, str> {
+        if self != Self::Postgres {
+            return Cow::Borrowed(query);
+        }
+        let mut numbered = String::with_capacity(query.len() + 8);
+        let mut next = 1;
+        for c in query.chars() {
+            if c == '?' {
+                numbered.push('$');
+                numbered.push_str(&next.to_string());
+                next += 1;
+            } else {
+                numbered.push(c);
+            }
+        }
+        Cow::Owned(numbered)
+    }
+}
+
+/// A stored user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: i64,
+    /// Lower-cased; the login name and where notifications go.
+    pub email: String,
+    /// Argon2id PHC string; redacted in `Debug` since it can be attacked
+    /// offline.
+    pub password_hash: Secret,
+    /// Copied into the token's `admin` claim (admins may download any MP3).
+    pub is_admin: bool,
+    /// A disabled user cannot log in; the row stays for its history.
+    pub disabled: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// The canonical form of an email: trimmed and lower-cased, so lookups and
+/// the unique constraint are case-insensitive on every backend.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// Access to the user table.
+#[derive(Debug, Clone)]
+pub struct UserStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl UserStore {
+    /// Connects and brings the schema up to date.
+    pub async fn connect(database_url: &str) -> Result<Self, Error> {
+        let backend = Backend::from_url(database_url)?;
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect(database_url)
+            .await?;
+        backend.migrator().run(&pool).await?;
+        tracing::info!(?backend, "user database ready");
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Adds a user and returns it as stored. A taken email (in any case) is
+    /// [`Error::EmailTaken`].
+    pub async fn insert(
+        &self,
+        email: &str,
+        password_hash: &str,
+        is_admin: bool,
+    ) -> Result<User, Error> {
+        let email = normalize_email(email);
+        let sql = self.backend.sql(
+            "INSERT INTO users (email, password_hash, is_admin, disabled, created_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        );
+        let inserted = sqlx::query(&sql)
+            .bind(&email)
+            .bind(password_hash)
+            .bind(is_admin)
+            .bind(false)
+            .bind(unix_now())
+            .execute(&self.pool)
+            .await;
+        match inserted {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
+                return Err(Error::EmailTaken);
+            }
+            Err(err) => return Err(err.into()),
+        }
+        // Read it back rather than use RETURNING, which MySQL lacks.
+        self.find_by_email(&email)
+            .await?
+            .ok_or(Error::Database(sqlx::Error::RowNotFound))
+    }
+
+    /// The user with this email (in any case), if there is one.
+    pub async fn find_by_email(&self, email: &str) -> Result<Option<User>, Error> {
+        let query = format!("SELECT {USER_COLUMNS} FROM users WHERE email = ?");
+        let sql = self.backend.sql(&query);
+        let row = sqlx::query(&sql)
+            .bind(normalize_email(email))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| user_from_row(&row)).transpose()
+    }
+
+    /// Whether the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes every pooled connection (at shutdown, so SQLite checkpoints
+    /// its write-ahead log and servers see a clean disconnect).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn user_from_row(row: &AnyRow) -> Result<User, Error> {
+    Ok(User {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        password_hash: Secret::new(row.try_get::<String, _>("password_hash")?),
+        is_admin: flag(row, "is_admin")?,
+        disabled: flag(row, "disabled")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// Decodes a boolean column: a native BOOLEAN on PostgreSQL, an integer 0/1
+/// on SQLite and MySQL (whose TINYINT(1) "BOOLEAN" the Any driver rejects).
+fn flag(row: &AnyRow, column: &str) -> Result<bool, sqlx::Error> {
+    row.try_get::<bool, _>(column)
+        .or_else(|_| row.try_get::<i64, _>(column).map(|value| value != 0))
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scheme_picks_the_backend() {
+        assert_eq!(
+            Backend::from_url("sqlite://auth.db?mode=rwc").ok(),
+            Some(Backend::Sqlite)
+        );
+        assert_eq!(
+            Backend::from_url("sqlite::memory:").ok(),
+            Some(Backend::Sqlite)
+        );
+        assert_eq!(
+            Backend::from_url("postgres://u@h/db").ok(),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            Backend::from_url("postgresql://u@h/db").ok(),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            Backend::from_url("mysql://root@h/db").ok(),
+            Some(Backend::MySql)
+        );
+        assert_eq!(
+            Backend::from_url("MariaDB://root@h/db").ok(),
+            Some(Backend::MySql)
+        );
+    }
+
+    #[test]
+    fn an_unknown_scheme_is_reported_without_the_rest_of_the_url() {
+        let err = Backend::from_url("mongodb://user:hunter2@host/db").expect_err("unsupported");
+        let message = err.to_string();
+        assert!(message.contains("`mongodb`"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(Backend::from_url("auth.db").is_err());
+    }
+
+    #[test]
+    fn postgres_placeholders_are_numbered() {
+        let query = "INSERT INTO t (a, b) VALUES (?, ?)";
+        assert_eq!(
+            Backend::Postgres.sql(query),
+            "INSERT INTO t (a, b) VALUES ($1, $2)"
+        );
+        assert_eq!(Backend::Sqlite.sql(query), query);
+        assert_eq!(Backend::MySql.sql(query), query);
+    }
+
+    #[test]
+    fn emails_are_trimmed_and_lower_cased() {
+        assert_eq!(normalize_email("  Alice@Example.COM "), "alice@example.com");
+        assert_eq!(normalize_email("ÉLODIE@exemple.fr"), "élodie@exemple.fr");
+    }
+}
