@@ -1,0 +1,34 @@
+//! The converter's one error type. Whether a failure is permanent decides
+//! between "job failed, ack" and "requeue for another attempt".
+
+use crate::transcode::TranscodeError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid message: {0}")]
+    BadMessage(String),
+    #[error("the uploaded video no longer exists")]
+    VideoMissing,
+    #[error("{0}")]
+    Transcode(#[from] TranscodeError),
+    #[error(transparent)]
+    Common(#[from] common::Error),
+    #[error("temporary files: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the conversion task stopped unexpectedly")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl Error {
+    /// Permanent failures fail the same way on every attempt.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::BadMessage(_) | Self::VideoMissing => true,
+            Self::Transcode(err) => err.is_permanent(),
+            Self::Common(common::Error::Json(_)) => true,
+            // A panic inside FFmpeg glue would repeat on every attempt.
+            Self::Join(_) => true,
+            Self::Common(_) | Self::Io(_) => false,
+        }
+    }
+}

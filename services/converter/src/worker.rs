@@ -1,0 +1,235 @@
+//! Handles one `video` message: spool the video from GridFS, convert it on a
+//! blocking thread, store the MP3, record the job as done and publish to the
+//! `mp3` queue. The lapin loop lives in `common::amqp::consume`; this module
+//! only decides, and [`Worker::process`] turns the result into ack/requeue.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use lapin::types::{AMQPValue, FieldTable};
+use mongodb::bson::{doc, oid::ObjectId};
+
+use common::amqp::{Disposition, Incoming, Publisher};
+use common::config::MongoStores;
+use common::jobs::{Job, JobState};
+use common::messages::ConversionMessage;
+
+use crate::error::Error;
+use crate::transcode::{self, Options};
+
+/// What happened to a message that did not fail.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    Converted {
+        mp3_fid: ObjectId,
+        duration_s: f64,
+    },
+    /// A redelivery for a job that was already finished.
+    AlreadyDone,
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    pub mongo: MongoStores,
+    pub publisher: Arc<Publisher>,
+    /// Queue the finished MP3s are announced on.
+    pub mp3_queue: String,
+    pub temp_dir: Option<PathBuf>,
+}
+
+impl Worker {
+    /// Runs [`Worker::handle`] and records permanent failures on the job.
+    pub async fn process(&self, incoming: Incoming) -> Disposition {
+        let request_id = header_text(&incoming.headers, "x-request-id");
+        let message = match ConversionMessage::from_slice(&incoming.body) {
+            Ok(message) => message,
+            Err(err) => {
+                tracing::error!(error = %err, "dropping a message that is not valid JSON");
+                metrics::counter!("converter_conversions_total", "outcome" => "invalid")
+                    .increment(1);
+                return Disposition::Ack;
+            }
+        };
+        let span = tracing::info_span!("convert", job_id = %message.job_id, video_fid = %message.video_fid, request_id = %request_id);
+        let _entered = span.enter();
+        match self.handle(&message, &request_id).await {
+            Ok(outcome) => {
+                tracing::info!(?outcome, "video handled");
+                metrics::counter!("converter_conversions_total", "outcome" => "ok").increment(1);
+                Disposition::Ack
+            }
+            Err(err) if err.is_permanent() => {
+                tracing::warn!(error = %err, "conversion failed permanently");
+                metrics::counter!("converter_conversions_total", "outcome" => "failed")
+                    .increment(1);
+                match self.fail_job(&message, &err.to_string()).await {
+                    Ok(()) => Disposition::Ack,
+                    // The failure must be recorded; try again later.
+                    Err(_) => Disposition::Requeue,
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "conversion failed; will retry");
+                metrics::counter!("converter_conversions_total", "outcome" => "retried")
+                    .increment(1);
+                Disposition::Requeue
+            }
+        }
+    }
+
+    pub async fn handle(
+        &self,
+        message: &ConversionMessage,
+        request_id: &str,
+    ) -> Result<Outcome, Error> {
+        let job_id = common::gridfs::parse_fid(&message.job_id).ok_or_else(|| {
+            Error::BadMessage(format!("job_id {:?} is not an id", message.job_id))
+        })?;
+        let video_fid = common::gridfs::parse_fid(&message.video_fid).ok_or_else(|| {
+            Error::BadMessage(format!("video_fid {:?} is not an id", message.video_fid))
+        })?;
+        let job = self.mongo.jobs.get(job_id).await?;
+        if let Some(job) = &job
+            && job.state == JobState::Done
+        {
+            return self.finish_redelivered(job, message, request_id).await;
+        }
+        let options = Options::from_json(&message.options)?;
+        self.mongo.jobs.mark_converting(job_id).await?;
+
+        let videos = common::gridfs::bucket(&self.mongo.videos);
+        if common::gridfs::find(&videos, video_fid).await?.is_none() {
+            return Err(Error::VideoMissing);
+        }
+        let workdir = match &self.temp_dir {
+            Some(dir) => tempfile::Builder::new()
+                .prefix("convert-")
+                .tempdir_in(dir)?,
+            None => tempfile::Builder::new().prefix("convert-").tempdir()?,
+        };
+        let input = workdir.path().join("input");
+        let output = workdir.path().join("output.mp3");
+        common::gridfs::download_to_file(&videos, video_fid, &input).await?;
+
+        let stem = file_stem(&message.filename).to_owned();
+        let report = {
+            let (input, output, title) = (input.clone(), output.clone(), stem.clone());
+            let span = tracing::Span::current();
+            tokio::task::spawn_blocking(move || {
+                let _entered = span.enter();
+                transcode::convert(&input, &output, &options, &title)
+            })
+            .await??
+        };
+        metrics::counter!("converter_audio_seconds_total")
+            .increment(report.duration_s.round() as u64);
+
+        let mp3s = common::gridfs::bucket(&self.mongo.mp3s);
+        let mp3_fid = common::gridfs::upload_file(
+            &mp3s,
+            &output,
+            &format!("{stem}.mp3"),
+            doc! {
+                "owner": &message.username,
+                "job_id": job_id,
+                "video_fid": video_fid,
+                "duration_s": report.duration_s,
+                "bitrate": i64::from(report.bitrate_kbps) * 1000,
+                "codec": "mp3",
+                "filename": &message.filename,
+            },
+        )
+        .await?;
+        drop(workdir);
+
+        if let Err(err) = self
+            .mongo
+            .jobs
+            .mark_done(job_id, mp3_fid, report.duration_s)
+            .await
+        {
+            // Without the job pointing at it the MP3 would be an orphan.
+            let _ = common::gridfs::delete(&mp3s, mp3_fid).await;
+            return Err(err.into());
+        }
+        self.announce(message, mp3_fid, report.duration_s, request_id)
+            .await?;
+        self.mongo.jobs.mark_published(job_id).await?;
+        Ok(Outcome::Converted {
+            mp3_fid,
+            duration_s: report.duration_s,
+        })
+    }
+
+    /// A job that is already done is never converted again; its `mp3`
+    /// message is published only if it never went out.
+    async fn finish_redelivered(
+        &self,
+        job: &Job,
+        message: &ConversionMessage,
+        request_id: &str,
+    ) -> Result<Outcome, Error> {
+        if job.published_at.is_none()
+            && let Some(mp3_fid) = job.mp3_fid
+        {
+            self.announce(
+                message,
+                mp3_fid,
+                job.duration_s.unwrap_or_default(),
+                request_id,
+            )
+            .await?;
+            self.mongo.jobs.mark_published(job.id).await?;
+        }
+        Ok(Outcome::AlreadyDone)
+    }
+
+    async fn announce(
+        &self,
+        message: &ConversionMessage,
+        mp3_fid: ObjectId,
+        duration_s: f64,
+        request_id: &str,
+    ) -> Result<(), Error> {
+        let done = ConversionMessage {
+            mp3_fid: Some(mp3_fid.to_hex()),
+            duration_s: Some(duration_s),
+            ..message.clone()
+        };
+        let mut headers = FieldTable::default();
+        if !request_id.is_empty() {
+            headers.insert(
+                "x-request-id".into(),
+                AMQPValue::LongString(request_id.into()),
+            );
+        }
+        self.publisher
+            .publish(&self.mp3_queue, &done.to_vec(), headers)
+            .await?;
+        Ok(())
+    }
+
+    async fn fail_job(&self, message: &ConversionMessage, reason: &str) -> Result<(), Error> {
+        let Some(job_id) = common::gridfs::parse_fid(&message.job_id) else {
+            return Ok(());
+        };
+        self.mongo.jobs.mark_failed(job_id, reason).await?;
+        Ok(())
+    }
+}
+
+fn file_stem(name: &str) -> &str {
+    Path::new(name)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("audio")
+}
+
+fn header_text(headers: &FieldTable, name: &str) -> String {
+    match headers.inner().get(name) {
+        Some(AMQPValue::LongString(value)) => value.to_string(),
+        Some(AMQPValue::ShortString(value)) => value.to_string(),
+        _ => String::new(),
+    }
+}
