@@ -1,0 +1,28 @@
+//! The notification service's one error type; it knows whether a failure is
+//! worth another attempt.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid message: {0}")]
+    BadMessage(String),
+    #[error("invalid email address {0:?}")]
+    BadAddress(String),
+    #[error("could not build the email: {0}")]
+    Build(#[from] lettre::error::Error),
+    #[error("SMTP: {0}")]
+    Smtp(#[from] lettre::transport::smtp::Error),
+    #[error(transparent)]
+    Common(#[from] common::Error),
+}
+
+impl Error {
+    /// Permanent failures will fail the same way on every attempt.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::BadMessage(_) | Self::BadAddress(_) | Self::Build(_) => true,
+            Self::Smtp(err) => err.is_permanent(),
+            Self::Common(common::Error::Json(_)) => true,
+            Self::Common(_) => false,
+        }
+    }
+}
