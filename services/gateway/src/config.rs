@@ -1,0 +1,25 @@
+//! Gateway configuration: flags, each with an environment variable.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use common::config::{AmqpConfig, MongoConfig};
+
+/// The HTTP entry point of the MP3 converter.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "gateway", version, about)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Base URL of the auth service (login and token validation).
+    #[arg(long, env = "AUTH_URL", default_value = "http://127.0.0.1:5000")]
+    pub auth_url: String,
+    /// Largest accepted upload in bytes; larger ones get 413 and leave nothing behind.
+    #[arg(long, env = "MAX_UPLOAD_BYTES", default_value_t = 4 * 1024 * 1024 * 1024)]
+    pub max_upload_bytes: u64,
+    #[command(flatten)]
+    pub amqp: AmqpConfig,
+    #[command(flatten)]
+    pub mongo: MongoConfig,
+}

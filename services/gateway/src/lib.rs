@@ -1,0 +1,103 @@
+//! The gateway: the HTTP front door of the MP3 converter. It authenticates
+//! through the auth service, streams uploads into GridFS, queues conversions
+//! on RabbitMQ and streams finished MP3s back to their owners.
+
+pub mod auth_client;
+pub mod config;
+pub mod error;
+mod routes;
+pub mod state;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::HeaderName;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use config::Config;
+use state::AppState;
+
+/// A gateway bound to its port, ready to serve.
+pub struct App {
+    listener: tokio::net::TcpListener,
+    router: Router,
+}
+
+impl App {
+    /// Connects to the broker and MongoDB and binds the listener (port 0 picks a free one).
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let mongo = config
+            .mongo
+            .connect()
+            .await
+            .context("configuring MongoDB")?;
+        if let Err(err) = mongo.jobs.ensure_indexes().await {
+            tracing::warn!(error = %err, "could not create the jobs indexes yet");
+        }
+        let publisher = common::amqp::Publisher::connect(
+            &config.amqp.amqp_url,
+            "gateway",
+            &[&config.amqp.video_queue],
+        )
+        .await
+        .context("connecting to RabbitMQ")?;
+        let state = AppState {
+            auth: auth_client::AuthClient::new(&config.auth_url)?,
+            mongo,
+            publisher: Arc::new(publisher),
+            video_queue: config.amqp.video_queue.clone(),
+            max_upload_bytes: config.max_upload_bytes,
+        };
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        Ok(App {
+            listener,
+            router: router(state),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until `shutdown` resolves, then lets running requests finish.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracing::info!(port = self.port(), "gateway listening");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")
+    }
+}
+
+fn router(state: AppState) -> Router {
+    let ready_state = state.clone();
+    let ready: common::ops::ReadinessCheck = Arc::new(move || {
+        let state = ready_state.clone();
+        Box::pin(async move {
+            if !state.mongo.is_reachable().await {
+                return Err("MongoDB".to_owned());
+            }
+            if !state.publisher.is_connected().await {
+                return Err("RabbitMQ".to_owned());
+            }
+            if !state.auth.is_reachable().await {
+                return Err("auth service".to_owned());
+            }
+            Ok(())
+        })
+    });
+    let request_id = HeaderName::from_static("x-request-id");
+    routes::router(state)
+        .merge(common::ops::router(ready))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}

@@ -1,0 +1,11 @@
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    common::telemetry::init();
+    let config = gateway::Config::parse();
+    gateway::App::build(config)
+        .await?
+        .run(common::shutdown::signal())
+        .await
+}

@@ -1,0 +1,28 @@
+//! The HTTP routes. The classic ones (`/login`, `/upload`, `/download`) keep
+//! the original system's paths, bodies and status codes.
+
+mod download;
+mod login;
+mod upload;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::state::AppState;
+
+/// Multipart framing around the file itself (boundaries, part headers).
+const MULTIPART_OVERHEAD: u64 = 1024 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = usize::try_from(state.max_upload_bytes.saturating_add(MULTIPART_OVERHEAD))
+        .unwrap_or(usize::MAX);
+    Router::new()
+        .route("/login", post(login::login))
+        .route(
+            "/upload",
+            post(upload::upload).layer(DefaultBodyLimit::max(body_limit)),
+        )
+        .route("/download", get(download::download))
+        .with_state(state)
+}

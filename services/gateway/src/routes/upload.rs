@@ -1,0 +1,245 @@
+//! `POST /upload`: one multipart file, streamed into GridFS chunk by chunk
+//! (SHA-256 and size computed on the way), then a job record and a
+//! broker-confirmed message on the `video` queue. If anything after the
+//! upload fails, the stored video and the job are removed again: a client
+//! that does not get `success!` has left nothing behind.
+
+use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
+use axum::extract::{Multipart, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use futures::AsyncWriteExt;
+use lapin::types::{AMQPValue, FieldTable};
+use mongodb::bson::{Bson, DateTime, doc, oid::ObjectId};
+use sha2::{Digest, Sha256};
+
+use common::jobs::{Job, JobState};
+use common::messages::ConversionMessage;
+
+use crate::auth_client::Claims;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A video that is safely in GridFS.
+struct StoredVideo {
+    fid: ObjectId,
+    filename: String,
+    size: u64,
+    sha256: String,
+}
+
+pub async fn upload(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    // Credentials are checked before the body is looked at.
+    let claims = state.auth.validate(&headers).await?;
+    // As in the original, a body without a readable file part (not multipart
+    // at all, or an empty form) means "no file".
+    let mut multipart = multipart.map_err(|_| ApiError::ExactlyOneFile)?;
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+
+    let job_id = ObjectId::new();
+    let mut stored: Option<StoredVideo> = None;
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(err) => {
+                discard(&state, stored.as_ref()).await;
+                return Err(match stored {
+                    None if err.status() != axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                        ApiError::ExactlyOneFile
+                    }
+                    _ => multipart_error(err, state.max_upload_bytes),
+                });
+            }
+        };
+        if field.file_name().is_none() {
+            continue;
+        }
+        if stored.is_some() {
+            discard(&state, stored.as_ref()).await;
+            return Err(ApiError::ExactlyOneFile);
+        }
+        stored = Some(store(&state, field, &claims, job_id).await?);
+    }
+    let video = stored.ok_or(ApiError::ExactlyOneFile)?;
+
+    if let Err(err) = enqueue(&state, &claims, job_id, &video, &request_id).await {
+        discard(&state, Some(&video)).await;
+        let _ = state.mongo.jobs.delete(job_id).await;
+        return Err(err);
+    }
+    metrics::counter!("gateway_upload_bytes_total").increment(video.size);
+    tracing::info!(job_id = %job_id, video_fid = %video.fid, user = %claims.username, size = video.size, "video queued");
+
+    let mut response = "success!".into_response();
+    let response_headers = response.headers_mut();
+    for (name, value) in [
+        ("x-job-id", job_id.to_hex()),
+        ("x-video-fid", video.fid.to_hex()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response_headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    Ok(response)
+}
+
+/// Streams one file part into GridFS `videos`, enforcing the size limit.
+async fn store(
+    state: &AppState,
+    mut field: Field<'_>,
+    claims: &Claims,
+    job_id: ObjectId,
+) -> Result<StoredVideo, ApiError> {
+    let filename = field.file_name().unwrap_or("video").to_owned();
+    let content_type = field
+        .content_type()
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let fid = ObjectId::new();
+    let bucket = state.videos_bucket();
+    let mut sink = bucket
+        .open_upload_stream(&filename)
+        .id(Bson::ObjectId(fid))
+        .metadata(doc! {
+            "owner": &claims.username,
+            "filename": &filename,
+            "content_type": &content_type,
+            "job_id": job_id,
+        })
+        .await
+        .map_err(common::Error::from)?;
+
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    let copied: Result<(), ApiError> = async {
+        while let Some(chunk) = field
+            .chunk()
+            .await
+            .map_err(|err| multipart_error(err, state.max_upload_bytes))?
+        {
+            size += chunk.len() as u64;
+            if size > state.max_upload_bytes {
+                return Err(ApiError::TooLarge(state.max_upload_bytes));
+            }
+            hasher.update(&chunk);
+            sink.write_all(&chunk)
+                .await
+                .map_err(|_| ApiError::Unavailable("storage (MongoDB)"))?;
+        }
+        sink.close()
+            .await
+            .map_err(|_| ApiError::Unavailable("storage (MongoDB)"))
+    }
+    .await;
+    if let Err(err) = copied {
+        // Removes the chunks written so far.
+        let _ = sink.abort().await;
+        return Err(err);
+    }
+
+    let sha256 = hex(&hasher.finalize());
+    let files = state
+        .mongo
+        .videos
+        .collection::<mongodb::bson::Document>("fs.files");
+    let recorded = files
+        .update_one(
+            doc! { "_id": fid },
+            doc! { "$set": { "metadata.size": size as i64, "metadata.sha256": &sha256 } },
+        )
+        .await;
+    let video = StoredVideo {
+        fid,
+        filename,
+        size,
+        sha256,
+    };
+    if recorded.is_err() {
+        discard(state, Some(&video)).await;
+        return Err(ApiError::Unavailable("storage (MongoDB)"));
+    }
+    Ok(video)
+}
+
+/// Records the job and hands the video to the converter.
+async fn enqueue(
+    state: &AppState,
+    claims: &Claims,
+    job_id: ObjectId,
+    video: &StoredVideo,
+    request_id: &str,
+) -> Result<(), ApiError> {
+    let now = DateTime::now();
+    let job = Job {
+        id: job_id,
+        owner: claims.username.clone(),
+        filename: video.filename.clone(),
+        state: JobState::Queued,
+        progress: 0.0,
+        video_fid: video.fid,
+        mp3_fid: None,
+        error: None,
+        created_at: now,
+        updated_at: now,
+        options: doc! {},
+        notify_email: true,
+        duration_s: None,
+        size_bytes: i64::try_from(video.size).unwrap_or(i64::MAX),
+        sha256: video.sha256.clone(),
+        notified_at: None,
+        published_at: None,
+    };
+    state.mongo.jobs.insert(&job).await?;
+    let message = ConversionMessage {
+        video_fid: video.fid.to_hex(),
+        mp3_fid: None,
+        username: claims.username.clone(),
+        job_id: job_id.to_hex(),
+        filename: video.filename.clone(),
+        options: serde_json::json!({}),
+        notify_email: job.notify_email,
+        duration_s: None,
+    };
+    let mut headers = FieldTable::default();
+    if !request_id.is_empty() {
+        headers.insert(
+            "x-request-id".into(),
+            AMQPValue::LongString(request_id.into()),
+        );
+    }
+    state
+        .publisher
+        .publish(&state.video_queue, &message.to_vec(), headers)
+        .await?;
+    Ok(())
+}
+
+/// Best-effort removal of a stored video after a failed request.
+async fn discard(state: &AppState, video: Option<&StoredVideo>) {
+    if let Some(video) = video
+        && let Err(err) = common::gridfs::delete(&state.videos_bucket(), video.fid).await
+    {
+        tracing::error!(video_fid = %video.fid, error = %err, "could not remove an orphaned video");
+    }
+}
+
+fn multipart_error(err: MultipartError, limit: u64) -> ApiError {
+    if err.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::TooLarge(limit)
+    } else {
+        ApiError::BadRequest(format!("malformed multipart body: {}", err.body_text()))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,30 @@
+//! What every request handler shares.
+
+use std::sync::Arc;
+
+use common::amqp::Publisher;
+use common::config::MongoStores;
+use mongodb::gridfs::GridFsBucket;
+
+use crate::auth_client::AuthClient;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub auth: AuthClient,
+    pub mongo: MongoStores,
+    /// Confirmed publishing to the `video` queue.
+    pub publisher: Arc<Publisher>,
+    /// Name of the queue that feeds the converter.
+    pub video_queue: String,
+    pub max_upload_bytes: u64,
+}
+
+impl AppState {
+    pub fn videos_bucket(&self) -> GridFsBucket {
+        common::gridfs::bucket(&self.mongo.videos)
+    }
+
+    pub fn mp3s_bucket(&self) -> GridFsBucket {
+        common::gridfs::bucket(&self.mongo.mp3s)
+    }
+}

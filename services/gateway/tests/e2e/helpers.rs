@@ -1,0 +1,405 @@
+//! Starts the whole system in this process: auth, gateway, converter and
+//! notification, each built through its real `App::build` on port 0, against
+//! the real RabbitMQ, the MongoDB-compatible server, SQLite or PostgreSQL,
+//! and an SMTP server inside the test. Every stack gets its own queue and
+//! database names so tests run in parallel.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use clap::Parser;
+use mongodb::bson::oid::ObjectId;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use common::jobs::{Job, JobState, JobStore};
+
+use crate::smtp::MailSink;
+
+/// Which SQL backend auth uses.
+#[derive(Debug, Clone, Copy)]
+pub enum AuthDb {
+    Sqlite,
+    Postgres,
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+pub fn mongodb_uri() -> String {
+    std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into())
+}
+
+fn postgres_admin_url() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A running system plus what the tests need to look inside it.
+pub struct TestStack {
+    pub gateway: String,
+    pub http: reqwest::Client,
+    pub mail: MailSink,
+    pub jobs: JobStore,
+    pub mongo: common::config::MongoStores,
+    auth_db_url: String,
+    prefix: String,
+    postgres_db: Option<String>,
+    _workdir: tempfile::TempDir,
+    stops: Vec<oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+fn stopper() -> (
+    oneshot::Sender<()>,
+    impl Future<Output = ()> + Send + 'static,
+) {
+    let (tx, rx) = oneshot::channel::<()>();
+    (tx, async move {
+        let _ = rx.await;
+    })
+}
+
+impl TestStack {
+    pub async fn start(db: AuthDb) -> TestStack {
+        common::telemetry::init();
+        let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let workdir = tempfile::tempdir().expect("tempdir");
+        let (auth_db_url, postgres_db) = match db {
+            AuthDb::Sqlite => (
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    workdir.path().join("auth.db").display()
+                ),
+                None,
+            ),
+            AuthDb::Postgres => {
+                let admin = postgres_admin_url();
+                let pool = sqlx_pg(&admin).await;
+                sqlx::query(&format!("CREATE DATABASE {prefix}"))
+                    .execute(&pool)
+                    .await
+                    .expect("create test database");
+                pool.close().await;
+                let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+                (format!("{base}/{prefix}"), Some(prefix.clone()))
+            }
+        };
+        let video_queue = format!("{prefix}.video");
+        let mp3_queue = format!("{prefix}.mp3");
+        let videos_db = format!("{prefix}_videos");
+        let mp3s_db = format!("{prefix}_mp3s");
+        let (mail, smtp_port) = MailSink::start().await;
+        let mut stops = Vec::new();
+        let mut tasks = Vec::new();
+
+        let auth = auth_service::App::build(
+            auth_service::Config::try_parse_from([
+                "auth-service",
+                "--listen",
+                "127.0.0.1:0",
+                "--database-url",
+                &auth_db_url,
+                "--jwt-secret",
+                "e2e-test-secret-that-is-long-enough-for-hs256",
+            ])
+            .expect("auth config"),
+        )
+        .await
+        .expect("auth starts");
+        let auth_url = format!("http://127.0.0.1:{}", auth.port());
+        let (stop, signal) = stopper();
+        stops.push(stop);
+        tasks.push(tokio::spawn(auth.run(signal)));
+
+        let shared = [
+            "--amqp-url".to_owned(),
+            amqp_url(),
+            "--video-queue".to_owned(),
+            video_queue,
+            "--mp3-queue".to_owned(),
+            mp3_queue,
+            "--mongodb-uri".to_owned(),
+            mongodb_uri(),
+            "--videos-db".to_owned(),
+            videos_db,
+            "--mp3s-db".to_owned(),
+            mp3s_db,
+            "--listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ];
+        let args = |name: &str, extra: &[&str]| -> Vec<String> {
+            std::iter::once(name.to_owned())
+                .chain(shared.iter().cloned())
+                .chain(extra.iter().map(|s| (*s).to_owned()))
+                .collect()
+        };
+
+        let gateway_config = gateway::Config::try_parse_from(args(
+            "gateway",
+            &["--auth-url", &auth_url, "--max-upload-bytes", "20000000"],
+        ))
+        .expect("gateway config");
+        let mongo = gateway_config.mongo.connect().await.expect("mongo");
+        let gateway_app = gateway::App::build(gateway_config)
+            .await
+            .expect("gateway starts");
+        let gateway_url = format!("http://127.0.0.1:{}", gateway_app.port());
+        let (stop, signal) = stopper();
+        stops.push(stop);
+        tasks.push(tokio::spawn(gateway_app.run(signal)));
+
+        let converter_app = converter::App::build(
+            converter::Config::try_parse_from(args("converter", &["--concurrency", "2"]))
+                .expect("converter config"),
+        )
+        .await
+        .expect("converter starts");
+        let (stop, signal) = stopper();
+        stops.push(stop);
+        tasks.push(tokio::spawn(converter_app.run(signal)));
+
+        let smtp_url = format!("smtp://127.0.0.1:{smtp_port}");
+        let notification_app = notification::App::build(
+            notification::Config::try_parse_from(args(
+                "notification",
+                &["--smtp-url", &smtp_url, "--public-url", &gateway_url],
+            ))
+            .expect("notification config"),
+        )
+        .await
+        .expect("notification starts");
+        let (stop, signal) = stopper();
+        stops.push(stop);
+        tasks.push(tokio::spawn(notification_app.run(signal)));
+
+        TestStack {
+            gateway: gateway_url,
+            http: reqwest::Client::new(),
+            mail,
+            jobs: mongo.jobs.clone(),
+            mongo,
+            auth_db_url,
+            prefix,
+            postgres_db,
+            _workdir: workdir,
+            stops,
+            tasks,
+        }
+    }
+
+    /// Creates a user directly in auth's database (as `auth-service user add` does).
+    pub async fn add_user(&self, email: &str, password: &str) {
+        auth_service::add_user(&self.auth_db_url, email, password, false)
+            .await
+            .expect("add user");
+    }
+
+    /// `POST /login` with HTTP Basic credentials.
+    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/login", self.gateway))
+            .basic_auth(email, Some(password))
+            .send()
+            .await
+            .expect("login request")
+    }
+
+    /// Logs in and returns the token, failing the test otherwise.
+    pub async fn token(&self, email: &str, password: &str) -> String {
+        let response = self.login(email, password).await;
+        assert_eq!(response.status(), 200, "login of {email} failed");
+        response.text().await.expect("token body")
+    }
+
+    /// `POST /upload` with the given files as multipart parts named `file`.
+    pub async fn upload(&self, token: &str, files: &[&Path]) -> reqwest::Response {
+        let mut form = reqwest::multipart::Form::new();
+        for path in files {
+            let bytes = std::fs::read(path).expect("read test video");
+            let name = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            form = form.part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes).file_name(name),
+            );
+        }
+        self.http
+            .post(format!("{}/upload", self.gateway))
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload request")
+    }
+
+    /// `GET /download?fid=`.
+    pub async fn download(&self, token: &str, fid: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}/download", self.gateway))
+            .query(&[("fid", fid)])
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("download request")
+    }
+
+    /// Waits until the job is done or failed.
+    pub async fn wait_for_job(&self, job_id: &str, timeout: Duration) -> Job {
+        let id = ObjectId::parse_str(job_id).expect("job id");
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(job) = self.jobs.get(id).await.expect("read job")
+                && matches!(job.state, JobState::Done | JobState::Failed)
+            {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {job_id} did not finish in {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Number of files in a GridFS database's `fs.files`.
+    pub async fn stored_files(&self, db: &mongodb::Database) -> u64 {
+        db.collection::<mongodb::bson::Document>("fs.files")
+            .count_documents(mongodb::bson::doc! {})
+            .await
+            .expect("count files")
+    }
+
+    /// Stops every service and removes the test's queues and databases.
+    pub async fn stop(mut self) {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+        for task in self.tasks.drain(..) {
+            match tokio::time::timeout(Duration::from_secs(30), task).await {
+                Ok(Ok(Ok(()))) => {}
+                other => panic!("a service did not stop cleanly: {other:?}"),
+            }
+        }
+        for queue in ["video", "mp3"] {
+            let _ =
+                common::amqp::delete_queue(&amqp_url(), &format!("{}.{queue}", self.prefix)).await;
+        }
+        let _ = self.mongo.videos.drop().await;
+        let _ = self.mongo.mp3s.drop().await;
+        if let Some(db) = &self.postgres_db {
+            let pool = sqlx_pg(&postgres_admin_url()).await;
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                .execute(&pool)
+                .await;
+        }
+    }
+}
+
+async fn sqlx_pg(url: &str) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .expect("connect to PostgreSQL (is it running? scripts/test starts it)")
+}
+
+/// Folder of the sample videos `scripts/fetch-media` downloads.
+pub fn media_dir() -> PathBuf {
+    let dir = std::env::var("TEST_MEDIA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../media"));
+    assert!(
+        dir.join(".complete").exists(),
+        "sample media missing in {}: run scripts/fetch-media (scripts/test does)",
+        dir.display()
+    );
+    dir
+}
+
+/// Makes a test video with FFmpeg's lavfi sources: `seconds` of a test
+/// picture (H.264) with a 440 Hz tone (AAC), or no audio at all.
+pub fn make_video(dir: &Path, name: &str, seconds: u32, with_audio: bool) -> PathBuf {
+    let path = dir.join(name);
+    let duration = seconds.to_string();
+    let mut args = vec!["-y", "-v", "error", "-f", "lavfi", "-i"];
+    let video = format!("testsrc=size=320x240:rate=25:duration={duration}");
+    let audio = format!("sine=frequency=440:sample_rate=44100:duration={duration}");
+    args.push(&video);
+    if with_audio {
+        args.extend(["-f", "lavfi", "-i", &audio, "-c:a", "aac"]);
+    }
+    args.extend(["-c:v", "libx264", "-pix_fmt", "yuv420p", "-shortest"]);
+    let out = path.to_string_lossy().into_owned();
+    args.push(&out);
+    let status = Command::new("ffmpeg")
+        .args(&args)
+        .status()
+        .expect("run ffmpeg");
+    assert!(status.success(), "ffmpeg could not make {name}");
+    path
+}
+
+/// Seconds of audio in a file's first audio stream, measured by decoding
+/// it (container headers can be off: the FLV sample claims 1.0 s and
+/// carries 1.07 s; MP3 headers count LAME's padding). The audio is decoded
+/// to 8 kHz mono 16-bit, so every 16 000 bytes are one second.
+pub fn audio_duration(path: &Path) -> f64 {
+    let output = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args([
+            "-map", "0:a:0", "-ac", "1", "-ar", "8000", "-f", "s16le", "-",
+        ])
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        output.status.success(),
+        "cannot decode {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout.len() as f64 / 16_000.0
+}
+
+/// Asserts that `path` is an MP3 FFmpeg decodes without a single error.
+pub fn assert_decodes_as_mp3(path: &Path) {
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=format_name:stream=codec_name",
+            "-of",
+            "default=nw=1:nk=1",
+        ])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    let text = String::from_utf8_lossy(&probe.stdout);
+    assert!(text.lines().any(|l| l == "mp3"), "not an MP3: {text}");
+    let decode = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        decode.status.success() && decode.stderr.is_empty(),
+        "decoding errors: {}",
+        String::from_utf8_lossy(&decode.stderr)
+    );
+}
+
+/// The MP3 id from a "your MP3 is ready" mail.
+pub fn mp3_id_from_mail(data: &str) -> String {
+    data.lines()
+        .find_map(|l| l.strip_prefix("MP3 id: "))
+        .map(|id| id.trim().to_owned())
+        .unwrap_or_else(|| panic!("no MP3 id in mail:\n{data}"))
+}

@@ -1,0 +1,158 @@
+//! A real (minimal) SMTP server for the tests: it speaks enough of RFC 5321
+//! for lettre to deliver, and keeps every message it receives.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, Notify};
+
+/// One delivered message.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub recipients: Vec<String>,
+    /// The raw message (headers and body) as received.
+    pub data: String,
+}
+
+impl Mail {
+    /// The message with a quoted-printable body decoded (lettre picks it
+    /// for long lines), so tests can look for links and ids.
+    pub fn text(&self) -> String {
+        if !self
+            .data
+            .contains("Content-Transfer-Encoding: quoted-printable")
+        {
+            return self.data.clone();
+        }
+        let joined = self.data.replace("=\r\n", "");
+        let bytes = joined.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
+            match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+                (b'=', Some(byte)) => {
+                    out.push(byte);
+                    i += 3;
+                }
+                (byte, _) => {
+                    out.push(byte);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// The server's mailbox, shared with the test.
+#[derive(Clone, Default)]
+pub struct MailSink {
+    mails: Arc<Mutex<Vec<Mail>>>,
+    arrived: Arc<Notify>,
+}
+
+impl MailSink {
+    /// Starts the server on a free port; returns the sink and the port.
+    pub async fn start() -> (MailSink, u16) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind smtp");
+        let port = listener.local_addr().expect("addr").port();
+        let sink = MailSink::default();
+        let server = sink.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let _ = server.session(socket).await;
+                });
+            }
+        });
+        (sink, port)
+    }
+
+    async fn session(&self, socket: tokio::net::TcpStream) -> std::io::Result<()> {
+        let (read, mut write) = socket.into_split();
+        let mut lines = BufReader::new(read);
+        write.write_all(b"220 test-smtp ready\r\n").await?;
+        let mut recipients = Vec::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if lines.read_line(&mut line).await? == 0 {
+                return Ok(());
+            }
+            let command = line.trim_end().to_ascii_uppercase();
+            if command.starts_with("EHLO") {
+                write
+                    .write_all(b"250-test-smtp\r\n250 8BITMIME\r\n")
+                    .await?;
+            } else if command.starts_with("HELO") || command.starts_with("MAIL FROM") {
+                write.write_all(b"250 ok\r\n").await?;
+            } else if command.starts_with("RCPT TO") {
+                let address = line.trim_end()[8..]
+                    .trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_owned();
+                recipients.push(address);
+                write.write_all(b"250 ok\r\n").await?;
+            } else if command == "DATA" {
+                write.write_all(b"354 go ahead\r\n").await?;
+                let mut data = String::new();
+                loop {
+                    line.clear();
+                    if lines.read_line(&mut line).await? == 0 {
+                        return Ok(());
+                    }
+                    if line == ".\r\n" {
+                        break;
+                    }
+                    data.push_str(line.strip_prefix('.').unwrap_or(&line));
+                }
+                self.mails.lock().await.push(Mail {
+                    recipients: std::mem::take(&mut recipients),
+                    data,
+                });
+                self.arrived.notify_waiters();
+                write.write_all(b"250 queued\r\n").await?;
+            } else if command == "QUIT" {
+                write.write_all(b"221 bye\r\n").await?;
+                return Ok(());
+            } else {
+                // RSET, NOOP and anything else lettre may send.
+                write.write_all(b"250 ok\r\n").await?;
+            }
+        }
+    }
+
+    /// Waits (up to `timeout`) for a mail whose raw text contains `needle`.
+    pub async fn wait_for(&self, needle: &str, timeout: Duration) -> Mail {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.arrived.notified();
+            if let Some(mail) = self.find(needle).await {
+                return mail;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("no mail containing {needle:?} within {timeout:?}");
+            }
+        }
+    }
+
+    pub async fn find(&self, needle: &str) -> Option<Mail> {
+        self.mails
+            .lock()
+            .await
+            .iter()
+            .find(|m| m.data.contains(needle))
+            .cloned()
+    }
+
+    pub async fn count(&self) -> usize {
+        self.mails.lock().await.len()
+    }
+}
