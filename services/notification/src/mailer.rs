@@ -120,8 +120,9 @@ mod tests {
         .expect("valid settings")
     }
 
-    #[test]
-    fn ready_email_names_file_id_and_link() {
+    // The SMTP pool spawns its reaper task, so these need a runtime.
+    #[tokio::test]
+    async fn ready_email_names_file_id_and_link() {
         let email = mailer().ready_email(&message()).expect("builds");
         let text = String::from_utf8(email.formatted()).expect("utf-8");
         assert!(
@@ -139,8 +140,8 @@ mod tests {
         assert!(text.contains("Message-ID: <"), "{text}");
     }
 
-    #[test]
-    fn missing_mp3_id_and_bad_address_are_permanent() {
+    #[tokio::test]
+    async fn missing_mp3_id_and_bad_address_are_permanent() {
         let mut no_fid = message();
         no_fid.mp3_fid = None;
         let err = mailer().ready_email(&no_fid).expect_err("no fid");
