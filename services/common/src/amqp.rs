@@ -24,6 +24,22 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection> {
     Ok(Connection::connect(url, props).await?)
 }
 
+/// Declares a durable topic exchange (job events, routing key `job.<state>`).
+pub async fn declare_topic_exchange(channel: &Channel, name: &str) -> Result<()> {
+    channel
+        .exchange_declare(
+            name.into(),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
+}
+
 /// Declares a durable quorum queue; every service declares the queues it
 /// uses, so start-up order does not matter.
 pub async fn declare_queue(channel: &Channel, name: &str) -> Result<()> {
@@ -52,16 +68,24 @@ pub struct Publisher {
     url: String,
     name: String,
     queues: Vec<String>,
+    /// Topic exchanges (job events) declared on every (re)connect.
+    exchanges: Vec<String>,
     channel: Mutex<Option<(Connection, Channel)>>,
 }
 
 impl Publisher {
     /// Connects now so a wrong URL is reported at start-up.
-    pub async fn connect(url: &str, name: &str, queues: &[&str]) -> Result<Self> {
+    pub async fn connect(
+        url: &str,
+        name: &str,
+        queues: &[&str],
+        exchanges: &[&str],
+    ) -> Result<Self> {
         let publisher = Self {
             url: url.to_owned(),
             name: name.to_owned(),
             queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+            exchanges: exchanges.iter().map(|e| (*e).to_owned()).collect(),
             channel: Mutex::new(None),
         };
         publisher.channel().await?;
@@ -84,6 +108,9 @@ impl Publisher {
         for queue in &self.queues {
             declare_queue(&channel, queue).await?;
         }
+        for exchange in &self.exchanges {
+            declare_topic_exchange(&channel, exchange).await?;
+        }
         *guard = Some((conn, channel.clone()));
         Ok(channel)
     }
@@ -98,38 +125,74 @@ impl Publisher {
     /// (request id, attempt count).
     pub async fn publish(&self, queue: &str, body: &[u8], headers: FieldTable) -> Result<()> {
         let channel = self.channel().await?;
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_headers(headers);
-        let confirm = channel
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                body,
-                properties,
-            )
-            .await?
-            .await?;
-        match confirm {
-            // A returned (unroutable) message is acked but went nowhere.
-            Confirmation::Ack(None) => Ok(()),
-            _ => Err(Error::NotConfirmed),
-        }
+        publish_on(&channel, "", queue, body, headers, true).await
+    }
+
+    /// Publishes an event to a topic exchange (confirmed). Events nobody
+    /// listens for are fine, so the message is not `mandatory`.
+    pub async fn publish_event(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+    ) -> Result<()> {
+        let channel = self.channel().await?;
+        publish_on(
+            &channel,
+            exchange,
+            routing_key,
+            body,
+            FieldTable::default(),
+            false,
+        )
+        .await
     }
 }
 
 /// What to do with a delivery once its handler is done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
-    /// Done (or permanently failed and recorded): remove it from the queue.
+    /// Done (or skipped on purpose): remove it from the queue.
     Ack,
-    /// A transient failure: put it back for another attempt.
-    Requeue,
+    /// A transient failure: try again after the policy's delay, or send it
+    /// to the dead-letter queue when this was the last attempt.
+    Retry(String),
+    /// A permanent failure: straight to the dead-letter queue, with the reason.
+    DeadLetter(String),
+}
+
+/// Header that counts attempts (1 for the first delivery).
+pub const ATTEMPT_HEADER: &str = "x-attempt";
+/// Header that says why a message was retried or dead-lettered.
+pub const REASON_HEADER: &str = "x-failure-reason";
+
+/// How often and how late failed messages are tried again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included; then the dead-letter queue.
+    pub max_attempts: u32,
+    /// Delay after the first failed attempt; it doubles each time.
+    pub base_delay: Duration,
+}
+
+impl RetryPolicy {
+    /// The wait after failed attempt number `attempt` (1-based).
+    pub fn delay_after(&self, attempt: u32) -> Duration {
+        self.base_delay
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
+    }
+}
+
+/// The dead-letter queue of `queue`.
+pub fn dead_letter_queue(queue: &str) -> String {
+    format!("{queue}.dlq")
+}
+
+/// The delay queue that holds messages of `queue` for `delay`, then hands
+/// them back to `queue` (per-queue TTL + dead-lettering to the default
+/// exchange). One queue per delay keeps every message's wait exact.
+pub fn delay_queue(queue: &str, delay: Duration) -> String {
+    format!("{queue}.delay.{}ms", delay.as_millis())
 }
 
 /// A received message handed to a handler.
@@ -138,6 +201,34 @@ pub struct Incoming {
     pub body: Vec<u8>,
     pub headers: FieldTable,
     pub redelivered: bool,
+    /// 1 for the first attempt, counted through retries.
+    pub attempt: u32,
+    /// True when a [`Disposition::Retry`] would dead-letter instead, so the
+    /// handler can record the failure for good.
+    pub last_attempt: bool,
+}
+
+impl Incoming {
+    /// A text header (request id and the like), empty when absent.
+    pub fn header_text(&self, name: &str) -> String {
+        match self.headers.inner().get(name) {
+            Some(AMQPValue::LongString(value)) => value.to_string(),
+            Some(AMQPValue::ShortString(value)) => value.to_string(),
+            _ => String::new(),
+        }
+    }
+}
+
+fn attempt_of(headers: &FieldTable) -> u32 {
+    let attempt = match headers.inner().get(ATTEMPT_HEADER) {
+        Some(AMQPValue::LongUInt(n)) => i64::from(*n),
+        Some(AMQPValue::LongInt(n)) => i64::from(*n),
+        Some(AMQPValue::LongLongInt(n)) => *n,
+        Some(AMQPValue::ShortUInt(n)) => i64::from(*n),
+        Some(AMQPValue::ShortInt(n)) => i64::from(*n),
+        _ => 1,
+    };
+    u32::try_from(attempt.max(1)).unwrap_or(u32::MAX)
 }
 
 /// Settings for [`consume`].
@@ -151,6 +242,11 @@ pub struct ConsumerSettings {
     pub concurrency: u16,
     /// How long running handlers may take to finish after shutdown.
     pub grace: Duration,
+    /// Retries through delay queues, then `<queue>.dlq`.
+    pub retry: RetryPolicy,
+    /// Binds the queue to a topic exchange with this routing key (event
+    /// subscriptions such as `job.failed`).
+    pub bind: Option<(String, String)>,
 }
 
 /// Consumes `settings.queue` until `shutdown` resolves, running up to
@@ -216,29 +312,19 @@ pub async fn consume<H, Fut>(
                 }
             };
             let handler = handler.clone();
+            let (channel, settings) = (channel.clone(), settings.clone());
             running.spawn(async move {
+                let headers = delivery.properties.headers().clone().unwrap_or_default();
+                let attempt = attempt_of(&headers);
                 let incoming = Incoming {
                     body: delivery.data.clone(),
-                    headers: delivery.properties.headers().clone().unwrap_or_default(),
+                    headers,
                     redelivered: delivery.redelivered,
+                    attempt,
+                    last_attempt: attempt >= settings.retry.max_attempts,
                 };
-                let outcome = handler(incoming).await;
-                let settled = match outcome {
-                    Disposition::Ack => delivery.ack(BasicAckOptions::default()).await,
-                    Disposition::Requeue => {
-                        // Do not spin on a message that fails at once.
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        delivery
-                            .nack(BasicNackOptions {
-                                requeue: true,
-                                ..BasicNackOptions::default()
-                            })
-                            .await
-                    }
-                };
-                if let Err(err) = settled {
-                    tracing::warn!(error = %err, "could not settle a delivery; the broker will redeliver it");
-                }
+                let outcome = handler(incoming.clone()).await;
+                settle(&channel, &settings, &delivery, &incoming, outcome).await;
                 drop(permit);
             });
             // Reap finished handlers so the set does not grow.
@@ -267,12 +353,160 @@ pub async fn consume<H, Fut>(
     }
 }
 
+/// Acks, or moves the message to its delay queue or dead-letter queue
+/// (confirmed) and then acks. If that move fails, the message is requeued:
+/// never lost.
+async fn settle(
+    channel: &Channel,
+    settings: &ConsumerSettings,
+    delivery: &lapin::message::Delivery,
+    incoming: &Incoming,
+    outcome: Disposition,
+) {
+    let moved = match outcome {
+        Disposition::Ack => Ok(()),
+        Disposition::Retry(reason) if !incoming.last_attempt => {
+            let delay = settings.retry.delay_after(incoming.attempt);
+            tracing::info!(queue = %settings.queue, attempt = incoming.attempt, retry_in = ?delay, %reason, "retrying later");
+            metrics::counter!("amqp_messages_retried_total", "queue" => settings.queue.clone())
+                .increment(1);
+            let target = delay_queue(&settings.queue, delay);
+            match declare_delay_queue(channel, &target, &settings.queue, delay).await {
+                Ok(()) => {
+                    let headers = with_failure(&incoming.headers, incoming.attempt + 1, &reason);
+                    publish_on(channel, "", &target, &incoming.body, headers, true).await
+                }
+                Err(err) => Err(err),
+            }
+        }
+        Disposition::Retry(reason) | Disposition::DeadLetter(reason) => {
+            tracing::warn!(queue = %settings.queue, attempt = incoming.attempt, %reason, "dead-lettering");
+            metrics::counter!("amqp_messages_dead_lettered_total", "queue" => settings.queue.clone()).increment(1);
+            let headers = with_failure(&incoming.headers, incoming.attempt, &reason);
+            publish_on(
+                channel,
+                "",
+                &dead_letter_queue(&settings.queue),
+                &incoming.body,
+                headers,
+                true,
+            )
+            .await
+        }
+    };
+    let settled = match moved {
+        Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+        Err(err) => {
+            tracing::warn!(error = %err, "could not move a failed message; requeueing it");
+            // Do not spin on a message that fails at once.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await
+        }
+    };
+    if let Err(err) = settled {
+        tracing::warn!(error = %err, "could not settle a delivery; the broker will redeliver it");
+    }
+}
+
+fn with_failure(headers: &FieldTable, attempt: u32, reason: &str) -> FieldTable {
+    let mut headers = headers.clone();
+    headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt));
+    let reason: String = reason.chars().take(1000).collect();
+    headers.insert(REASON_HEADER.into(), AMQPValue::LongString(reason.into()));
+    headers
+}
+
+async fn declare_delay_queue(
+    channel: &Channel,
+    name: &str,
+    target: &str,
+    delay: Duration,
+) -> Result<()> {
+    let mut args = FieldTable::default();
+    let ttl = u32::try_from(delay.as_millis()).unwrap_or(u32::MAX);
+    args.insert("x-message-ttl".into(), AMQPValue::LongUInt(ttl));
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(target.into()),
+    );
+    channel
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            args,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Publishes persistently on a channel in confirm mode and waits for the ack.
+async fn publish_on(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    headers: FieldTable,
+    mandatory: bool,
+) -> Result<()> {
+    let properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_headers(headers);
+    let confirm = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions {
+                mandatory,
+                ..BasicPublishOptions::default()
+            },
+            body,
+            properties,
+        )
+        .await?
+        .await?;
+    match confirm {
+        // A returned (unroutable) message is acked but went nowhere.
+        Confirmation::Ack(None) => Ok(()),
+        _ => Err(Error::NotConfirmed),
+    }
+}
+
 async fn open_consumer(
     settings: &ConsumerSettings,
 ) -> Result<(Connection, Channel, lapin::Consumer)> {
     let conn = connect(&settings.url, &settings.name).await?;
     let channel = conn.create_channel().await?;
+    // Confirms for the retry and dead-letter publishes made on this channel.
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     declare_queue(&channel, &settings.queue).await?;
+    declare_queue(&channel, &dead_letter_queue(&settings.queue)).await?;
+    if let Some((exchange, routing_key)) = &settings.bind {
+        declare_topic_exchange(&channel, exchange).await?;
+        channel
+            .queue_bind(
+                settings.queue.as_str().into(),
+                exchange.as_str().into(),
+                routing_key.as_str().into(),
+                lapin::options::QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
     channel
         .basic_qos(settings.concurrency.max(1), BasicQosOptions::default())
         .await?;
@@ -288,6 +522,7 @@ async fn open_consumer(
 }
 
 /// Deletes a queue (tests use per-test queues and clean up after themselves).
+/// A queue that does not exist is fine.
 pub async fn delete_queue(url: &str, queue: &str) -> Result<()> {
     let conn = connect(url, "cleanup").await?;
     let channel = conn.create_channel().await?;
@@ -296,4 +531,43 @@ pub async fn delete_queue(url: &str, queue: &str) -> Result<()> {
         .await?;
     let _ = conn.close(200, "done".into()).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_double_from_the_base() {
+        let policy = RetryPolicy {
+            max_attempts: 8,
+            base_delay: Duration::from_secs(30),
+        };
+        let delays: Vec<u64> = (1..8).map(|a| policy.delay_after(a).as_secs()).collect();
+        assert_eq!(delays, [30, 60, 120, 240, 480, 960, 1920]);
+    }
+
+    #[test]
+    fn attempt_header_is_read_in_any_integer_width_and_defaults_to_one() {
+        let mut headers = FieldTable::default();
+        assert_eq!(attempt_of(&headers), 1);
+        headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(3));
+        assert_eq!(attempt_of(&headers), 3);
+        headers.insert(ATTEMPT_HEADER.into(), AMQPValue::ShortUInt(5));
+        assert_eq!(attempt_of(&headers), 5);
+        headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongInt(-2));
+        assert_eq!(attempt_of(&headers), 1);
+    }
+
+    #[test]
+    fn failure_headers_keep_the_others() {
+        let mut headers = FieldTable::default();
+        headers.insert("x-request-id".into(), AMQPValue::LongString("abc".into()));
+        let out = with_failure(&headers, 2, "smtp down");
+        assert_eq!(attempt_of(&out), 2);
+        assert!(out.inner().contains_key("x-request-id"));
+        assert!(
+            matches!(out.inner().get(REASON_HEADER), Some(AMQPValue::LongString(r)) if r.to_string() == "smtp down")
+        );
+    }
 }

@@ -20,6 +20,9 @@ pub struct AmqpConfig {
     /// Queue that carries finished MP3s to the notification service.
     #[arg(long, env = "MP3_QUEUE", default_value = "mp3")]
     pub mp3_queue: String,
+    /// Topic exchange for job state changes (routing key `job.<state>`).
+    #[arg(long, env = "EVENTS_EXCHANGE", default_value = "events")]
+    pub events_exchange: String,
 }
 
 /// Where MongoDB is and which databases hold videos, MP3s and jobs.
@@ -72,5 +75,40 @@ impl MongoStores {
             .run_command(mongodb::bson::doc! { "ping": 1 })
             .await
             .is_ok()
+    }
+}
+
+/// A secret setting (password, key): its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Secret;
+
+    #[test]
+    fn secrets_do_not_print() {
+        let secret: Secret = "hunter2".parse().expect("infallible");
+        assert_eq!(format!("{secret:?}"), "[redacted]");
+        assert_eq!(secret.expose(), "hunter2");
     }
 }

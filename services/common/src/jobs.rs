@@ -47,6 +47,9 @@ pub struct Job {
     /// redelivered `video` message re-publishes only if it never went out.
     #[serde(default)]
     pub published_at: Option<DateTime>,
+    /// Set by the notification service once the failure email went out.
+    #[serde(default)]
+    pub failure_notified_at: Option<DateTime>,
 }
 
 /// Typed access to the `jobs` collection.
@@ -117,9 +120,15 @@ impl JobStore {
         self.set(id, doc! { "published_at": DateTime::now() }).await
     }
 
-    /// Records that the user was emailed.
+    /// Records that the user was emailed that the MP3 is ready.
     pub async fn mark_notified(&self, id: ObjectId) -> Result<()> {
         self.set(id, doc! { "notified_at": DateTime::now() }).await
+    }
+
+    /// Records that the user was emailed that the job failed.
+    pub async fn mark_failure_notified(&self, id: ObjectId) -> Result<()> {
+        self.set(id, doc! { "failure_notified_at": DateTime::now() })
+            .await
     }
 
     async fn set(&self, id: ObjectId, mut fields: bson::Document) -> Result<()> {

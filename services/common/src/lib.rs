@@ -12,5 +12,7 @@ pub mod messages;
 pub mod ops;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 pub use error::Error;

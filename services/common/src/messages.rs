@@ -29,6 +29,42 @@ pub struct ConversionMessage {
     pub duration_s: Option<f64>,
 }
 
+/// A job state change, published to the `events` topic exchange with
+/// routing key `job.<state>` (the gateway's live events, failure emails).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobEvent {
+    pub job_id: String,
+    /// `queued`, `converting`, `done` or `failed`.
+    pub state: String,
+    /// The owner's email address.
+    pub username: String,
+    pub filename: String,
+    #[serde(default)]
+    pub progress: f64,
+    /// Why the job failed, in plain words.
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub mp3_fid: Option<String>,
+    #[serde(default = "default_true")]
+    pub notify_email: bool,
+}
+
+impl JobEvent {
+    /// The routing key on the events exchange.
+    pub fn routing_key(&self) -> String {
+        format!("job.{}", self.state)
+    }
+
+    pub fn from_slice(body: &[u8]) -> crate::error::Result<Self> {
+        Ok(serde_json::from_slice(body)?)
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
 fn empty_object() -> serde_json::Value {
     serde_json::Value::Object(serde_json::Map::new())
 }

@@ -19,6 +19,10 @@ pub struct Config {
     /// Where videos are spooled while they are converted (removed afterwards).
     #[arg(long, env = "CONVERTER_TEMP_DIR")]
     pub temp_dir: Option<PathBuf>,
+    /// Wait after the first failed attempt, in milliseconds; it doubles per
+    /// attempt (5 attempts in all, then the dead-letter queue).
+    #[arg(long, env = "RETRY_BASE_MS", default_value_t = 2000)]
+    pub retry_base_ms: u64,
     #[command(flatten)]
     pub amqp: AmqpConfig,
     #[command(flatten)]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use common::amqp::{ConsumerSettings, Publisher};
+use common::amqp::{ConsumerSettings, Publisher, RetryPolicy};
 
 pub use config::Config;
 use worker::Worker;
@@ -35,6 +35,7 @@ impl App {
             &config.amqp.amqp_url,
             "converter",
             &[&config.amqp.mp3_queue],
+            &[&config.amqp.events_exchange],
         )
         .await
         .context("connecting to RabbitMQ")?;
@@ -48,6 +49,7 @@ impl App {
                 mongo,
                 publisher: Arc::new(publisher),
                 mp3_queue: config.amqp.mp3_queue.clone(),
+                events_exchange: config.amqp.events_exchange.clone(),
                 temp_dir: config.temp_dir.clone(),
             },
             settings: ConsumerSettings {
@@ -55,7 +57,12 @@ impl App {
                 queue: config.amqp.video_queue,
                 name: "converter".into(),
                 concurrency,
+                retry: RetryPolicy {
+                    max_attempts: 5,
+                    base_delay: Duration::from_millis(config.retry_base_ms),
+                },
                 grace: Duration::from_secs(60),
+                bind: None,
             },
         })
     }

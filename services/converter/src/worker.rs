@@ -12,7 +12,7 @@ use mongodb::bson::{doc, oid::ObjectId};
 use common::amqp::{Disposition, Incoming, Publisher};
 use common::config::MongoStores;
 use common::jobs::{Job, JobState};
-use common::messages::ConversionMessage;
+use common::messages::{ConversionMessage, JobEvent};
 
 use crate::error::Error;
 use crate::transcode::{self, Options};
@@ -34,45 +34,53 @@ pub struct Worker {
     pub publisher: Arc<Publisher>,
     /// Queue the finished MP3s are announced on.
     pub mp3_queue: String,
+    /// Topic exchange for job state changes.
+    pub events_exchange: String,
     pub temp_dir: Option<PathBuf>,
 }
 
 impl Worker {
-    /// Runs [`Worker::handle`] and records permanent failures on the job.
+    /// Runs [`Worker::handle`] and turns its result into the message's fate:
+    /// user errors fail the job (the reason is on it) and are acked;
+    /// transient errors are retried until the last attempt, which fails the
+    /// job and dead-letters the message.
     pub async fn process(&self, incoming: Incoming) -> Disposition {
-        let request_id = header_text(&incoming.headers, "x-request-id");
+        let request_id = incoming.header_text("x-request-id");
         let message = match ConversionMessage::from_slice(&incoming.body) {
             Ok(message) => message,
             Err(err) => {
-                tracing::error!(error = %err, "dropping a message that is not valid JSON");
-                metrics::counter!("converter_conversions_total", "outcome" => "invalid")
-                    .increment(1);
-                return Disposition::Ack;
+                count("invalid");
+                return Disposition::DeadLetter(err.to_string());
             }
         };
-        let span = tracing::info_span!("convert", job_id = %message.job_id, video_fid = %message.video_fid, request_id = %request_id);
+        let span = tracing::info_span!("convert", job_id = %message.job_id, video_fid = %message.video_fid, request_id = %request_id, attempt = incoming.attempt);
         let _entered = span.enter();
         match self.handle(&message, &request_id).await {
             Ok(outcome) => {
                 tracing::info!(?outcome, "video handled");
-                metrics::counter!("converter_conversions_total", "outcome" => "ok").increment(1);
+                count("ok");
                 Disposition::Ack
             }
             Err(err) if err.is_permanent() => {
                 tracing::warn!(error = %err, "conversion failed permanently");
-                metrics::counter!("converter_conversions_total", "outcome" => "failed")
-                    .increment(1);
+                count("failed");
                 match self.fail_job(&message, &err.to_string()).await {
                     Ok(()) => Disposition::Ack,
                     // The failure must be recorded; try again later.
-                    Err(_) => Disposition::Requeue,
+                    Err(record) => Disposition::Retry(record.to_string()),
                 }
             }
+            Err(err) if incoming.last_attempt => {
+                count("gave_up");
+                let reason = format!("the conversion kept failing: {err}");
+                if let Err(record) = self.fail_job(&message, &reason).await {
+                    tracing::error!(error = %record, "could not record the failure on the job");
+                }
+                Disposition::DeadLetter(reason)
+            }
             Err(err) => {
-                tracing::warn!(error = %err, "conversion failed; will retry");
-                metrics::counter!("converter_conversions_total", "outcome" => "retried")
-                    .increment(1);
-                Disposition::Requeue
+                count("retried");
+                Disposition::Retry(err.to_string())
             }
         }
     }
@@ -96,6 +104,7 @@ impl Worker {
         }
         let options = Options::from_json(&message.options)?;
         self.mongo.jobs.mark_converting(job_id).await?;
+        self.emit(message, "converting", None, None).await;
 
         let videos = common::gridfs::bucket(&self.mongo.videos);
         if common::gridfs::find(&videos, video_fid).await?.is_none() {
@@ -155,6 +164,7 @@ impl Worker {
         self.announce(message, mp3_fid, report.duration_s, request_id)
             .await?;
         self.mongo.jobs.mark_published(job_id).await?;
+        self.emit(message, "done", None, Some(mp3_fid)).await;
         Ok(Outcome::Converted {
             mp3_fid,
             duration_s: report.duration_s,
@@ -214,7 +224,31 @@ impl Worker {
             return Ok(());
         };
         self.mongo.jobs.mark_failed(job_id, reason).await?;
+        // The failure email depends on this event, so it must go out.
+        let event = job_event(message, "failed", Some(reason), None);
+        self.publisher
+            .publish_event(&self.events_exchange, &event.routing_key(), &event.to_vec())
+            .await?;
         Ok(())
+    }
+
+    /// Announces a state change; the job document stays the source of
+    /// truth, so a lost progress event is logged, not retried.
+    async fn emit(
+        &self,
+        message: &ConversionMessage,
+        state: &str,
+        error: Option<&str>,
+        mp3_fid: Option<ObjectId>,
+    ) {
+        let event = job_event(message, state, error, mp3_fid);
+        if let Err(err) = self
+            .publisher
+            .publish_event(&self.events_exchange, &event.routing_key(), &event.to_vec())
+            .await
+        {
+            tracing::warn!(error = %err, state, "could not publish a job event");
+        }
     }
 }
 
@@ -226,10 +260,24 @@ fn file_stem(name: &str) -> &str {
         .unwrap_or("audio")
 }
 
-fn header_text(headers: &FieldTable, name: &str) -> String {
-    match headers.inner().get(name) {
-        Some(AMQPValue::LongString(value)) => value.to_string(),
-        Some(AMQPValue::ShortString(value)) => value.to_string(),
-        _ => String::new(),
+fn job_event(
+    message: &ConversionMessage,
+    state: &str,
+    error: Option<&str>,
+    mp3_fid: Option<ObjectId>,
+) -> JobEvent {
+    JobEvent {
+        job_id: message.job_id.clone(),
+        state: state.to_owned(),
+        username: message.username.clone(),
+        filename: message.filename.clone(),
+        progress: if state == "done" { 1.0 } else { 0.0 },
+        error: error.map(str::to_owned),
+        mp3_fid: mp3_fid.map(|id| id.to_hex()),
+        notify_email: message.notify_email,
     }
+}
+
+fn count(outcome: &'static str) {
+    metrics::counter!("converter_conversions_total", "outcome" => outcome).increment(1);
 }

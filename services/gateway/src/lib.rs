@@ -41,6 +41,7 @@ impl App {
             &config.amqp.amqp_url,
             "gateway",
             &[&config.amqp.video_queue],
+            &[&config.amqp.events_exchange],
         )
         .await
         .context("connecting to RabbitMQ")?;

@@ -9,6 +9,8 @@ pub enum Error {
     BadAddress(String),
     #[error("could not build the email: {0}")]
     Build(#[from] lettre::error::Error),
+    #[error("email template: {0}")]
+    Template(#[from] minijinja::Error),
     #[error("SMTP: {0}")]
     Smtp(#[from] lettre::transport::smtp::Error),
     #[error(transparent)]
@@ -16,10 +18,12 @@ pub enum Error {
 }
 
 impl Error {
-    /// Permanent failures will fail the same way on every attempt.
+    /// Permanent failures fail the same way on every attempt: a bad message,
+    /// an address the server refuses (5xx). Connection problems, timeouts
+    /// and 4xx answers are transient.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Self::BadMessage(_) | Self::BadAddress(_) | Self::Build(_) => true,
+            Self::BadMessage(_) | Self::BadAddress(_) | Self::Build(_) | Self::Template(_) => true,
             Self::Smtp(err) => err.is_permanent(),
             Self::Common(common::Error::Json(_)) => true,
             Self::Common(_) => false,

@@ -1,9 +1,10 @@
-//! The notification service: consumes the `mp3` queue and emails each user
-//! that their MP3 is ready, exactly once per job.
+//! The notification service: emails each user once when their MP3 is ready
+//! (queue `mp3`) and once when their conversion failed (`job.failed` events).
 
 pub mod config;
 pub mod error;
 pub mod mailer;
+pub mod templates;
 pub mod worker;
 
 use std::future::Future;
@@ -11,16 +12,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use common::amqp::ConsumerSettings;
+use common::amqp::{ConsumerSettings, RetryPolicy};
 
 pub use config::Config;
 use worker::Worker;
+
+/// Attempts per email (the first included) before the dead-letter queue.
+const MAX_ATTEMPTS: u32 = 8;
 
 /// A notification worker with its operations port bound.
 pub struct App {
     listener: tokio::net::TcpListener,
     worker: Worker,
-    settings: ConsumerSettings,
+    ready: ConsumerSettings,
+    failed: ConsumerSettings,
 }
 
 impl App {
@@ -30,24 +35,33 @@ impl App {
             .connect()
             .await
             .context("configuring MongoDB")?;
-        let mailer = mailer::Mailer::new(&config.smtp_url, &config.mail_from, &config.public_url)
-            .context("configuring SMTP")?;
+        let mailer = mailer::Mailer::new(&config).context("configuring email")?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
+        let ready = ConsumerSettings {
+            url: config.amqp.amqp_url.clone(),
+            queue: config.amqp.mp3_queue.clone(),
+            name: "notification".into(),
+            concurrency: config.concurrency,
+            grace: Duration::from_secs(30),
+            retry: RetryPolicy {
+                max_attempts: MAX_ATTEMPTS,
+                base_delay: Duration::from_millis(config.retry_base_ms),
+            },
+            bind: None,
+        };
+        let failed = ConsumerSettings {
+            queue: config.failed_events_queue.clone(),
+            name: "notification-failures".into(),
+            bind: Some((config.amqp.events_exchange.clone(), "job.failed".into())),
+            ..ready.clone()
+        };
         Ok(App {
             listener,
-            worker: Worker {
-                mailer,
-                jobs: mongo.jobs,
-            },
-            settings: ConsumerSettings {
-                url: config.amqp.amqp_url,
-                queue: config.amqp.mp3_queue,
-                name: "notification".into(),
-                concurrency: config.concurrency,
-                grace: Duration::from_secs(30),
-            },
+            worker: Worker { mailer, mongo },
+            ready,
+            failed,
         })
     }
 
@@ -71,15 +85,36 @@ impl App {
                 }
             })
         });
-        let worker = self.worker;
-        let work = common::amqp::consume(
-            self.settings,
-            move |incoming| {
-                let worker = worker.clone();
-                async move { worker.process(incoming).await }
-            },
-            shutdown,
-        );
+        // One stop signal for both consumers.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let (ready_worker, failed_worker) = (self.worker.clone(), self.worker);
+        let work = async move {
+            tokio::join!(
+                common::amqp::consume(
+                    self.ready,
+                    move |incoming| {
+                        let worker = ready_worker.clone();
+                        async move { worker.process_ready(incoming).await }
+                    },
+                    stopped(stop_rx.clone()),
+                ),
+                common::amqp::consume(
+                    self.failed,
+                    move |incoming| {
+                        let worker = failed_worker.clone();
+                        async move { worker.process_failed(incoming).await }
+                    },
+                    stopped(stop_rx),
+                ),
+            );
+        };
         common::ops::serve_while(self.listener, ready, work)
             .await
             .context("operations server")?;

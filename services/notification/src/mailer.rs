@@ -1,14 +1,18 @@
-//! Builds and sends the "your MP3 is ready" email.
+//! Builds the emails (plain text + HTML from the templates) and sends them
+//! through a pooled SMTP connection.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use lettre::message::header::{ContentTransferEncoding, ContentType};
-use lettre::message::{Body, Mailbox};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use minijinja::context;
 
-use common::messages::ConversionMessage;
+use common::messages::{ConversionMessage, JobEvent};
 
+use crate::config::Config;
 use crate::error::Error;
+use crate::templates::Templates;
 
 /// An SMTP connection pool plus what every email needs.
 #[derive(Clone)]
@@ -16,57 +20,82 @@ pub struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
     public_url: String,
+    templates: Templates,
 }
 
 impl Mailer {
-    pub fn new(smtp_url: &str, from: &str, public_url: &str) -> anyhow::Result<Self> {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)?
-            .timeout(Some(Duration::from_secs(20)))
-            .build();
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&config.smtp_url)?
+            .timeout(Some(Duration::from_secs(config.smtp_timeout_secs)));
+        if let Some(user) = &config.smtp_username {
+            let password = config.smtp_password()?.unwrap_or_default();
+            builder = builder.credentials(Credentials::new(user.clone(), password));
+        }
         Ok(Self {
-            transport,
-            from: from.parse()?,
-            public_url: public_url.trim_end_matches('/').to_owned(),
+            transport: builder.build(),
+            from: config.mail_from.parse()?,
+            public_url: config.public_url.trim_end_matches('/').to_owned(),
+            templates: Templates::load(config.template_dir.as_deref())?,
         })
     }
 
-    /// The email for a finished conversion.
-    pub fn ready_email(&self, message: &ConversionMessage) -> Result<Message, Error> {
+    /// "Your MP3 is ready": the file, its duration and size, the MP3 id and
+    /// the classic and JSON download links.
+    pub fn ready_email(
+        &self,
+        message: &ConversionMessage,
+        mp3_size: Option<u64>,
+    ) -> Result<Message, Error> {
         let mp3_fid = message
             .mp3_fid
             .as_deref()
             .ok_or_else(|| Error::BadMessage("mp3_fid is missing".into()))?;
-        let to: Mailbox = message
-            .username
-            .parse()
-            .map_err(|_| Error::BadAddress(message.username.clone()))?;
-        let link = format!("{}/download?fid={mp3_fid}", self.public_url);
-        let duration = message
-            .duration_s
-            .map(|s| format!("Duration: {}\n", format_duration(s)))
-            .unwrap_or_default();
-        let body = format!(
-            "Hello,\n\n\
-             your file \"{file}\" has been converted to MP3.\n\n\
-             {duration}\
-             MP3 id: {mp3_fid}\n\
-             Download: {link}\n\n\
-             The download needs your login token, for example:\n\
-             curl -H \"Authorization: Bearer $TOKEN\" -o \"{stem}.mp3\" \\\n  \"{link}\"\n",
-            file = message.filename,
-            stem = file_stem(&message.filename),
-        );
+        let rendered = self.templates.render(
+            "ready",
+            context! {
+                filename => &message.filename,
+                mp3_name => format!("{}.mp3", file_stem(&message.filename)),
+                mp3_fid => mp3_fid,
+                duration => message.duration_s.map(format_duration),
+                size => mp3_size.map(format_size),
+                download_url => format!("{}/download?fid={mp3_fid}", self.public_url),
+                api_url => format!("{}/api/v1/jobs/{}/mp3", self.public_url, message.job_id),
+            },
+        )?;
+        self.build(&message.username, rendered)
+    }
+
+    /// "We could not convert <file>", with the reason in plain words.
+    pub fn failed_email(&self, event: &JobEvent) -> Result<Message, Error> {
+        let reason = event
+            .error
+            .as_deref()
+            .unwrap_or("the conversion failed for an unknown reason");
+        let rendered = self.templates.render(
+            "failed",
+            context! { filename => &event.filename, reason => reason },
+        )?;
+        self.build(&event.username, rendered)
+    }
+
+    fn build(&self, to: &str, rendered: crate::templates::Rendered) -> Result<Message, Error> {
+        let to: Mailbox = to.parse().map_err(|_| Error::BadAddress(to.to_owned()))?;
         Ok(Message::builder()
             .from(self.from.clone())
             .to(to)
             .message_id(None)
-            .subject(format!("Your MP3 is ready: {}", message.filename))
-            .header(ContentType::TEXT_PLAIN)
-            .body(readable_body(body))?)
+            .subject(rendered.subject)
+            .multipart(MultiPart::alternative_plain_html(
+                rendered.text,
+                rendered.html,
+            ))?)
     }
 
     pub async fn send(&self, email: Message) -> Result<(), Error> {
-        self.transport.send(email).await?;
+        let started = Instant::now();
+        let sent = self.transport.send(email).await;
+        metrics::histogram!("notification_smtp_seconds").record(started.elapsed().as_secs_f64());
+        sent?;
         Ok(())
     }
 
@@ -74,12 +103,6 @@ impl Mailer {
     pub async fn is_reachable(&self) -> bool {
         self.transport.test_connection().await.unwrap_or(false)
     }
-}
-
-/// 8bit keeps the text readable in the raw mail; lettre falls back to
-/// quoted-printable when a line is too long for it (a very long file name).
-fn readable_body(text: String) -> Body {
-    Body::new_with_encoding(text, ContentTransferEncoding::EightBit).unwrap_or_else(Body::new)
 }
 
 fn file_stem(name: &str) -> &str {
@@ -91,11 +114,26 @@ fn file_stem(name: &str) -> &str {
 
 fn format_duration(seconds: f64) -> String {
     let total = seconds.round() as u64;
-    format!("{}:{:02}", total / 60, total % 60)
+    if total >= 3600 {
+        format!("{}:{:02}:{:02}", total / 3600, total / 60 % 60, total % 60)
+    } else {
+        format!("{}:{:02}", total / 60, total % 60)
+    }
+}
+
+fn format_size(bytes: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    if bytes as f64 >= MIB {
+        format!("{:.1} MiB", bytes as f64 / MIB)
+    } else {
+        format!("{} KiB", bytes.div_ceil(1024))
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
     fn message() -> ConversionMessage {
@@ -103,7 +141,7 @@ mod tests {
             video_fid: "v".into(),
             mp3_fid: Some("65f0c0ffee00000000000001".into()),
             username: "ana@example.com".into(),
-            job_id: "j".into(),
+            job_id: "65f0c0ffee00000000000002".into(),
             filename: "holiday clip.mp4".into(),
             options: serde_json::json!({}),
             notify_email: true,
@@ -112,43 +150,106 @@ mod tests {
     }
 
     fn mailer() -> Mailer {
-        Mailer::new(
+        let config = Config::try_parse_from([
+            "notification",
+            "--smtp-url",
             "smtp://127.0.0.1:1",
+            "--mail-from",
             "MP3 <noreply@example.com>",
+            "--public-url",
             "http://gw.example/",
-        )
-        .expect("valid settings")
+        ])
+        .expect("config");
+        Mailer::new(&config).expect("valid settings")
     }
 
     // The SMTP pool spawns its reaper task, so these need a runtime.
     #[tokio::test]
-    async fn ready_email_names_file_id_and_link() {
-        let email = mailer().ready_email(&message()).expect("builds");
+    async fn ready_email_has_both_parts_the_links_the_id_and_the_facts() {
+        let email = mailer()
+            .ready_email(&message(), Some(1_234_567))
+            .expect("builds");
         let text = String::from_utf8(email.formatted()).expect("utf-8");
         assert!(
             text.contains("Subject: Your MP3 is ready: holiday clip.mp4"),
             "{text}"
         );
         assert!(text.contains("To: ana@example.com"), "{text}");
+        assert!(text.contains("Message-ID: <"), "{text}");
+        assert!(text.contains("Date: "), "{text}");
+        assert!(text.contains("multipart/alternative"), "{text}");
+        assert!(text.contains("Content-Type: text/plain"), "{text}");
+        assert!(text.contains("Content-Type: text/html"), "{text}");
         assert!(text.contains("MP3 id: 65f0c0ffee00000000000001"), "{text}");
         assert!(
             text.contains("http://gw.example/download?fid=65f0c0ffee00000000000001"),
             "{text}"
         );
+        assert!(
+            text.contains("http://gw.example/api/v1/jobs/65f0c0ffee00000000000002/mp3"),
+            "{text}"
+        );
         assert!(text.contains("Duration: 1:15"), "{text}");
-        assert!(text.contains("Content-Transfer-Encoding: 8bit"), "{text}");
-        assert!(text.contains("Message-ID: <"), "{text}");
+        assert!(text.contains("Size: 1.2 MiB"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn non_ascii_file_names_are_encoded_in_the_subject() {
+        let mut msg = message();
+        msg.filename = "Grüße aus Köln.mp4".into();
+        let email = mailer().ready_email(&msg, None).expect("builds");
+        let text = String::from_utf8(email.formatted()).expect("utf-8");
+        let subject = text
+            .lines()
+            .find(|l| l.starts_with("Subject: "))
+            .expect("subject");
+        assert!(
+            subject.is_ascii() && subject.contains("=?utf-8?"),
+            "RFC 2047: {subject}"
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_email_gives_the_reason() {
+        let event = JobEvent {
+            job_id: "j".into(),
+            state: "failed".into(),
+            username: "ana@example.com".into(),
+            filename: "silent.mp4".into(),
+            progress: 0.0,
+            error: Some("the file has no audio track".into()),
+            mp3_fid: None,
+            notify_email: true,
+        };
+        let email = mailer().failed_email(&event).expect("builds");
+        let text = String::from_utf8(email.formatted()).expect("utf-8");
+        assert!(
+            text.contains("Subject: We could not convert silent.mp4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Reason: the file has no audio track"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
     async fn missing_mp3_id_and_bad_address_are_permanent() {
         let mut no_fid = message();
         no_fid.mp3_fid = None;
-        let err = mailer().ready_email(&no_fid).expect_err("no fid");
+        let err = mailer().ready_email(&no_fid, None).expect_err("no fid");
         assert!(err.is_permanent());
         let mut bad = message();
         bad.username = "not an address".into();
-        let err = mailer().ready_email(&bad).expect_err("bad address");
+        let err = mailer().ready_email(&bad, None).expect_err("bad address");
         assert!(err.is_permanent());
+    }
+
+    #[test]
+    fn sizes_and_durations_read_naturally() {
+        assert_eq!(format_duration(3725.0), "1:02:05");
+        assert_eq!(format_duration(59.6), "1:00");
+        assert_eq!(format_size(1000), "1 KiB");
+        assert_eq!(format_size(5 * 1024 * 1024), "5.0 MiB");
     }
 }

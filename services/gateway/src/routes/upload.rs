@@ -197,6 +197,7 @@ async fn enqueue(
         sha256: video.sha256.clone(),
         notified_at: None,
         published_at: None,
+        failure_notified_at: None,
     };
     state.mongo.jobs.insert(&job).await?;
     let message = ConversionMessage {

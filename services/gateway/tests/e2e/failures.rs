@@ -109,10 +109,23 @@ async fn video_without_audio_fails_its_job_and_the_worker_keeps_going() {
     assert_eq!(done.state, JobState::Done, "{:?}", done.error);
     stack
         .mail
-        .wait_for("good.mp4", Duration::from_secs(30))
+        .wait_for("Your MP3 is ready: good.mp4", Duration::from_secs(30))
+        .await;
+    let failure = stack
+        .mail
+        .wait_for("We could not convert silent.mp4", Duration::from_secs(30))
         .await;
     assert!(
-        stack.mail.find("silent.mp4").await.is_none(),
+        failure
+            .text()
+            .contains("Reason: the file has no audio track")
+    );
+    assert!(
+        stack
+            .mail
+            .find("Your MP3 is ready: silent.mp4")
+            .await
+            .is_none(),
         "no ready-mail for a failed job"
     );
     stack.stop().await;

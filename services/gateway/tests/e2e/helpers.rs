@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use common::jobs::{Job, JobState, JobStore};
 
-use crate::smtp::MailSink;
+use common::testing::smtp::MailSink;
 
 /// Which SQL backend auth uses.
 #[derive(Debug, Clone, Copy)]
@@ -121,6 +121,8 @@ impl TestStack {
             video_queue,
             "--mp3-queue".to_owned(),
             mp3_queue,
+            "--events-exchange".to_owned(),
+            format!("{prefix}.events"),
             "--mongodb-uri".to_owned(),
             mongodb_uri(),
             "--videos-db".to_owned(),
@@ -165,7 +167,14 @@ impl TestStack {
         let notification_app = notification::App::build(
             notification::Config::try_parse_from(args(
                 "notification",
-                &["--smtp-url", &smtp_url, "--public-url", &gateway_url],
+                &[
+                    "--smtp-url",
+                    &smtp_url,
+                    "--public-url",
+                    &gateway_url,
+                    "--failed-events-queue",
+                    &format!("{prefix}.job-failed"),
+                ],
             ))
             .expect("notification config"),
         )
@@ -286,9 +295,11 @@ impl TestStack {
                 other => panic!("a service did not stop cleanly: {other:?}"),
             }
         }
-        for queue in ["video", "mp3"] {
-            let _ =
-                common::amqp::delete_queue(&amqp_url(), &format!("{}.{queue}", self.prefix)).await;
+        for queue in ["video", "mp3", "job-failed"] {
+            let queue = format!("{}.{queue}", self.prefix);
+            let dlq = common::amqp::dead_letter_queue(&queue);
+            let _ = common::amqp::delete_queue(&amqp_url(), &queue).await;
+            let _ = common::amqp::delete_queue(&amqp_url(), &dlq).await;
         }
         let _ = self.mongo.videos.drop().await;
         let _ = self.mongo.mp3s.drop().await;

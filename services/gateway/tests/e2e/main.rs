@@ -4,4 +4,3 @@
 mod failures;
 mod flow;
 mod helpers;
-mod smtp;

@@ -1,5 +1,6 @@
-//! A real (minimal) SMTP server for the tests: it speaks enough of RFC 5321
-//! for lettre to deliver, and keeps every message it receives.
+//! A real (minimal) SMTP server for tests: it speaks enough of RFC 5321 for
+//! lettre to deliver, keeps every message it receives, and can be told to
+//! refuse recipients (a permanent 5xx) to exercise the failure paths.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,14 +55,33 @@ impl Mail {
 pub struct MailSink {
     mails: Arc<Mutex<Vec<Mail>>>,
     arrived: Arc<Notify>,
+    /// Answer every RCPT TO with this line (e.g. `550 5.1.1 no such user`).
+    reject_recipients: Option<&'static str>,
+    /// RCPT TO commands seen, accepted or not.
+    attempts: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl MailSink {
     /// Starts the server on a free port; returns the sink and the port.
     pub async fn start() -> (MailSink, u16) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind smtp");
+        Self::start_with(0, None).await
+    }
+
+    /// Starts a server that refuses every recipient with `reply`.
+    pub async fn start_rejecting(reply: &'static str) -> (MailSink, u16) {
+        Self::start_with(0, Some(reply)).await
+    }
+
+    /// Starts the server on `port` (0: any free one).
+    pub async fn start_with(port: u16, reject_recipients: Option<&'static str>) -> (MailSink, u16) {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind smtp");
         let port = listener.local_addr().expect("addr").port();
-        let sink = MailSink::default();
+        let sink = MailSink {
+            reject_recipients,
+            ..MailSink::default()
+        };
         let server = sink.clone();
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
@@ -93,6 +113,12 @@ impl MailSink {
             } else if command.starts_with("HELO") || command.starts_with("MAIL FROM") {
                 write.write_all(b"250 ok\r\n").await?;
             } else if command.starts_with("RCPT TO") {
+                self.attempts
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if let Some(reply) = self.reject_recipients {
+                    write.write_all(format!("{reply}\r\n").as_bytes()).await?;
+                    continue;
+                }
                 let address = line.trim_end()[8..]
                     .trim()
                     .trim_start_matches('<')
@@ -148,11 +174,21 @@ impl MailSink {
             .lock()
             .await
             .iter()
-            .find(|m| m.data.contains(needle))
+            .find(|m| m.text().contains(needle))
             .cloned()
     }
 
     pub async fn count(&self) -> usize {
         self.mails.lock().await.len()
+    }
+
+    /// All mails received so far.
+    pub async fn all(&self) -> Vec<Mail> {
+        self.mails.lock().await.clone()
+    }
+
+    /// How many recipients clients tried to send to (accepted or refused).
+    pub fn recipient_attempts(&self) -> usize {
+        self.attempts.load(std::sync::atomic::Ordering::SeqCst)
     }
 }

@@ -1,0 +1,304 @@
+//! Starts the real notification `App` with per-test queue, exchange and
+//! database names, an SMTP server in the test, and helpers to publish and
+//! to look into the dead-letter queue.
+
+use std::time::Duration;
+
+use clap::Parser;
+use lapin::options::BasicGetOptions;
+use lapin::types::FieldTable;
+use mongodb::bson::{DateTime, doc, oid::ObjectId};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use common::amqp::Publisher;
+use common::config::MongoStores;
+use common::jobs::{Job, JobState};
+use common::messages::{ConversionMessage, JobEvent};
+
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+pub struct Harness {
+    pub prefix: String,
+    retry_base_ms: u64,
+    pub mongo: MongoStores,
+    pub publisher: Publisher,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Harness {
+    pub fn mp3_queue(&self) -> String {
+        format!("{}.mp3", self.prefix)
+    }
+
+    fn events_exchange(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+
+    /// Starts the service sending to `smtp_port`, retrying after `retry_base_ms`.
+    pub async fn start(smtp_port: u16, retry_base_ms: u64) -> Harness {
+        common::telemetry::init();
+        let prefix = format!("n{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let mongo_uri =
+            std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into());
+        let config = notification::Config::try_parse_from([
+            "notification".to_owned(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--smtp-url".into(),
+            format!("smtp://127.0.0.1:{smtp_port}"),
+            "--smtp-timeout-secs".into(),
+            "5".into(),
+            "--public-url".into(),
+            "http://gateway.test".into(),
+            "--retry-base-ms".into(),
+            retry_base_ms.to_string(),
+            "--amqp-url".into(),
+            amqp_url(),
+            "--mp3-queue".into(),
+            format!("{prefix}.mp3"),
+            "--events-exchange".into(),
+            format!("{prefix}.events"),
+            "--failed-events-queue".into(),
+            format!("{prefix}.job-failed"),
+            "--mongodb-uri".into(),
+            mongo_uri,
+            "--videos-db".into(),
+            format!("{prefix}_videos"),
+            "--mp3s-db".into(),
+            format!("{prefix}_mp3s"),
+        ])
+        .expect("config");
+        let mongo = config.mongo.connect().await.expect("mongo");
+        let publisher = Publisher::connect(
+            &amqp_url(),
+            "notification-test",
+            &[&format!("{prefix}.mp3")],
+            &[&format!("{prefix}.events")],
+        )
+        .await
+        .expect("broker");
+        let app = notification::App::build(config).await.expect("builds");
+        let (stop, signal) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run(async move {
+            let _ = signal.await;
+        }));
+        let harness = Harness {
+            prefix,
+            retry_base_ms,
+            mongo,
+            publisher,
+            stop: Some(stop),
+            task: Some(task),
+        };
+        harness.wait_until_bound().await;
+        harness
+    }
+
+    /// Waits until the failure-events queue exists and is bound (the
+    /// service declares it when its consumer starts).
+    async fn wait_until_bound(&self) {
+        let conn = common::amqp::connect(&amqp_url(), "probe")
+            .await
+            .expect("connect");
+        for _ in 0..100 {
+            let channel = conn.create_channel().await.expect("channel");
+            let passive = lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            if let Ok(queue) = channel
+                .queue_declare(
+                    format!("{}.job-failed", self.prefix).as_str().into(),
+                    passive,
+                    FieldTable::default(),
+                )
+                .await
+                && queue.consumer_count() > 0
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the service never started consuming its failure events");
+    }
+
+    /// A job document, as the gateway would have created it.
+    pub async fn insert_job(&self, filename: &str) -> ObjectId {
+        let id = ObjectId::new();
+        let now = DateTime::now();
+        self.mongo
+            .jobs
+            .insert(&Job {
+                id,
+                owner: "ana@example.com".into(),
+                filename: filename.into(),
+                state: JobState::Done,
+                progress: 1.0,
+                video_fid: ObjectId::new(),
+                mp3_fid: None,
+                error: None,
+                created_at: now,
+                updated_at: now,
+                options: doc! {},
+                notify_email: true,
+                duration_s: Some(61.0),
+                size_bytes: 1,
+                sha256: String::new(),
+                notified_at: None,
+                published_at: None,
+                failure_notified_at: None,
+            })
+            .await
+            .expect("insert job");
+        id
+    }
+
+    /// The `mp3` message for a job.
+    pub fn ready_message(&self, job_id: ObjectId, filename: &str) -> ConversionMessage {
+        ConversionMessage {
+            video_fid: ObjectId::new().to_hex(),
+            mp3_fid: Some(ObjectId::new().to_hex()),
+            username: "ana@example.com".into(),
+            job_id: job_id.to_hex(),
+            filename: filename.into(),
+            options: serde_json::json!({}),
+            notify_email: true,
+            duration_s: Some(61.0),
+        }
+    }
+
+    pub async fn publish_ready(&self, message: &ConversionMessage) {
+        self.publish_raw(&message.to_vec()).await;
+    }
+
+    pub async fn publish_raw(&self, body: &[u8]) {
+        self.publisher
+            .publish(&self.mp3_queue(), body, FieldTable::default())
+            .await
+            .expect("publish");
+    }
+
+    pub async fn publish_failed(&self, job_id: ObjectId, filename: &str, reason: &str) {
+        let event = JobEvent {
+            job_id: job_id.to_hex(),
+            state: "failed".into(),
+            username: "ana@example.com".into(),
+            filename: filename.into(),
+            progress: 0.0,
+            error: Some(reason.into()),
+            mp3_fid: None,
+            notify_email: true,
+        };
+        self.publisher
+            .publish_event(
+                &self.events_exchange(),
+                &event.routing_key(),
+                &event.to_vec(),
+            )
+            .await
+            .expect("publish event");
+    }
+
+    /// Waits for one message on the `mp3` dead-letter queue; returns its body
+    /// and the failure reason header.
+    pub async fn next_dead_letter(&self, timeout: Duration) -> (Vec<u8>, String) {
+        let conn = common::amqp::connect(&amqp_url(), "dlq-reader")
+            .await
+            .expect("connect");
+        let channel = conn.create_channel().await.expect("channel");
+        let queue = common::amqp::dead_letter_queue(&self.mp3_queue());
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(message) = channel
+                .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+                .await
+                .expect("basic_get")
+            {
+                let headers = message
+                    .delivery
+                    .properties
+                    .headers()
+                    .clone()
+                    .unwrap_or_default();
+                let reason = match headers.inner().get(common::amqp::REASON_HEADER) {
+                    Some(lapin::types::AMQPValue::LongString(r)) => r.to_string(),
+                    other => format!("{other:?}"),
+                };
+                return (message.delivery.data.clone(), reason);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nothing dead-lettered within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the job satisfies `done` (the mark is written right after
+    /// the mail went out, so it may trail the mail by a moment).
+    pub async fn wait_for_job(&self, id: ObjectId, done: impl Fn(&Job) -> bool) -> Job {
+        for _ in 0..100 {
+            let job = self.job(id).await;
+            if done(&job) {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("job {id} never reached the expected state");
+    }
+
+    pub async fn job(&self, id: ObjectId) -> Job {
+        self.mongo
+            .jobs
+            .get(id)
+            .await
+            .expect("read")
+            .expect("job exists")
+    }
+
+    /// Stops the service and removes the test's queues and databases.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let stopped = tokio::time::timeout(Duration::from_secs(30), task).await;
+            assert!(
+                matches!(stopped, Ok(Ok(Ok(())))),
+                "service did not stop cleanly: {stopped:?}"
+            );
+        }
+        let url = amqp_url();
+        let mp3 = self.mp3_queue();
+        for queue in [
+            mp3.clone(),
+            common::amqp::dead_letter_queue(&mp3),
+            format!("{}.job-failed", self.prefix),
+            format!("{}.job-failed.dlq", self.prefix),
+        ] {
+            let _ = common::amqp::delete_queue(&url, &queue).await;
+        }
+        let policy = common::amqp::RetryPolicy {
+            max_attempts: 8,
+            base_delay: Duration::from_millis(self.retry_base_ms),
+        };
+        for attempt in 1..8 {
+            let delay = common::amqp::delay_queue(&mp3, policy.delay_after(attempt));
+            let _ = common::amqp::delete_queue(&url, &delay).await;
+        }
+        let _ = self.mongo.videos.drop().await;
+        let _ = self.mongo.mp3s.drop().await;
+    }
+}
+
+/// A port nothing listens on yet (bound and released), for "SMTP is down".
+pub async fn free_port() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    listener.local_addr().expect("addr").port()
+}

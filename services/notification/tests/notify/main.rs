@@ -1,0 +1,6 @@
+//! The notification service against the real RabbitMQ, the MongoDB-compatible
+//! server and an SMTP server inside the test. One test binary.
+
+mod delivery;
+mod harness;
+mod reliability;
