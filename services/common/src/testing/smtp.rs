@@ -18,36 +18,55 @@ pub struct Mail {
 }
 
 impl Mail {
-    /// The message with a quoted-printable body decoded (lettre picks it
-    /// for long lines), so tests can look for links and ids.
+    /// The message with every quoted-printable part decoded (lettre picks
+    /// that encoding for long lines and HTML), so tests can look for links
+    /// and ids. Other parts are left as they are.
     pub fn text(&self) -> String {
-        if !self
+        let boundary = self
             .data
-            .contains("Content-Transfer-Encoding: quoted-printable")
-        {
-            return self.data.clone();
+            .split("boundary=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next());
+        match boundary {
+            Some(boundary) => self
+                .data
+                .split(&format!("--{boundary}"))
+                .map(decode_part)
+                .collect::<Vec<_>>()
+                .join(&format!("--{boundary}")),
+            None => decode_part(&self.data),
         }
-        let joined = self.data.replace("=\r\n", "");
-        let bytes = joined.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok());
-            match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-                (b'=', Some(byte)) => {
-                    out.push(byte);
-                    i += 3;
-                }
-                (byte, _) => {
-                    out.push(byte);
-                    i += 1;
-                }
+    }
+}
+
+/// Decodes one MIME entity's body when its header says quoted-printable.
+fn decode_part(part: &str) -> String {
+    let Some((head, body)) = part.split_once("\r\n\r\n") else {
+        return part.to_owned();
+    };
+    if !head.contains("Content-Transfer-Encoding: quoted-printable") {
+        return part.to_owned();
+    }
+    let joined = body.replace("=\r\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'=', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
             }
         }
-        String::from_utf8_lossy(&out).into_owned()
     }
+    format!("{head}\r\n\r\n{}", String::from_utf8_lossy(&out))
 }
 
 /// The server's mailbox, shared with the test.
