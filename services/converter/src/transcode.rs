@@ -4,36 +4,46 @@
 //! and blocks the calling thread, so async callers wrap [`convert`] in
 //! `tokio::task::spawn_blocking`.
 //!
-//! The pipeline is the one the `ffmpeg` CLI builds for
-//! `ffmpeg -i IN -vn -c:a libmp3lame -q:a 2 OUT.mp3`:
+//! With the default options the pipeline is the one the `ffmpeg` CLI builds
+//! for `ffmpeg -i IN -vn -c:a libmp3lame -q:a 2 OUT.mp3`:
 //!
 //! ```text
-//! demux ──(best audio stream only)──▶ decode ──▶ convert graph ──▶ framer graph ──▶ libmp3lame ──▶ mp3 muxer
-//!                                     abuffer → aformat → abuffersink   (frames of frame_size() samples)
+//! demux ──(chosen audio stream only)──▶ decode ──▶ convert graph ──▶ framer graph ──▶ libmp3lame ──▶ mp3 muxer
+//!                                       abuffer → [aresample] → aformat   atrim → loudnorm → frames of frame_size()
 //! ```
 //!
-//! * The *convert* graph resamples, downmixes and changes the sample format
-//!   into what the encoder was opened with. It is built from the first decoded
+//! * The *convert* graph resamples, downmixes (with a normalised matrix, so a
+//!   loud surround source never clips) and changes the sample format into
+//!   what the encoder was opened with. It is built from the first decoded
 //!   frame, and rebuilt if a later frame arrives with other properties (a
 //!   stream that switches sample rate half way through, as broadcast captures
 //!   do).
-//! * The *framer* graph never changes: it re-chunks the converted audio into
-//!   exactly `frame_size()` samples, because LAME only accepts a short frame as
-//!   the very last one. Keeping it separate from the convert graph means a
-//!   rebuild never pushes a short frame into the middle of the stream.
+//! * The *framer* graph never changes: it trims the requested span (counted
+//!   in output samples, so it is exact whatever the container's timestamps),
+//!   normalises loudness if asked, and re-chunks the audio into exactly
+//!   `frame_size()` samples, because LAME only accepts a short frame as the
+//!   very last one. Keeping it separate from the convert graph means a rebuild
+//!   never pushes a short frame into the middle of the stream nor resets the
+//!   loudness measurement.
 //! * The encoder and the output file are created lazily, from the first decoded
 //!   frame, so a file whose audio cannot be decoded at all leaves nothing behind.
+//! * When the source audio already is MP3 and the options ask for nothing a
+//!   re-encode would be needed for, its packets are copied into the MP3 muxer
+//!   instead (no decoding, no generation loss).
+//! * Whatever the path, the written MP3 is decoded in full before we report
+//!   success: it must last as long as the span we converted.
 
 use std::io;
 use std::path::Path;
 use std::sync::Once;
+use std::time::{Duration, Instant};
 
 use ffmpeg_next as ffmpeg;
 
 use ffmpeg::format::Sample;
 use ffmpeg::util::error::{EAGAIN, EIO, EMFILE, ENFILE};
 use ffmpeg::{ChannelLayout, Dictionary, Packet, Rational, codec, filter, format, frame, media};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// `FF_QP2LAMBDA`: FFmpeg expresses `-q:a N` as `global_quality = N * 118`.
 const FF_QP2LAMBDA: usize = 118;
@@ -43,10 +53,13 @@ const MP3_SAMPLE_RATES: [u32; 9] = [
     8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000,
 ];
 
+/// The rates a job may ask for explicitly.
+const SELECTABLE_SAMPLE_RATES: [u32; 3] = [22_050, 44_100, 48_000];
+
 /// The rate used when the source rate is not one MP3 can carry.
 const FALLBACK_SAMPLE_RATE: u32 = 44_100;
 
-/// Tags copied from the source, besides the title which the caller provides.
+/// Tags copied from the source, besides the title.
 const COPIED_TAGS: [&str; 4] = ["artist", "album", "date", "comment"];
 
 /// Units of `AVFormatContext::duration`.
@@ -55,15 +68,49 @@ const AV_TIME_BASE: f64 = 1_000_000.0;
 /// How many unreadable packets in a row we skip before giving up on the file.
 const MAX_CONSECUTIVE_BAD_PACKETS: u32 = 1_000;
 
+/// The shortest gap between two calls of the progress callback.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The keys [`Options::from_json`] accepts.
+const OPTION_KEYS: [&str; 8] = [
+    "quality",
+    "bitrate_kbps",
+    "sample_rate",
+    "channels",
+    "audio_track",
+    "trim_start_s",
+    "trim_end_s",
+    "normalize",
+];
+
 /// Conversion settings.
 ///
-/// `Default` is LAME VBR V2 (`-q:a 2`), the source sample rate when MP3 allows
-/// it (else 44100 Hz), and the source channels up to stereo (more are downmixed
-/// to stereo).
+/// `Default` is LAME VBR V2 (`-q:a 2`), FFmpeg's best audio stream, the
+/// source sample rate when MP3 allows it (else 44100 Hz), the source channels
+/// up to stereo (more are downmixed to stereo), the whole file and no loudness
+/// normalisation.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Options {
     /// How LAME spends bits.
     pub quality: Quality,
+    /// Sample rate of the MP3.
+    pub sample_rate: SampleRate,
+    /// Channels of the MP3.
+    pub channels: Channels,
+    /// Index among the file's audio streams (0-based); `None` lets FFmpeg pick
+    /// the best one, as the CLI does. For uploads with several languages or a
+    /// commentary track.
+    pub audio_track: Option<usize>,
+    /// Seconds of audio skipped at the start (counted from the first audio
+    /// sample, not from container timestamps).
+    pub trim_start_s: Option<f64>,
+    /// Where the converted span ends, in seconds from the first audio sample;
+    /// past the end of the audio means "to the end".
+    pub trim_end_s: Option<f64>,
+    /// EBU R128 loudness normalisation (FFmpeg's `loudnorm`, single pass), so
+    /// that quiet lecture recordings and loud music videos play at the same
+    /// level.
+    pub normalize: bool,
 }
 
 /// LAME's rate control.
@@ -82,11 +129,39 @@ impl Default for Quality {
     }
 }
 
+/// Sample rate of the MP3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SampleRate {
+    /// The source's rate if MP3 can carry it, else 44100 Hz.
+    #[default]
+    Keep,
+    /// 22050, 44100 or 48000 Hz.
+    Hz(u32),
+}
+
+/// Channels of the MP3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Channels {
+    /// Mono stays mono, everything else becomes stereo.
+    #[default]
+    Keep,
+    Mono,
+    Stereo,
+}
+
 impl Options {
     /// Reads the options object of a conversion job.
     ///
-    /// `{}` (or `null`) gives the defaults. Accepted keys:
-    /// `{"quality": "V0".."V9"}` or `{"quality": "cbr", "bitrate_kbps": 32..=320}`.
+    /// `{}` (or `null`) gives the defaults; a key set to `null` is the same as
+    /// a missing one. Accepted keys:
+    /// * `quality`: `"V0"`..`"V9"`, or `"cbr"` together with
+    ///   `bitrate_kbps`: 32..=320;
+    /// * `sample_rate`: `"keep"`, 22050, 44100 or 48000;
+    /// * `channels`: `"keep"`, `"mono"` or `"stereo"`;
+    /// * `audio_track`: 0-based index among the file's audio streams;
+    /// * `trim_start_s`, `trim_end_s`: non-negative seconds, end after start;
+    /// * `normalize`: `true` or `false`.
+    ///
     /// Unknown keys and bad values are rejected with a message naming the field.
     pub fn from_json(value: &Value) -> Result<Options, TranscodeError> {
         let object = match value {
@@ -96,47 +171,56 @@ impl Options {
         };
         if let Some(unknown) = object
             .keys()
-            .find(|key| !matches!(key.as_str(), "quality" | "bitrate_kbps"))
+            .find(|key| !OPTION_KEYS.contains(&key.as_str()))
         {
             return Err(invalid(format!(
-                "unknown field `{unknown}` (expected `quality` or `bitrate_kbps`)"
+                "unknown field `{unknown}` (expected one of {})",
+                OPTION_KEYS
+                    .iter()
+                    .map(|key| format!("`{key}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
 
-        let bitrate_kbps = object
-            .get("bitrate_kbps")
-            .map(|value| {
-                value
-                    .as_u64()
-                    .and_then(|kbps| u32::try_from(kbps).ok())
-                    .ok_or_else(|| invalid("`bitrate_kbps` must be a whole number of kbit/s"))
-            })
-            .transpose()?;
-        let quality = object
-            .get("quality")
-            .map(|value| {
-                value
-                    .as_str()
-                    .ok_or_else(|| invalid("`quality` must be a string: \"V0\"..\"V9\" or \"cbr\""))
-            })
-            .transpose()?;
-
-        let quality = match (quality, bitrate_kbps) {
-            (None, None) => Quality::default(),
-            (Some(quality), bitrate) if quality.eq_ignore_ascii_case("cbr") => {
-                let kbps = bitrate.ok_or_else(|| {
-                    invalid("`bitrate_kbps` is required when `quality` is \"cbr\"")
-                })?;
-                Quality::Cbr(kbps)
-            }
-            (Some(quality), None) => Quality::Vbr(parse_vbr(quality)?),
-            (_, Some(_)) => {
-                return Err(invalid(
-                    "`bitrate_kbps` is only allowed together with `\"quality\": \"cbr\"`",
-                ));
-            }
+        let options = Options {
+            quality: parse_quality(object)?,
+            sample_rate: field(object, "sample_rate")
+                .map(parse_sample_rate)
+                .transpose()?
+                .unwrap_or_default(),
+            channels: field(object, "channels")
+                .map(parse_channels)
+                .transpose()?
+                .unwrap_or_default(),
+            audio_track: field(object, "audio_track")
+                .map(|value| {
+                    value
+                        .as_u64()
+                        .and_then(|track| usize::try_from(track).ok())
+                        .ok_or_else(|| {
+                            invalid(format!(
+                                "`audio_track` must be a whole number from 0 (the index among \
+                                 the file's audio tracks), not {value}"
+                            ))
+                        })
+                })
+                .transpose()?,
+            trim_start_s: field(object, "trim_start_s")
+                .map(|value| parse_seconds("trim_start_s", value))
+                .transpose()?,
+            trim_end_s: field(object, "trim_end_s")
+                .map(|value| parse_seconds("trim_end_s", value))
+                .transpose()?,
+            normalize: field(object, "normalize")
+                .map(|value| {
+                    value.as_bool().ok_or_else(|| {
+                        invalid(format!("`normalize` must be true or false, not {value}"))
+                    })
+                })
+                .transpose()?
+                .unwrap_or(false),
         };
-        let options = Options { quality };
         options.validate()?;
         Ok(options)
     }
@@ -144,14 +228,102 @@ impl Options {
     /// Checks ranges, for options built in code rather than parsed.
     fn validate(&self) -> Result<(), TranscodeError> {
         match self.quality {
-            Quality::Vbr(level) if level > 9 => Err(invalid(format!(
-                "`quality` V{level} is out of range: use V0 to V9"
-            ))),
-            Quality::Cbr(kbps) if !(32..=320).contains(&kbps) => Err(invalid(format!(
-                "`bitrate_kbps` {kbps} is out of range: use 32 to 320"
-            ))),
-            _ => Ok(()),
+            Quality::Vbr(level) if level > 9 => {
+                return Err(invalid(format!(
+                    "`quality` V{level} is out of range: use V0 to V9"
+                )));
+            }
+            Quality::Cbr(kbps) if !(32..=320).contains(&kbps) => {
+                return Err(invalid(format!(
+                    "`bitrate_kbps` {kbps} is out of range: use 32 to 320"
+                )));
+            }
+            _ => {}
         }
+        if let SampleRate::Hz(rate) = self.sample_rate
+            && !SELECTABLE_SAMPLE_RATES.contains(&rate)
+        {
+            return Err(invalid(format!(
+                "`sample_rate` {rate} is not allowed: use \"keep\", 22050, 44100 or 48000"
+            )));
+        }
+        for (name, seconds) in [
+            ("trim_start_s", self.trim_start_s),
+            ("trim_end_s", self.trim_end_s),
+        ] {
+            if let Some(seconds) = seconds
+                && !(seconds.is_finite() && seconds >= 0.0)
+            {
+                return Err(invalid(format!(
+                    "`{name}` must be a non-negative number of seconds, not {seconds}"
+                )));
+            }
+        }
+        if let Some(end) = self.trim_end_s {
+            let start = self.trim_start_s.unwrap_or(0.0);
+            if end <= start {
+                return Err(invalid(format!(
+                    "`trim_end_s` ({end}) must be greater than `trim_start_s` ({start})"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether an MP3 source stream can be copied as it is: nothing asked
+    /// for needs decoding. `source_rate`/`source_channels` describe it.
+    fn allows_copy(&self, source_rate: u32, source_channels: u16) -> bool {
+        let rate_ok = match self.sample_rate {
+            SampleRate::Keep => true,
+            SampleRate::Hz(rate) => rate == source_rate,
+        };
+        let channels_ok = match self.channels {
+            Channels::Keep => true,
+            Channels::Mono => source_channels == 1,
+            Channels::Stereo => source_channels == 2,
+        };
+        self.quality == Quality::default()
+            && rate_ok
+            && channels_ok
+            && self.trim_start_s.unwrap_or(0.0) == 0.0
+            && self.trim_end_s.is_none()
+            && !self.normalize
+    }
+}
+
+/// A key's value, treating `null` as absent.
+fn field<'v>(object: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
+    object.get(key).filter(|value| !value.is_null())
+}
+
+fn parse_quality(object: &Map<String, Value>) -> Result<Quality, TranscodeError> {
+    let bitrate_kbps = field(object, "bitrate_kbps")
+        .map(|value| {
+            value
+                .as_u64()
+                .and_then(|kbps| u32::try_from(kbps).ok())
+                .ok_or_else(|| invalid("`bitrate_kbps` must be a whole number of kbit/s"))
+        })
+        .transpose()?;
+    let quality = field(object, "quality")
+        .map(|value| {
+            value
+                .as_str()
+                .ok_or_else(|| invalid("`quality` must be a string: \"V0\"..\"V9\" or \"cbr\""))
+        })
+        .transpose()?;
+
+    match (quality, bitrate_kbps) {
+        (None, None) => Ok(Quality::default()),
+        (Some(quality), bitrate) if quality.eq_ignore_ascii_case("cbr") => {
+            let kbps = bitrate
+                .ok_or_else(|| invalid("`bitrate_kbps` is required when `quality` is \"cbr\""))?;
+            Ok(Quality::Cbr(kbps))
+        }
+        (Some(quality), None) => Ok(Quality::Vbr(parse_vbr(quality)?)),
+        (_, Some(_)) => Err(invalid(
+            "`bitrate_kbps` is only allowed together with `\"quality\": \"cbr\"`",
+        )),
     }
 }
 
@@ -168,14 +340,53 @@ fn parse_vbr(quality: &str) -> Result<u8, TranscodeError> {
     })
 }
 
+fn parse_sample_rate(value: &Value) -> Result<SampleRate, TranscodeError> {
+    match value {
+        Value::String(keep) if keep.eq_ignore_ascii_case("keep") => Ok(SampleRate::Keep),
+        Value::Number(number) => match number.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(rate) if SELECTABLE_SAMPLE_RATES.contains(&rate) => Ok(SampleRate::Hz(rate)),
+            _ => Err(invalid(format!(
+                "`sample_rate` {number} is not allowed: use \"keep\", 22050, 44100 or 48000"
+            ))),
+        },
+        _ => Err(invalid(format!(
+            "`sample_rate` must be \"keep\", 22050, 44100 or 48000, not {value}"
+        ))),
+    }
+}
+
+fn parse_channels(value: &Value) -> Result<Channels, TranscodeError> {
+    let channels = value.as_str().map(str::to_ascii_lowercase);
+    match channels.as_deref() {
+        Some("keep") => Ok(Channels::Keep),
+        Some("mono") => Ok(Channels::Mono),
+        Some("stereo") => Ok(Channels::Stereo),
+        _ => Err(invalid(format!(
+            "`channels` must be \"keep\", \"mono\" or \"stereo\", not {value}"
+        ))),
+    }
+}
+
+fn parse_seconds(name: &str, value: &Value) -> Result<f64, TranscodeError> {
+    value
+        .as_f64()
+        .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+        .ok_or_else(|| {
+            invalid(format!(
+                "`{name}` must be a non-negative number of seconds, not {value}"
+            ))
+        })
+}
+
 fn invalid(message: impl Into<String>) -> TranscodeError {
     TranscodeError::InvalidOptions(message.into())
 }
 
-/// What a conversion produced.
-#[derive(Debug, Clone, PartialEq)]
+/// What a conversion produced, as read back from the written MP3.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Report {
-    /// Playing time of the MP3, as FFmpeg reads it back from the written file.
+    /// Playing time of the MP3 in seconds, from the samples it decodes to
+    /// (LAME's encoder delay and padding excluded, as gapless players do).
     pub duration_s: f64,
     /// Nominal bit rate for CBR, average bit rate for VBR, in kbit/s.
     pub bitrate_kbps: u32,
@@ -185,6 +396,9 @@ pub struct Report {
     pub channels: u16,
     /// Size of the MP3 file, tags included.
     pub output_bytes: u64,
+    /// The source audio was already MP3 and its packets were copied as they
+    /// are, without decoding and re-encoding.
+    pub copied: bool,
 }
 
 /// Why a conversion failed.
@@ -227,10 +441,10 @@ pub fn init() {
     });
 }
 
-/// Converts the best audio track of `input` into an MP3 at `output`.
+/// Converts an audio track of `input` into an MP3 at `output`.
 ///
-/// `title` becomes the MP3's title tag (an empty title keeps the source's);
-/// artist, album, date and comment tags are copied from the source. On
+/// The MP3's title tag is the source's title tag, else `title`; artist,
+/// album, date and comment tags are copied from the source (ID3v2.4). On
 /// failure no file is left at `output`.
 pub fn convert(
     input: &Path,
@@ -238,23 +452,78 @@ pub fn convert(
     options: &Options,
     title: &str,
 ) -> Result<Report, TranscodeError> {
+    convert_with_progress(input, output, options, title, &mut |_| {})
+}
+
+/// [`convert`], calling `on_progress` with the fraction of the span converted
+/// so far (0 to 1, from decoded timestamps against the source's duration).
+///
+/// It is called at most once per second while the conversion runs (not at
+/// all for a source of unknown duration), plus once with 1.0 when the MP3 has
+/// been written and verified.
+pub fn convert_with_progress(
+    input: &Path,
+    output: &Path,
+    options: &Options,
+    title: &str,
+    on_progress: &mut dyn FnMut(f64),
+) -> Result<Report, TranscodeError> {
     init();
     options.validate()?;
     let _span = tracing::debug_span!("transcode", input = %input.display()).entered();
 
     let mut partial = PartialOutput::new(output);
-    let encoded = transcode(input, output, options, title, &mut partial)?;
-    let report = read_back(output, &encoded)?;
+    let mut progress = Progress::new(on_progress);
+    let mut copy = CopyMode::Allowed;
+    let first = transcode(
+        input,
+        output,
+        options,
+        title,
+        &mut copy,
+        &mut partial,
+        &mut progress,
+    )
+    .and_then(|written| verify(output, &written));
+    let report = match first {
+        // A stream that cannot be copied cleanly (broken frames, a rate
+        // change mid-stream, ...) may still decode: re-encode it.
+        Err(error) if copy == CopyMode::Attempted && error.is_permanent() => {
+            tracing::warn!(%error, "copying the MP3 stream failed; re-encoding it");
+            copy = CopyMode::Off;
+            let written = transcode(
+                input,
+                output,
+                options,
+                title,
+                &mut copy,
+                &mut partial,
+                &mut progress,
+            )?;
+            verify(output, &written)?
+        }
+        other => other?,
+    };
     partial.keep();
+    progress.finish();
     tracing::debug!(
         duration_s = report.duration_s,
         bitrate_kbps = report.bitrate_kbps,
         sample_rate = report.sample_rate,
         channels = report.channels,
         output_bytes = report.output_bytes,
+        copied = report.copied,
         "MP3 written"
     );
     Ok(report)
+}
+
+/// Whether the fast path (copying MP3 packets) may be, or was, taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CopyMode {
+    Allowed,
+    Attempted,
+    Off,
 }
 
 /// Removes the output file when dropped, unless the conversion succeeded.
@@ -299,12 +568,71 @@ impl Drop for PartialOutput<'_> {
     }
 }
 
-/// What the encoder was set up with, known once the output is finished.
-struct Encoded {
-    sample_rate: u32,
-    channels: u16,
-    /// Samples handed to the encoder (the source length at the output rate).
-    samples: u64,
+/// Throttles the caller's progress callback.
+struct Progress<'a> {
+    callback: &'a mut dyn FnMut(f64),
+    last: Option<Instant>,
+    /// Source timestamp (seconds) where the converted span starts.
+    start_s: f64,
+    /// Length of the converted span in seconds, when the source's duration
+    /// is known.
+    span_s: Option<f64>,
+}
+
+impl<'a> Progress<'a> {
+    fn new(callback: &'a mut dyn FnMut(f64)) -> Self {
+        Progress {
+            callback,
+            last: None,
+            start_s: 0.0,
+            span_s: None,
+        }
+    }
+
+    /// `start_s` and `end_s` are source timestamps in seconds.
+    fn set_span(&mut self, start_s: f64, end_s: Option<f64>) {
+        self.start_s = start_s;
+        self.span_s = end_s
+            .map(|end| end - start_s)
+            .filter(|span| span.is_finite() && *span > 0.0);
+    }
+
+    /// The decoder reached source timestamp `position_s`.
+    fn at(&mut self, position_s: f64) {
+        let Some(span) = self.span_s else { return };
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < PROGRESS_INTERVAL)
+        {
+            return;
+        }
+        self.last = Some(now);
+        (self.callback)(((position_s - self.start_s) / span).clamp(0.0, 1.0));
+    }
+
+    fn finish(&mut self) {
+        (self.callback)(1.0);
+    }
+}
+
+/// What was written, for verification.
+struct Written {
+    /// Seconds of audio the MP3 must decode to.
+    expected_s: f64,
+    copied: bool,
+}
+
+/// The chosen audio stream, copied out of the input context.
+struct Chosen {
+    index: usize,
+    time_base: Rational,
+    parameters: codec::Parameters,
+    tags: Dictionary<'static>,
+    /// Timestamp of the stream's first sample in its time base.
+    start: Option<i64>,
+    /// Duration of the stream (or the file) in seconds, when known.
+    duration_s: Option<f64>,
 }
 
 fn transcode(
@@ -312,8 +640,10 @@ fn transcode(
     output: &Path,
     options: &Options,
     title: &str,
+    copy: &mut CopyMode,
     partial: &mut PartialOutput<'_>,
-) -> Result<Encoded, TranscodeError> {
+    progress: &mut Progress<'_>,
+) -> Result<Written, TranscodeError> {
     // A missing input is a problem of this machine, not of the file.
     std::fs::metadata(input)?;
     let input_str = ffmpeg_path(input).ok_or_else(|| {
@@ -333,25 +663,35 @@ fn transcode(
         }
     })?;
 
-    let (stream_index, time_base, parameters, tags) = {
-        let stream = ictx
-            .streams()
-            .best(media::Type::Audio)
-            .ok_or(TranscodeError::NoAudio)?;
-        let tags = output_tags(&ictx, &stream, title);
-        (
-            stream.index(),
-            stream.time_base(),
-            stream.parameters(),
-            tags,
-        )
+    let chosen = choose_stream(&ictx, options.audio_track, title)?;
+    let trim_start_s = options.trim_start_s.unwrap_or(0.0);
+    let end_s = match (options.trim_end_s, chosen.duration_s) {
+        (Some(end), Some(duration)) => Some(end.min(duration)),
+        (end, duration) => end.or(duration),
     };
+    progress.set_span(trim_start_s, end_s);
 
-    let mut decoder = codec::context::Context::from_parameters(parameters)
+    let (source_rate, source_channels) = {
+        let context = codec::context::Context::from_parameters(chosen.parameters.clone())
+            .map_err(|error| decode_error("reading the stream parameters", error))?;
+        match context.decoder().audio() {
+            Ok(audio) => (audio.rate(), audio.channels()),
+            Err(_) => (0, 0),
+        }
+    };
+    if *copy == CopyMode::Allowed
+        && chosen.parameters.id() == codec::Id::MP3
+        && options.allows_copy(source_rate, source_channels)
+    {
+        *copy = CopyMode::Attempted;
+        return remux(&mut ictx, &chosen, output_str, partial, progress);
+    }
+
+    let mut decoder = codec::context::Context::from_parameters(chosen.parameters.clone())
         .map_err(|error| decode_error("reading the stream parameters", error))?
         .decoder();
     // FFmpeg decoders get the packet time base from here, not from the stream.
-    decoder.set_packet_time_base(time_base);
+    decoder.set_packet_time_base(chosen.time_base);
     let decoder = decoder
         .audio()
         .map_err(|error| decode_error("opening the decoder", error))?;
@@ -360,24 +700,102 @@ fn transcode(
         decoder,
         decoded: frame::Audio::empty(),
         bad_packets: 0,
-        time_base,
+        time_base: chosen.time_base,
+        origin: chosen.start,
         encoding: None,
         output: output_str,
         options,
-        tags,
+        tags: chosen.tags,
         partial,
+        progress,
     };
 
+    let stream_index = chosen.index;
+    let skipped = for_each_packet(&mut ictx, |packet| {
+        // Video, subtitles and other audio tracks are never decoded.
+        if packet.stream() == stream_index {
+            transcoder.decode_packet(packet)?;
+        }
+        Ok(!transcoder.past_end())
+    })?;
+    transcoder.bad_packets += skipped;
+    drop(ictx);
+    let encoded = transcoder.finish()?;
+    let expected_s = encoded.span_samples as f64 / f64::from(encoded.sample_rate);
+    if encoded.span_samples == 0 && trim_start_s > 0.0 {
+        return Err(invalid(format!(
+            "`trim_start_s` ({trim_start_s}) is past the end of the audio ({:.3} s)",
+            encoded.samples as f64 / f64::from(encoded.sample_rate)
+        )));
+    }
+    Ok(Written {
+        expected_s,
+        copied: false,
+    })
+}
+
+/// Picks the stream to convert: the `track`-th audio stream, or FFmpeg's
+/// best one.
+fn choose_stream(
+    ictx: &format::context::Input,
+    track: Option<usize>,
+    title: &str,
+) -> Result<Chosen, TranscodeError> {
+    let stream = match track {
+        None => ictx.streams().best(media::Type::Audio),
+        Some(track) => {
+            let audio: Vec<_> = ictx
+                .streams()
+                .filter(|stream| stream.parameters().medium() == media::Type::Audio)
+                .collect();
+            if audio.is_empty() {
+                return Err(TranscodeError::NoAudio);
+            }
+            let count = audio.len();
+            Some(audio.into_iter().nth(track).ok_or_else(|| {
+                invalid(format!(
+                    "`audio_track` {track} is out of range: the file has {count} audio \
+                     track{} (numbered from 0)",
+                    if count == 1 { "" } else { "s" }
+                ))
+            })?)
+        }
+    }
+    .ok_or(TranscodeError::NoAudio)?;
+
+    let time_base = stream.time_base();
+    let duration_s = (stream.duration() > 0)
+        .then(|| ticks_to_seconds(stream.duration(), time_base))
+        .filter(|seconds| *seconds > 0.0)
+        .or_else(|| (ictx.duration() > 0).then(|| ictx.duration() as f64 / AV_TIME_BASE));
+    let start = Some(stream.start_time()).filter(|start| *start != ffmpeg::ffi::AV_NOPTS_VALUE);
+    Ok(Chosen {
+        index: stream.index(),
+        time_base,
+        parameters: stream.parameters(),
+        tags: output_tags(ictx, &stream, title),
+        start,
+        duration_s,
+    })
+}
+
+/// Reads every packet of the file and hands it to `on_packet`, which returns
+/// `false` to stop early. Corrupt data is skipped like the CLI does (the
+/// demuxers resync); returns how many packets were skipped.
+fn for_each_packet(
+    ictx: &mut format::context::Input,
+    mut on_packet: impl FnMut(&Packet) -> Result<bool, TranscodeError>,
+) -> Result<u64, TranscodeError> {
     let mut consecutive_bad = 0u32;
+    let mut skipped = 0u64;
     loop {
         let mut packet = Packet::empty();
-        match packet.read(&mut ictx) {
+        match packet.read(ictx) {
             Ok(()) => consecutive_bad = 0,
-            Err(ffmpeg::Error::Eof) => break,
-            // Demuxers resync after corrupt data; skip it like the CLI does.
+            Err(ffmpeg::Error::Eof) => return Ok(skipped),
             Err(ffmpeg::Error::InvalidData) if consecutive_bad < MAX_CONSECUTIVE_BAD_PACKETS => {
                 consecutive_bad += 1;
-                transcoder.bad_packets += 1;
+                skipped += 1;
                 continue;
             }
             Err(error) => {
@@ -387,17 +805,105 @@ fn transcode(
                 });
             }
         }
-        // Video, subtitles and other audio tracks are never decoded.
-        if packet.stream() == stream_index {
-            transcoder.decode_packet(&packet)?;
+        if !on_packet(&packet)? {
+            return Ok(skipped);
         }
     }
-    drop(ictx);
-    transcoder.finish()
+}
+
+/// The fast path: copies the MP3 packets of the chosen stream into the MP3
+/// muxer as they are.
+fn remux(
+    ictx: &mut format::context::Input,
+    chosen: &Chosen,
+    output: &str,
+    partial: &mut PartialOutput<'_>,
+    progress: &mut Progress<'_>,
+) -> Result<Written, TranscodeError> {
+    partial.mark_created();
+    let mut octx = format::output_as(output, "mp3")
+        .map_err(|error| encode_error("creating the output file", error))?;
+    {
+        let mut stream = octx
+            .add_stream(ffmpeg::encoder::find(codec::Id::None))
+            .map_err(|error| encode_error("adding the MP3 stream", error))?;
+        stream.set_parameters(chosen.parameters.clone());
+        stream.set_time_base(chosen.time_base);
+    }
+    octx.set_metadata(chosen.tags.clone());
+    octx.write_header_with(muxer_options())
+        .map_err(|error| encode_error("writing the MP3 header", error))?;
+    let stream_time_base = octx
+        .stream(0)
+        .map(|stream| stream.time_base())
+        .unwrap_or(chosen.time_base);
+
+    let mut copied_ticks = 0i64;
+    let mut packets = 0u64;
+    let skipped = for_each_packet(ictx, |packet| {
+        if packet.stream() != chosen.index || packet.size() == 0 {
+            return Ok(true);
+        }
+        if let Some(pts) = packet.pts() {
+            progress.at(ticks_to_seconds(
+                pts - chosen.start.unwrap_or(0),
+                chosen.time_base,
+            ));
+        }
+        copied_ticks += packet.duration();
+        packets += 1;
+        let mut packet = packet.clone();
+        packet.set_stream(0);
+        packet.set_position(-1);
+        packet.rescale_ts(chosen.time_base, stream_time_base);
+        packet
+            .write_interleaved(&mut octx)
+            .map_err(|error| encode_error("writing the MP3", error))?;
+        Ok(true)
+    })?;
+    if skipped > 0 {
+        tracing::warn!(
+            bad_packets = skipped,
+            "skipped packets that could not be read"
+        );
+    }
+    if packets == 0 {
+        return Err(TranscodeError::Decode(
+            "the MP3 stream has no packets".to_owned(),
+        ));
+    }
+    octx.write_trailer()
+        .map_err(|error| encode_error("finishing the MP3", error))?;
+    let copied_s = ticks_to_seconds(copied_ticks, chosen.time_base);
+    let expected_s = if copied_s > 0.0 {
+        copied_s
+    } else {
+        chosen.duration_s.unwrap_or(0.0)
+    };
+    tracing::debug!(packets, expected_s, "MP3 stream copied");
+    Ok(Written {
+        expected_s,
+        copied: true,
+    })
+}
+
+/// MP3 muxer options: ID3v2.4 tags (what the issue asks for; also FFmpeg's
+/// default, pinned here so a library upgrade cannot change it).
+fn muxer_options() -> Dictionary<'static> {
+    let mut options = Dictionary::new();
+    options.set("id3v2_version", "4");
+    options
+}
+
+fn ticks_to_seconds(ticks: i64, time_base: Rational) -> f64 {
+    if time_base.denominator() == 0 {
+        return 0.0;
+    }
+    ticks as f64 * f64::from(time_base.numerator()) / f64::from(time_base.denominator())
 }
 
 /// The decoding half; creates the encoding half from the first decoded frame.
-struct Transcoder<'a, 'p> {
+struct Transcoder<'a, 'p, 'c> {
     decoder: codec::decoder::Audio,
     /// Reused for every decoded frame.
     decoded: frame::Audio,
@@ -405,14 +911,17 @@ struct Transcoder<'a, 'p> {
     bad_packets: u64,
     /// Time base of the audio stream, in which decoded timestamps are expressed.
     time_base: Rational,
+    /// Timestamp of the stream's first sample, for progress.
+    origin: Option<i64>,
     encoding: Option<Encoding>,
     output: &'a str,
     options: &'a Options,
     tags: Dictionary<'static>,
     partial: &'a mut PartialOutput<'p>,
+    progress: &'a mut Progress<'c>,
 }
 
-impl Transcoder<'_, '_> {
+impl Transcoder<'_, '_, '_> {
     fn decode_packet(&mut self, packet: &Packet) -> Result<(), TranscodeError> {
         match self.decoder.send_packet(packet) {
             Ok(()) => {}
@@ -420,6 +929,12 @@ impl Transcoder<'_, '_> {
             Err(error) => return Err(decode_error("decoding", error)),
         }
         self.drain_decoder()
+    }
+
+    /// Whether everything up to the end of the trimmed span has been
+    /// converted, so the rest of the file need not be read.
+    fn past_end(&self) -> bool {
+        self.encoding.as_ref().is_some_and(Encoding::past_end)
     }
 
     fn drain_decoder(&mut self) -> Result<(), TranscodeError> {
@@ -449,11 +964,17 @@ impl Transcoder<'_, '_> {
         }
         let timestamp = self.decoded.timestamp();
         self.decoded.set_pts(timestamp);
+        if let Some(timestamp) = timestamp {
+            self.progress.at(ticks_to_seconds(
+                timestamp - self.origin.unwrap_or(0),
+                self.time_base,
+            ));
+        }
 
         let encoding = match &mut self.encoding {
             Some(encoding) => encoding,
             None => {
-                let target = Target::for_source(&source)?;
+                let target = Target::for_source(&source, self.options)?;
                 self.partial.mark_created();
                 let encoding = Encoding::create(self.output, self.options, &self.tags, target)?;
                 self.encoding.insert(encoding)
@@ -512,16 +1033,21 @@ impl SourceFormat {
     }
 }
 
-/// What the encoder is opened with.
+/// What the encoder is opened with, and what the framer graph does.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Target {
     format: Sample,
     rate: u32,
     layout: ChannelLayout,
+    /// First output sample kept (0 when not trimming the start).
+    start_sample: i64,
+    /// First output sample dropped, when trimming the end.
+    end_sample: Option<i64>,
+    normalize: bool,
 }
 
 impl Target {
-    fn for_source(source: &SourceFormat) -> Result<Self, TranscodeError> {
+    fn for_source(source: &SourceFormat, options: &Options) -> Result<Self, TranscodeError> {
         let codec = lame()?;
         let supported: Vec<Sample> = codec
             .audio()
@@ -532,20 +1058,25 @@ impl Target {
         let format = pick_sample_format(source.format, &supported).ok_or_else(|| {
             TranscodeError::Encode("libmp3lame reports no sample formats".to_owned())
         })?;
-        let rate = if MP3_SAMPLE_RATES.contains(&source.rate) {
-            source.rate
-        } else {
-            FALLBACK_SAMPLE_RATE
+        let rate = match options.sample_rate {
+            SampleRate::Hz(rate) => rate,
+            SampleRate::Keep if MP3_SAMPLE_RATES.contains(&source.rate) => source.rate,
+            SampleRate::Keep => FALLBACK_SAMPLE_RATE,
         };
-        let layout = if source.channels == 1 {
-            ChannelLayout::MONO
-        } else {
-            ChannelLayout::STEREO
+        let layout = match options.channels {
+            Channels::Mono => ChannelLayout::MONO,
+            Channels::Stereo => ChannelLayout::STEREO,
+            Channels::Keep if source.channels == 1 => ChannelLayout::MONO,
+            Channels::Keep => ChannelLayout::STEREO,
         };
+        let to_samples = |seconds: f64| (seconds * f64::from(rate)).round() as i64;
         Ok(Target {
             format,
             rate,
             layout,
+            start_sample: options.trim_start_s.map(to_samples).unwrap_or(0),
+            end_sample: options.trim_end_s.map(to_samples),
+            normalize: options.normalize,
         })
     }
 
@@ -601,7 +1132,8 @@ struct Encoding {
     /// The muxer's time base, only known after `write_header`.
     stream_time_base: Rational,
     /// Timestamp of the next frame entering the framer, counted in samples so
-    /// that the encoder sees a gapless, monotonic stream.
+    /// that the encoder sees a gapless, monotonic stream. Also how many
+    /// converted samples there are before trimming.
     next_pts: i64,
     converted: frame::Audio,
     framed: frame::Audio,
@@ -656,7 +1188,7 @@ impl Encoding {
             stream.set_parameters(&encoder);
         }
         octx.set_metadata(tags.clone());
-        octx.write_header()
+        octx.write_header_with(muxer_options())
             .map_err(|error| encode_error("writing the MP3 header", error))?;
         // The muxer may pick its own time base in write_header.
         let stream_time_base = octx
@@ -671,6 +1203,9 @@ impl Encoding {
             rate = target.rate,
             channels = target.channels(),
             frame_size = encoder.frame_size(),
+            start_sample = target.start_sample,
+            end_sample = target.end_sample,
+            normalize = target.normalize,
             "libmp3lame opened"
         );
 
@@ -686,6 +1221,13 @@ impl Encoding {
             converted: frame::Audio::empty(),
             framed: frame::Audio::empty(),
         })
+    }
+
+    /// Whether the end of the trimmed span has gone into the framer.
+    fn past_end(&self) -> bool {
+        self.target
+            .end_sample
+            .is_some_and(|end| self.next_pts >= end)
     }
 
     /// Feeds one decoded frame through the graphs into the encoder.
@@ -787,16 +1329,35 @@ impl Encoding {
         self.octx
             .write_trailer()
             .map_err(|error| encode_error("finishing the MP3", error))?;
+        let end = self
+            .target
+            .end_sample
+            .map_or(self.next_pts, |end| end.min(self.next_pts));
         Ok(Encoded {
             sample_rate: self.target.rate,
-            channels: self.target.channels(),
             samples: u64::try_from(self.next_pts).unwrap_or(0),
+            span_samples: u64::try_from(end - self.target.start_sample).unwrap_or(0),
         })
     }
 }
 
-/// `abuffer -> aformat(target) -> abuffersink`: resampling, downmixing and
-/// sample format conversion, inserted by libavfilter only where needed.
+/// What the encoder was set up with, known once the output is finished.
+struct Encoded {
+    sample_rate: u32,
+    /// Converted samples before trimming (the source length at the output rate).
+    samples: u64,
+    /// Samples of the trimmed span: what the MP3 must decode to.
+    span_samples: u64,
+}
+
+/// `abuffer -> [aresample] -> aformat(target) -> abuffersink`: resampling,
+/// downmixing and sample format conversion.
+///
+/// Without a downmix libavfilter inserts the resampler only where needed, as
+/// the CLI does. With one we insert it ourselves, asking swresample to
+/// normalise its matrix (`rematrix_maxval=1`): by default it only does so for
+/// integer output, and a loud 5.1 source downmixed to float would clip (the
+/// CLI's does).
 fn convert_graph(
     source: &SourceFormat,
     time_base: Rational,
@@ -818,8 +1379,13 @@ fn convert_graph(
         source.rate,
         source.format.name(),
     );
+    let downmix = if source.channels > target.channels() {
+        "aresample=rematrix_maxval=1,"
+    } else {
+        ""
+    };
     let spec = format!(
-        "aformat=sample_fmts={}:sample_rates={}:channel_layouts=0x{:x}",
+        "{downmix}aformat=sample_fmts={}:sample_rates={}:channel_layouts=0x{:x}",
         target.format.name(),
         target.rate,
         target.layout.bits(),
@@ -827,8 +1393,9 @@ fn convert_graph(
     graph(&args, &spec)
 }
 
-/// `abuffer -> abuffersink` in the encoder's format, handing out exactly
-/// `frame_size` samples per frame (fewer only for the last one).
+/// `abuffer -> [atrim] -> [loudnorm] -> abuffersink` in the encoder's format,
+/// handing out exactly `frame_size` samples per frame (fewer only for the
+/// last one).
 fn framer_graph(target: &Target, frame_size: u32) -> Result<filter::Graph, ffmpeg::Error> {
     let args = format!(
         "time_base=1/{rate}:sample_rate={rate}:sample_fmt={}:channel_layout=0x{:x}",
@@ -836,7 +1403,7 @@ fn framer_graph(target: &Target, frame_size: u32) -> Result<filter::Graph, ffmpe
         target.layout.bits(),
         rate = target.rate,
     );
-    let mut graph = graph(&args, "anull")?;
+    let mut graph = graph(&args, &framer_spec(target))?;
     if frame_size > 0 {
         graph
             .get("out")
@@ -845,6 +1412,38 @@ fn framer_graph(target: &Target, frame_size: u32) -> Result<filter::Graph, ffmpe
             .set_frame_size(frame_size);
     }
     Ok(graph)
+}
+
+/// The framer's filters. The input's timestamps count converted samples from
+/// 0, so `atrim` by sample numbers is exact.
+fn framer_spec(target: &Target) -> String {
+    let mut filters = Vec::new();
+    if target.start_sample > 0 || target.end_sample.is_some() {
+        let mut trim = format!("atrim=start_sample={}", target.start_sample.max(0));
+        if let Some(end) = target.end_sample {
+            trim.push_str(&format!(":end_sample={end}"));
+        }
+        filters.push(trim);
+        filters.push("asetpts=PTS-STARTPTS".to_owned());
+    }
+    if target.normalize {
+        // EBU R128 measurement with the usual targets for listening on
+        // phones and podcasts (-16 LUFS integrated, -1.5 dBTP true peak)
+        // rather than broadcast's -23 LUFS, which sounds quiet there.
+        filters.push("loudnorm=I=-16:TP=-1.5:LRA=11".to_owned());
+        // loudnorm works at 192 kHz; come back to the encoder's format.
+        filters.push(format!(
+            "aresample={rate},aformat=sample_fmts={}:sample_rates={rate}:channel_layouts=0x{:x}",
+            target.format.name(),
+            target.layout.bits(),
+            rate = target.rate,
+        ));
+    }
+    if filters.is_empty() {
+        "anull".to_owned()
+    } else {
+        filters.join(",")
+    }
 }
 
 fn graph(source_args: &str, spec: &str) -> Result<filter::Graph, ffmpeg::Error> {
@@ -888,9 +1487,9 @@ fn sink_frame(graph: &mut filter::Graph, frame: &mut frame::Audio) -> Result<boo
     }
 }
 
-/// The MP3's tags: the given title, plus artist/album/date/comment from the
-/// container or, failing that, the audio stream (Ogg and Matroska often tag
-/// the stream).
+/// The MP3's tags: the source's title, else `title`; plus
+/// artist/album/date/comment from the container or, failing that, the audio
+/// stream (Ogg and Matroska often tag the stream).
 fn output_tags(
     ictx: &format::context::Input,
     stream: &ffmpeg::Stream<'_>,
@@ -909,10 +1508,10 @@ fn output_tags(
 
     let mut tags = Dictionary::new();
     let title = title.trim();
-    if !title.is_empty() {
-        tags.set("title", title);
-    } else if let Some(title) = source("title") {
+    if let Some(title) = source("title") {
         tags.set("title", &title);
+    } else if !title.is_empty() {
+        tags.set("title", title);
     }
     for key in COPIED_TAGS {
         if let Some(value) = source(key) {
@@ -933,44 +1532,116 @@ fn output_tags(
     tags
 }
 
-/// Opens the finished MP3 the way a player would and fills the report.
-fn read_back(output: &Path, encoded: &Encoded) -> Result<Report, TranscodeError> {
+/// Opens the finished MP3 the way a player would, decodes all of it, checks
+/// it lasts as long as the span we converted, and fills the report.
+fn verify(output: &Path, written: &Written) -> Result<Report, TranscodeError> {
     let output_bytes = std::fs::metadata(output)?.len();
+    if output_bytes == 0 {
+        return Err(unverified("the file is empty"));
+    }
     let path = ffmpeg_path(output)
         .ok_or_else(|| TranscodeError::Encode("the output path is not valid UTF-8".to_owned()))?;
-    let ictx =
-        format::input(path).map_err(|error| encode_error("reading the written MP3 back", error))?;
-
-    let stream = ictx
-        .streams()
-        .best(media::Type::Audio)
-        .ok_or_else(|| TranscodeError::Encode("the written MP3 has no audio stream".to_owned()))?;
-
-    // FFmpeg's MP3 demuxer counts whole frames, so this includes LAME's
-    // encoder delay and end padding (about 50 ms at 44.1 kHz), just as
-    // `ffprobe` and players that show the Xing frame count do.
-    let probed = ictx.duration();
-    let duration_s = if probed > 0 {
-        probed as f64 / AV_TIME_BASE
-    } else {
-        encoded.samples as f64 / f64::from(encoded.sample_rate)
+    let mut ictx =
+        format::input(path).map_err(|error| unverified(format!("it does not open: {error}")))?;
+    let (index, parameters, stream_bit_rate) = {
+        let stream = ictx
+            .streams()
+            .best(media::Type::Audio)
+            .ok_or_else(|| unverified("it has no audio stream"))?;
+        let parameters = stream.parameters();
+        let bit_rate = parameters.bit_rate();
+        (stream.index(), parameters, bit_rate)
     };
+    let mut decoder = codec::context::Context::from_parameters(parameters)
+        .and_then(|context| context.decoder().audio())
+        .map_err(|error| unverified(format!("it has no MP3 decoder: {error}")))?;
+
+    let mut decoded = frame::Audio::empty();
+    let mut samples = 0u64;
+    let mut rate = 0u32;
+    let mut channels = 0u16;
+    let mut receive = |decoder: &mut codec::decoder::Audio| -> Result<(), TranscodeError> {
+        loop {
+            match decoder.receive_frame(&mut decoded) {
+                Ok(()) if decoded.samples() == 0 => {}
+                Ok(()) => {
+                    if rate != 0 && (decoded.rate() != rate || decoded.channels() != channels) {
+                        return Err(unverified(format!(
+                            "its format changes mid-stream ({rate} Hz, {channels} channels, \
+                             then {} Hz, {} channels)",
+                            decoded.rate(),
+                            decoded.channels()
+                        )));
+                    }
+                    samples += decoded.samples() as u64;
+                    rate = decoded.rate();
+                    channels = decoded.channels();
+                }
+                Err(ffmpeg::Error::Other { errno: EAGAIN }) | Err(ffmpeg::Error::Eof) => {
+                    return Ok(());
+                }
+                Err(error) => return Err(unverified(format!("it does not decode: {error}"))),
+            }
+        }
+    };
+    loop {
+        let mut packet = Packet::empty();
+        match packet.read(&mut ictx) {
+            Ok(()) => {}
+            Err(ffmpeg::Error::Eof) => break,
+            Err(error) => return Err(unverified(format!("it cannot be read: {error}"))),
+        }
+        if packet.stream() != index {
+            continue;
+        }
+        decoder
+            .send_packet(&packet)
+            .map_err(|error| unverified(format!("it does not decode: {error}")))?;
+        receive(&mut decoder)?;
+    }
+    match decoder.send_eof() {
+        Ok(()) | Err(ffmpeg::Error::Eof) => {}
+        Err(error) => return Err(unverified(format!("it does not decode: {error}"))),
+    }
+    receive(&mut decoder)?;
+
+    if samples == 0 || rate == 0 {
+        return Err(unverified("it decodes to no audio"));
+    }
+    let duration_s = samples as f64 / f64::from(rate);
+    check_duration(duration_s, written.expected_s).map_err(unverified)?;
+
     // From the first frame header for CBR, from the Xing header for VBR.
-    let stream_bit_rate = stream.parameters().bit_rate();
     let bitrate_kbps = if stream_bit_rate > 0 {
         (stream_bit_rate as f64 / 1000.0).round() as u32
-    } else if duration_s > 0.0 {
-        (output_bytes as f64 * 8.0 / duration_s / 1000.0).round() as u32
     } else {
-        0
+        (output_bytes as f64 * 8.0 / duration_s / 1000.0).round() as u32
     };
     Ok(Report {
         duration_s,
         bitrate_kbps,
-        sample_rate: encoded.sample_rate,
-        channels: encoded.channels,
+        sample_rate: rate,
+        channels,
         output_bytes,
+        copied: written.copied,
     })
+}
+
+/// The decoded MP3 must last as long as the converted span, within
+/// max(0.1 s, 1%).
+fn check_duration(decoded_s: f64, expected_s: f64) -> Result<(), String> {
+    let tolerance = (expected_s * 0.01).max(0.1);
+    if (decoded_s - expected_s).abs() <= tolerance {
+        Ok(())
+    } else {
+        Err(format!(
+            "it lasts {decoded_s:.3} s instead of {expected_s:.3} s"
+        ))
+    }
+}
+
+fn unverified(reason: impl std::fmt::Display) -> TranscodeError {
+    TranscodeError::Encode(format!("the MP3 failed verification: {reason}"))
 }
 
 /// `ffmpeg-next` panics on paths that are not UTF-8 or hold a NUL; refuse them.
@@ -1107,28 +1778,29 @@ mod tests {
             report.output_bytes,
             std::fs::metadata(output).expect("output exists").len()
         );
+        // FFmpeg's demuxer counts whole frames: LAME's delay (1105 samples)
+        // and end padding (up to about two frames) on top of the audio.
         let probed = number(&probe["format"]["duration"]);
+        let frame = if report.sample_rate >= 32_000 {
+            1152.0
+        } else {
+            576.0
+        };
+        let padding = (1105.0 + 3.0 * frame) / f64::from(report.sample_rate);
         assert!(
-            (report.duration_s - probed).abs() < 0.01,
+            (probed - padding..=probed + 0.001).contains(&report.duration_s),
             "report says {} s, ffprobe {probed} s",
             report.duration_s
         );
         (report, probe)
     }
 
-    /// The MP3 lasts as long as the source plus LAME's delay (1105 samples)
-    /// and end padding (up to about two frames), which FFmpeg's demuxer counts.
+    /// The MP3 decodes to as many samples as the source (AAC sources carry
+    /// up to about 25 ms of priming the decoder hands out too).
     fn assert_mp3_duration(report: &Report, source_s: f64) {
-        let rate = f64::from(report.sample_rate);
-        let frame = if report.sample_rate >= 32_000 {
-            1152.0
-        } else {
-            576.0
-        };
-        let most = source_s + (1105.0 + 3.0 * frame) / rate;
         assert!(
-            (source_s - 0.005..=most).contains(&report.duration_s),
-            "{} s is not between {source_s} s and {most} s",
+            (source_s - 0.005..=source_s + 0.03).contains(&report.duration_s),
+            "{} s is not about {source_s} s",
             report.duration_s
         );
     }
@@ -1179,8 +1851,10 @@ mod tests {
         assert_mp3_duration(&report, 4.0);
         // A sine tone is easy: V2 gives far less than its 190 kbit/s target.
         assert!((32..=320).contains(&report.bitrate_kbps), "{report:?}");
+        assert!(!report.copied);
         let tags = &probe["format"]["tags"];
-        assert_eq!(tags["title"], "My talk: part 1");
+        // The source's own title wins over the file name.
+        assert_eq!(tags["title"], "Source title");
         assert_eq!(tags["artist"], "The Artist");
         assert_eq!(tags["album"], "The Album");
         assert_eq!(tags["date"], "2024");
@@ -1192,8 +1866,8 @@ mod tests {
         let dir = Dir::new();
         let tone = "sine=frequency=300:beep_factor=4:duration=2";
         let sources = [
+            // (Surround differs on purpose: our downmix matrix is normalised.)
             ("stereo.mp4", "-c:a aac -ac 2"),
-            ("surround.m4a", "-af aformat=channel_layouts=5.1 -c:a aac"),
             ("phone.wav", "-ar 8000 -ac 1 -c:a pcm_s16le"),
             ("plain.wav", "-ac 2 -c:a pcm_s16le"),
             ("opus.mkv", "-ac 2 -c:a libopus"),
@@ -1479,6 +2153,7 @@ mod tests {
         let output = dir.path("out.mp3");
         let options = Options {
             quality: Quality::Vbr(12),
+            ..Options::default()
         };
 
         let error = convert(&dir.path("nope.mp4"), &output, &options, "x").expect_err("bad");
@@ -1583,6 +2258,21 @@ mod tests {
             ),
             (json!({"bitrate_kbps": 192}), "bitrate_kbps"),
             (json!(["V2"]), "object"),
+            (json!({"sample_rate": 96000}), "sample_rate"),
+            (json!({"sample_rate": 8000}), "sample_rate"),
+            (json!({"sample_rate": "44100"}), "sample_rate"),
+            (json!({"channels": "5.1"}), "channels"),
+            (json!({"channels": 2}), "channels"),
+            (json!({"audio_track": -1}), "audio_track"),
+            (json!({"audio_track": 1.5}), "audio_track"),
+            (json!({"audio_track": "1"}), "audio_track"),
+            (json!({"trim_start_s": -1}), "trim_start_s"),
+            (json!({"trim_start_s": "1"}), "trim_start_s"),
+            (json!({"trim_end_s": 0}), "trim_end_s"),
+            (json!({"trim_start_s": 5, "trim_end_s": 2}), "trim_end_s"),
+            (json!({"trim_start_s": 2, "trim_end_s": 2}), "trim_end_s"),
+            (json!({"normalize": "yes"}), "normalize"),
+            (json!({"normalize": 1}), "normalize"),
         ];
         for (value, field) in cases {
             match Options::from_json(&value) {
@@ -1656,6 +2346,559 @@ mod tests {
                 "{source:?}"
             );
         }
+    }
+
+    #[test]
+    fn options_parse_rate_channels_track_trim_and_normalize() {
+        let options = Options::from_json(&json!({
+            "sample_rate": 22050,
+            "channels": "mono",
+            "audio_track": 1,
+            "trim_start_s": 1.5,
+            "trim_end_s": 3,
+            "normalize": true,
+        }))
+        .expect("valid options");
+        assert_eq!(
+            options,
+            Options {
+                sample_rate: SampleRate::Hz(22_050),
+                channels: Channels::Mono,
+                audio_track: Some(1),
+                trim_start_s: Some(1.5),
+                trim_end_s: Some(3.0),
+                normalize: true,
+                ..Options::default()
+            }
+        );
+        let keep = Options::from_json(&json!({
+            "sample_rate": "keep",
+            "channels": "Keep",
+            "audio_track": null,
+            "normalize": false,
+        }))
+        .expect("explicit defaults");
+        assert_eq!(keep, Options::default());
+        for rate in [22_050, 44_100, 48_000] {
+            let options = Options::from_json(&json!({ "sample_rate": rate })).expect("rate");
+            assert_eq!(options.sample_rate, SampleRate::Hz(rate));
+        }
+        let stereo = Options::from_json(&json!({"channels": "stereo"})).expect("stereo");
+        assert_eq!(stereo.channels, Channels::Stereo);
+        let end_only = Options::from_json(&json!({"trim_end_s": 0.5})).expect("end only");
+        assert_eq!(end_only.trim_end_s, Some(0.5));
+    }
+
+    #[test]
+    fn out_of_range_built_options_are_rejected() {
+        for options in [
+            Options {
+                sample_rate: SampleRate::Hz(96_000),
+                ..Options::default()
+            },
+            Options {
+                trim_start_s: Some(f64::NAN),
+                ..Options::default()
+            },
+            Options {
+                trim_start_s: Some(3.0),
+                trim_end_s: Some(1.0),
+                ..Options::default()
+            },
+        ] {
+            assert!(
+                matches!(options.validate(), Err(TranscodeError::InvalidOptions(_))),
+                "{options:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn copy_is_allowed_only_when_nothing_needs_a_re_encode() {
+        assert!(Options::default().allows_copy(44_100, 2));
+        let same = Options {
+            sample_rate: SampleRate::Hz(44_100),
+            channels: Channels::Stereo,
+            ..Options::default()
+        };
+        assert!(same.allows_copy(44_100, 2));
+        for options in [
+            Options {
+                quality: Quality::Vbr(5),
+                ..Options::default()
+            },
+            Options {
+                sample_rate: SampleRate::Hz(22_050),
+                ..Options::default()
+            },
+            Options {
+                channels: Channels::Mono,
+                ..Options::default()
+            },
+            Options {
+                trim_start_s: Some(1.0),
+                ..Options::default()
+            },
+            Options {
+                trim_end_s: Some(1.0),
+                ..Options::default()
+            },
+            Options {
+                normalize: true,
+                ..Options::default()
+            },
+        ] {
+            assert!(!options.allows_copy(44_100, 2), "{options:?}");
+        }
+    }
+
+    #[test]
+    fn sample_rate_and_channels_are_applied() {
+        let dir = Dir::new();
+        let input = dir.str("stereo.m4a");
+        ffmpeg_cli(
+            "-f lavfi -i sine=frequency=440:sample_rate=44100:duration=2 -ac 2 -c:a aac",
+            &[&input],
+        );
+        let phone = dir.str("phone.wav");
+        ffmpeg_cli(
+            "-f lavfi -i sine=frequency=440:sample_rate=8000:duration=2 -ac 1 -c:a pcm_s16le",
+            &[&phone],
+        );
+        let cases = [
+            (
+                &input,
+                json!({"sample_rate": 22050, "channels": "mono"}),
+                22_050,
+                1,
+            ),
+            (&input, json!({"sample_rate": 48000}), 48_000, 2),
+            (&phone, json!({"channels": "stereo"}), 8_000, 2),
+            (
+                &phone,
+                json!({"sample_rate": 44100, "channels": "keep"}),
+                44_100,
+                1,
+            ),
+        ];
+        for (index, (source, json, rate, channels)) in cases.into_iter().enumerate() {
+            let options = Options::from_json(&json).expect("valid options");
+            let output = dir.path(&format!("out{index}.mp3"));
+
+            let (report, probe) = convert_ok(Path::new(source), &output, &options, "t");
+
+            assert_eq!(report.sample_rate, rate, "{json}");
+            assert_eq!(report.channels, channels, "{json}");
+            assert_eq!(
+                number(&audio_stream(&probe)["sample_rate"]),
+                f64::from(rate)
+            );
+            assert_mp3_duration(&report, 2.0);
+        }
+    }
+
+    /// A Matroska file with a 2 s mono 44.1 kHz track and a 3 s stereo
+    /// 48 kHz one.
+    fn two_track_file(dir: &Dir) -> String {
+        let input = dir.str("two.mkv");
+        ffmpeg_cli(
+            "-f lavfi -i sine=frequency=440:sample_rate=44100:duration=2 \
+             -f lavfi -i sine=frequency=660:sample_rate=48000:duration=3 \
+             -map 0:a -map 1:a -c:a flac -ac:a:1 2",
+            &[&input],
+        );
+        input
+    }
+
+    #[test]
+    fn audio_track_picks_among_the_audio_streams() {
+        let dir = Dir::new();
+        let input = two_track_file(&dir);
+        for (track, rate, channels, seconds) in [(0, 44_100, 1, 2.0), (1, 48_000, 2, 3.0)] {
+            let options = Options::from_json(&json!({ "audio_track": track })).expect("valid");
+            let output = dir.path(&format!("track{track}.mp3"));
+
+            let (report, _) = convert_ok(Path::new(&input), &output, &options, "t");
+
+            assert_eq!(report.sample_rate, rate, "track {track}");
+            assert_eq!(report.channels, channels, "track {track}");
+            assert_mp3_duration(&report, seconds);
+        }
+    }
+
+    #[test]
+    fn an_audio_track_out_of_range_is_a_clear_permanent_error() {
+        let dir = Dir::new();
+        let input = two_track_file(&dir);
+        let output = dir.path("none.mp3");
+        let options = Options::from_json(&json!({"audio_track": 2})).expect("valid");
+
+        let error = convert(Path::new(&input), &output, &options, "t").expect_err("no track 2");
+
+        assert!(error.is_permanent());
+        assert_eq!(
+            error.to_string(),
+            "invalid conversion options: `audio_track` 2 is out of range: \
+             the file has 2 audio tracks (numbered from 0)"
+        );
+        assert!(!output.exists());
+    }
+
+    #[test]
+    fn trimming_keeps_the_asked_span() {
+        let dir = Dir::new();
+        let input = dir.str("six.wav");
+        ffmpeg_cli(
+            "-f lavfi -i sine=frequency=440:sample_rate=44100:duration=6 -ac 2 -c:a pcm_s16le",
+            &[&input],
+        );
+        let cases = [
+            (json!({"trim_start_s": 1, "trim_end_s": 3.5}), 2.5),
+            (json!({"trim_start_s": 4}), 2.0),
+            (json!({"trim_end_s": 1.25}), 1.25),
+            (json!({"trim_start_s": 5.5, "trim_end_s": 100}), 0.5),
+        ];
+        for (index, (json, seconds)) in cases.into_iter().enumerate() {
+            let options = Options::from_json(&json).expect("valid options");
+            let output = dir.path(&format!("trim{index}.mp3"));
+
+            let (report, _) = convert_ok(Path::new(&input), &output, &options, "t");
+
+            assert!(
+                (report.duration_s - seconds).abs() < 0.002,
+                "{json}: {} s instead of {seconds} s",
+                report.duration_s
+            );
+        }
+    }
+
+    #[test]
+    fn a_trim_start_past_the_end_is_an_invalid_option() {
+        let dir = Dir::new();
+        let input = dir.str("short.wav");
+        ffmpeg_cli(
+            "-f lavfi -i sine=frequency=440:duration=1 -c:a pcm_s16le",
+            &[&input],
+        );
+        let output = dir.path("short.mp3");
+        let options = Options::from_json(&json!({"trim_start_s": 10})).expect("valid");
+
+        let error = convert(Path::new(&input), &output, &options, "t").expect_err("past end");
+
+        assert!(
+            matches!(&error, TranscodeError::InvalidOptions(message) if message.contains("trim_start_s")),
+            "{error:?}"
+        );
+        assert!(!output.exists());
+    }
+
+    /// `(mean_volume, max_volume)` in dB of the decoded file, from the
+    /// `volumedetect` filter (which measures 16-bit samples, so a clipped
+    /// signal reads 0.0 dB).
+    fn volume(path: &Path) -> (f64, f64) {
+        let output = Command::new("ffmpeg")
+            .args(["-nostdin", "-hide_banner", "-i"])
+            .arg(path)
+            .args(["-map", "0:a", "-af", "volumedetect", "-f", "null", "-"])
+            .output()
+            .expect("ffmpeg CLI runs");
+        assert!(output.status.success());
+        let log = String::from_utf8_lossy(&output.stderr);
+        let read = |key: &str| -> f64 {
+            let line = log
+                .lines()
+                .find(|line| line.contains(key))
+                .unwrap_or_else(|| panic!("no {key} in {log}"));
+            let value = line.split(key).nth(1).expect("value").trim();
+            value
+                .trim_end_matches("dB")
+                .trim()
+                .parse()
+                .expect("a number of dB")
+        };
+        (read("mean_volume:"), read("max_volume:"))
+    }
+
+    #[test]
+    fn normalize_brings_a_quiet_recording_up() {
+        let dir = Dir::new();
+        let input = dir.str("quiet.wav");
+        ffmpeg_cli(
+            "-f lavfi -i aevalsrc=0.01*sin(2*PI*440*t)*(1+0.5*sin(2*PI*t)):s=44100:d=5 \
+             -c:a pcm_s16le",
+            &[&input],
+        );
+        let plain = dir.path("plain.mp3");
+        let loud = dir.path("loud.mp3");
+        let options = Options::from_json(&json!({"normalize": true})).expect("valid");
+
+        let (plain_report, _) = convert_ok(Path::new(&input), &plain, &Options::default(), "t");
+        let (loud_report, _) = convert_ok(Path::new(&input), &loud, &options, "t");
+
+        let (plain_mean, _) = volume(&plain);
+        let (loud_mean, loud_max) = volume(&loud);
+        assert!(
+            loud_mean > plain_mean + 15.0,
+            "normalised {loud_mean} dB vs plain {plain_mean} dB"
+        );
+        assert!(loud_max < 0.0, "normalised peak {loud_max} dB");
+        assert_eq!(loud_report.sample_rate, 44_100);
+        assert_mp3_duration(&plain_report, 5.0);
+        assert_mp3_duration(&loud_report, 5.0);
+    }
+
+    #[test]
+    fn a_loud_5_1_source_is_downmixed_without_clipping() {
+        let dir = Dir::new();
+        let input = dir.str("loud51.wav");
+        // Every channel in phase at -0.9 dBFS, as float so nothing clips in
+        // the source: summed naively, the front channels would reach +7 dB.
+        let tone = "0.9*sin(2*PI*440*t)";
+        ffmpeg_cli(
+            &format!(
+                "-f lavfi -i aevalsrc={tone}|{tone}|{tone}|{tone}|{tone}|{tone}:c=5.1:s=48000:d=2 \
+                 -c:a pcm_f32le"
+            ),
+            &[&input],
+        );
+        assert_eq!(audio_stream(&ffprobe(Path::new(&input)))["channels"], 6);
+        let output = dir.path("loud51.mp3");
+        // The CLI's downmix to float is not normalised: it clips.
+        let cli = dir.str("cli.mp3");
+        ffmpeg_cli("-i", &[&input, "-c:a", "libmp3lame", "-q:a", "2", &cli]);
+
+        let (report, _) = convert_ok(Path::new(&input), &output, &Options::default(), "5.1");
+
+        assert_eq!(report.channels, 2);
+        let (_, peak) = volume(&output);
+        let (_, cli_peak) = volume(Path::new(&cli));
+        assert!(peak < 0.0, "downmix peaks at {peak} dBFS");
+        assert!(peak > -6.0, "downmix is needlessly quiet: {peak} dBFS");
+        assert!(cli_peak >= 0.0, "the control did not clip: {cli_peak} dBFS");
+    }
+
+    #[test]
+    fn tags_are_id3v2_4() {
+        let dir = Dir::new();
+        let input = dir.str("tagged.m4a");
+        ffmpeg_cli(
+            "-f lavfi -i sine=frequency=440:duration=1 -c:a aac",
+            &["-metadata", "artist=Someone", &input],
+        );
+        let output = dir.path("tagged.mp3");
+
+        let (_, probe) = convert_ok(Path::new(&input), &output, &Options::default(), "Stem");
+
+        let bytes = std::fs::read(&output).expect("read MP3");
+        assert_eq!(&bytes[..5], b"ID3\x04\x00");
+        assert_eq!(probe["format"]["tags"]["title"], "Stem");
+        assert_eq!(probe["format"]["tags"]["artist"], "Someone");
+    }
+
+    #[test]
+    fn verification_rejects_a_wrong_duration_and_garbage() {
+        assert!(check_duration(10.05, 10.0).is_ok());
+        assert!(check_duration(100.9, 100.0).is_ok());
+        assert!(check_duration(10.2, 10.0).is_err());
+        assert!(check_duration(98.5, 100.0).is_err());
+
+        let dir = Dir::new();
+        let input = dir.str("tone.wav");
+        ffmpeg_cli(
+            "-f lavfi -i sine=frequency=440:duration=4 -c:a pcm_s16le",
+            &[&input],
+        );
+        let output = dir.path("tone.mp3");
+        convert_ok(Path::new(&input), &output, &Options::default(), "t");
+        let expect_4s = Written {
+            expected_s: 4.0,
+            copied: false,
+        };
+        assert!(verify(&output, &expect_4s).is_ok());
+        let expect_5s = Written {
+            expected_s: 5.0,
+            copied: false,
+        };
+        let error = verify(&output, &expect_5s).expect_err("too short");
+        assert!(
+            error
+                .to_string()
+                .starts_with("the MP3 could not be encoded: the MP3 failed verification: it lasts"),
+            "{error}"
+        );
+        let garbage = dir.path("garbage.mp3");
+        std::fs::write(&garbage, [0u8; 4096]).expect("write garbage");
+        let error = verify(&garbage, &expect_4s).expect_err("garbage");
+        assert!(error.to_string().contains("failed verification"), "{error}");
+        assert!(error.is_permanent());
+    }
+
+    /// An AVI with MPEG-4 video and MP3 audio, as old cameras and rips make.
+    fn mp3_in_avi(dir: &Dir, name: &str, seconds: u32) -> String {
+        let input = dir.str(name);
+        ffmpeg_cli(
+            &format!(
+                "-f lavfi -i testsrc=size=160x120:rate=10:duration={seconds} \
+                 -f lavfi -i sine=frequency=440:beep_factor=4:sample_rate=44100:duration={seconds} \
+                 -c:v mpeg4 -c:a libmp3lame -q:a 4 -ac 2 -shortest"
+            ),
+            &["-metadata", "title=From AVI", &input],
+        );
+        input
+    }
+
+    #[test]
+    fn mp3_audio_is_copied_without_re_encoding() {
+        let dir = Dir::new();
+        let input = mp3_in_avi(&dir, "clip.avi", 4);
+        let output = dir.path("clip.mp3");
+
+        let (report, probe) = convert_ok(Path::new(&input), &output, &Options::default(), "t");
+
+        assert!(report.copied);
+        assert_eq!(report.sample_rate, 44_100);
+        assert_eq!(report.channels, 2);
+        assert!((report.duration_s - 4.0).abs() < 0.1, "{report:?}");
+        assert_eq!(probe["format"]["tags"]["title"], "From AVI");
+        assert_eq!(&std::fs::read(&output).expect("read")[..5], b"ID3\x04\x00");
+        // The very same MP3 frames: what `ffmpeg -i IN -vn -c:a copy` makes
+        // (whose Xing header also lets players skip the decoder delay).
+        let cli = dir.str("cli.mp3");
+        ffmpeg_cli("-i", &[&input, "-vn", "-c:a", "copy", &cli]);
+        assert_eq!(decoded_md5(&output), decoded_md5(Path::new(&cli)));
+
+        let options = Options::from_json(&json!({"quality": "V6"})).expect("valid");
+        let reencoded = dir.path("reencoded.mp3");
+        let (report, _) = convert_ok(Path::new(&input), &reencoded, &options, "t");
+        assert!(!report.copied);
+    }
+
+    #[test]
+    fn an_mp3_stream_that_cannot_be_copied_cleanly_is_re_encoded() {
+        let dir = Dir::new();
+        let first = dir.str("first.ts");
+        let second = dir.str("second.ts");
+        ffmpeg_cli(
+            "-f lavfi -i sine=frequency=440:sample_rate=44100:duration=2 \
+             -c:a libmp3lame -ac 2",
+            &[&first],
+        );
+        ffmpeg_cli(
+            "-f lavfi -i sine=frequency=660:sample_rate=48000:duration=2 \
+             -c:a libmp3lame -ac 2 -output_ts_offset 2",
+            &[&second],
+        );
+        let joined = dir.path("joined.ts");
+        let mut bytes = std::fs::read(&first).expect("first part");
+        bytes.extend(std::fs::read(&second).expect("second part"));
+        std::fs::write(&joined, bytes).expect("joined file");
+        let output = dir.path("joined.mp3");
+
+        let (report, _) = convert_ok(&joined, &output, &Options::default(), "Joined");
+
+        assert!(!report.copied, "a copy would switch rates mid-file");
+        assert_eq!(report.sample_rate, 44_100);
+        assert!((report.duration_s - 4.0).abs() < 0.1, "{report:?}");
+    }
+
+    #[test]
+    fn copying_is_much_faster_than_re_encoding() {
+        let dir = Dir::new();
+        let input = mp3_in_avi(&dir, "minute.avi", 60);
+        // A trim past the end changes nothing but forces a re-encode at the
+        // same (default) quality.
+        let reencode = Options::from_json(&json!({"trim_end_s": 3600})).expect("valid");
+
+        let started = Instant::now();
+        let copied = convert(
+            Path::new(&input),
+            &dir.path("copied.mp3"),
+            &Options::default(),
+            "t",
+        )
+        .expect("copy");
+        let copy_time = started.elapsed();
+        let started = Instant::now();
+        let encoded = convert(Path::new(&input), &dir.path("encoded.mp3"), &reencode, "t")
+            .expect("re-encode");
+        let encode_time = started.elapsed();
+
+        assert!(copied.copied);
+        assert!(!encoded.copied);
+        assert!((copied.duration_s - encoded.duration_s).abs() < 0.1);
+        eprintln!(
+            "60 s MP3-in-AVI: copy {copy_time:?}, re-encode {encode_time:?}, speedup {:.1}x",
+            encode_time.as_secs_f64() / copy_time.as_secs_f64()
+        );
+    }
+
+    #[test]
+    fn progress_is_reported_at_most_once_a_second_and_ends_at_one() {
+        let dir = Dir::new();
+        let input = dir.str("long.wav");
+        ffmpeg_cli(
+            "-f lavfi -i sine=frequency=440:sample_rate=48000:duration=40 -ac 2 -c:a pcm_s16le",
+            &[&input],
+        );
+        let output = dir.path("long.mp3");
+        let mut calls: Vec<(Instant, f64)> = Vec::new();
+
+        let report = convert_with_progress(
+            Path::new(&input),
+            &output,
+            &Options::default(),
+            "t",
+            &mut |fraction| calls.push((Instant::now(), fraction)),
+        )
+        .expect("conversion succeeds");
+
+        assert_mp3_duration(&report, 40.0);
+        assert!(calls.len() >= 2, "{calls:?}");
+        assert_eq!(calls.last().map(|(_, fraction)| *fraction), Some(1.0));
+        assert!(calls[0].1 < 0.1, "starts near 0: {calls:?}");
+        for pair in calls.windows(2) {
+            assert!(pair[0].1 <= pair[1].1, "not monotonic: {calls:?}");
+            assert!((0.0..=1.0).contains(&pair[1].1));
+        }
+        // All but the final "done" call are at least a second apart.
+        for pair in calls[..calls.len() - 1].windows(2) {
+            assert!(pair[1].0 - pair[0].0 >= PROGRESS_INTERVAL, "{calls:?}");
+        }
+        eprintln!(
+            "progress calls: {:?}",
+            calls.iter().map(|(_, f)| *f).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn progress_is_throttled_and_relative_to_the_span() {
+        let mut calls = Vec::new();
+        let mut record = |fraction: f64| calls.push(fraction);
+        let mut progress = Progress::new(&mut record);
+        // Trimmed to 10..30 s of the source.
+        progress.set_span(10.0, Some(30.0));
+        let started = Instant::now();
+        let mut position = 0.0;
+        while started.elapsed() < Duration::from_millis(1_300) {
+            progress.at(position);
+            position += 0.5;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        progress.finish();
+
+        // One call right away (before the span: 0), one a second later
+        // (clamped to 1 by then), and the final one.
+        assert_eq!(calls.len(), 3, "{calls:?}");
+        assert_eq!(calls[0], 0.0);
+        assert_eq!(calls[2], 1.0);
+
+        let mut silent = Vec::new();
+        let mut record = |fraction: f64| silent.push(fraction);
+        let mut unknown = Progress::new(&mut record);
+        unknown.set_span(0.0, None);
+        unknown.at(5.0);
+        unknown.finish();
+        assert_eq!(silent, [1.0], "no duration, no fractions");
     }
 
     #[test]
