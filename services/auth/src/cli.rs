@@ -1,5 +1,5 @@
-//! One-off administrative commands (`auth-service user add EMAIL`), run
-//! instead of the server when given.
+//! One-off administrative commands (`auth-service user add EMAIL`,
+//! `auth-service key generate`), run instead of the server when given.
 
 use anyhow::Context as _;
 use clap::Subcommand;
@@ -7,6 +7,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt as _};
 
 use crate::config::Config;
 use crate::secret::Secret;
+use crate::store::UserStore;
 
 /// Administrative commands.
 #[derive(Debug, Clone, Subcommand)]
@@ -14,13 +15,17 @@ pub enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage token signing keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
 }
 
 /// Commands on users.
 #[derive(Debug, Clone, Subcommand)]
 pub enum UserCommand {
     /// Create a user. The password is read from the first line of standard
-    /// input (e.g. `echo "$PASSWORD" | auth-service user add alice@example.com`).
+    /// input (e.g. `echo "$PASSWORD" | auth-service user add alice@example.com`)
+    /// and must be at least 8 characters.
     Add {
         /// The user's email address (the login name); stored lower-cased.
         email: String,
@@ -28,14 +33,54 @@ pub enum UserCommand {
         #[arg(long)]
         admin: bool,
     },
+    /// Make a user an administrator (admins may download anyone's MP3s).
+    SetAdmin {
+        /// The user's email address.
+        email: String,
+        /// Take administrator rights away instead.
+        #[arg(long)]
+        revoke: bool,
+    },
+    /// Stop a user from logging in (tokens already issued stay valid until
+    /// they expire, except on `/api/v1/me`).
+    Disable {
+        /// The user's email address.
+        email: String,
+    },
+    /// Let a disabled user log in again.
+    Enable {
+        /// The user's email address.
+        email: String,
+    },
+}
+
+/// Commands on signing keys.
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeyCommand {
+    /// Print a new Ed25519 private key (PKCS#8 PEM) for JWT_PRIVATE_KEY_FILE,
+    /// e.g. `(umask 077; auth-service key generate > jwt-key.pem)`.
+    Generate,
 }
 
 /// Runs `command` against the configured database.
 pub async fn run(command: Command, config: &Config) -> anyhow::Result<()> {
     match command {
+        Command::Key(KeyCommand::Generate) => {
+            print!("{}", crate::token::generate_ed25519_pem()?);
+            Ok(())
+        }
         Command::User(UserCommand::Add { email, admin }) => {
+            let email = crate::accounts::validate_email(&email)
+                .map_err(|_| anyhow::anyhow!("`{email}` is not a valid email address"))?;
             let stdin = tokio::io::BufReader::new(tokio::io::stdin());
             let password = read_password(stdin).await?;
+            crate::password::check_policy(password.expose()).map_err(|_| {
+                anyhow::anyhow!(
+                    "the password must have {} to {} characters",
+                    crate::password::MIN_PASSWORD_CHARS,
+                    crate::password::MAX_PASSWORD_CHARS
+                )
+            })?;
             crate::add_user(
                 config.database_url.expose(),
                 &email,
@@ -44,10 +89,56 @@ pub async fn run(command: Command, config: &Config) -> anyhow::Result<()> {
             )
             .await
             .with_context(|| format!("cannot add user {email}"))?;
-            println!("added user {}", crate::store::normalize_email(&email));
+            println!(
+                "added user {email}{}",
+                if admin { " (administrator)" } else { "" }
+            );
+            Ok(())
+        }
+        Command::User(UserCommand::SetAdmin { email, revoke }) => {
+            let user = with_store(config, |store| async move {
+                store.set_admin(&email, !revoke).await
+            })
+            .await?;
+            let now = if user.is_admin {
+                "an administrator"
+            } else {
+                "not an administrator"
+            };
+            println!("{} is now {now}", user.email);
+            Ok(())
+        }
+        Command::User(UserCommand::Disable { email }) => {
+            let user = with_store(config, |store| async move {
+                store.set_disabled(&email, true).await
+            })
+            .await?;
+            println!("disabled {}", user.email);
+            Ok(())
+        }
+        Command::User(UserCommand::Enable { email }) => {
+            let user = with_store(config, |store| async move {
+                store.set_disabled(&email, false).await
+            })
+            .await?;
+            println!("enabled {}", user.email);
             Ok(())
         }
     }
+}
+
+/// Opens the database, runs `work`, and closes the pool whatever happened.
+async fn with_store<T, F, Fut>(config: &Config, work: F) -> anyhow::Result<T>
+where
+    F: FnOnce(UserStore) -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::Error>>,
+{
+    let store = UserStore::connect(config.database_url.expose())
+        .await
+        .context("opening the user database")?;
+    let result = work(store.clone()).await;
+    store.close().await;
+    Ok(result?)
 }
 
 /// The first line of `input`, without its line ending. An empty password is

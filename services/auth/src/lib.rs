@@ -2,12 +2,17 @@
 //! MySQL/MariaDB) and JSON Web Tokens for them. [`App`] is the server, built
 //! from a [`Config`]; [`add_user`] is what `auth-service user add` runs.
 
+pub mod accounts;
 pub mod cli;
+pub mod client_address;
 pub mod config;
 pub mod error;
 pub mod password;
+pub mod rate_limit;
 pub mod routes;
 pub mod secret;
+pub mod server;
+pub mod state;
 pub mod store;
 pub mod token;
 
@@ -21,13 +26,16 @@ use tokio::net::TcpListener;
 pub use config::Config;
 pub use error::Error;
 
+use client_address::TrustedProxies;
 use password::Passwords;
-use routes::AppState;
+use rate_limit::Limits;
 use secret::Secret;
+use state::AppState;
 use store::UserStore;
 use token::TokenKeys;
 
-/// A ready-to-run server: database connected and migrated, port bound.
+/// A ready-to-run server: database connected and migrated, keys loaded,
+/// port bound.
 pub struct App {
     /// Bound in [`App::build`], so the port is known (and taken) before
     /// [`App::run`]; tests bind port 0 and read the real one.
@@ -36,23 +44,47 @@ pub struct App {
     router: axum::Router,
     /// Kept to close the pool once the server has stopped.
     store: UserStore,
+    /// Kept to forget idle rate-limit keys while serving.
+    limits: Arc<Limits>,
+    /// How often idle rate-limit keys are forgotten.
+    sweep_every: std::time::Duration,
 }
 
 impl App {
-    /// Connects to the database, runs its migrations, prepares the keys and
-    /// binds the listener.
+    /// Connects to the database, runs its migrations, loads the signing
+    /// key, creates the `ADMIN_EMAIL` administrator if asked, and binds the
+    /// listener.
     pub async fn build(config: Config) -> anyhow::Result<App> {
+        let tokens = TokenKeys::from_config(
+            config.jwt_secret.as_ref(),
+            config.jwt_private_key.as_ref(),
+            config.jwt_private_key_file.as_deref(),
+            config.jwt_ttl,
+        )
+        .context("loading the JWT signing key")?;
         let store = UserStore::connect(config.database_url.expose())
             .await
             .context("opening the user database")?;
         let passwords = Passwords::new()
             .await
             .context("preparing the password hasher")?;
-        let tokens = TokenKeys::from_config(config.jwt_secret.as_ref(), config.jwt_ttl);
+        if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
+            accounts::bootstrap_admin(&store, &passwords, email, password)
+                .await
+                .context("creating the ADMIN_EMAIL administrator")?;
+        }
+        let limits = Arc::new(Limits::new(
+            config.login_failure_limit,
+            config.registration_limit,
+            config.rate_limit_window(),
+        ));
         let router = routes::router(AppState {
             store: store.clone(),
             passwords,
             tokens: Arc::new(tokens),
+            limits: limits.clone(),
+            proxies: TrustedProxies(Arc::new(config.trusted_proxies.clone())),
+            allow_registration: config.allow_registration,
         });
         let listener = TcpListener::bind(config.listen)
             .await
@@ -63,6 +95,8 @@ impl App {
             address,
             router,
             store,
+            limits,
+            sweep_every: config.rate_limit_window(),
         })
     }
 
@@ -78,10 +112,17 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         tracing::info!(address = %self.address, "auth service listening");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP")?;
+        let limits = self.limits.clone();
+        let sweep_every = self.sweep_every;
+        let sweeper = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(sweep_every);
+            loop {
+                ticks.tick().await;
+                limits.forget_idle();
+            }
+        });
+        server::serve(self.listener, self.router, shutdown).await;
+        sweeper.abort();
         self.store.close().await;
         tracing::info!("auth service stopped");
         Ok(())

@@ -25,6 +25,26 @@ const PARALLELISM: u32 = 1;
 /// Salt length in bytes (the PHC string format recommends 16).
 const SALT_BYTES: usize = 16;
 
+/// The shortest password accepted for new accounts, in characters (not
+/// bytes: `pässwörd` is eight). NIST SP 800-63B's minimum.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
+/// The longest: generous for passphrases and password managers, and a bound
+/// on what one request can make the hasher chew on.
+pub const MAX_PASSWORD_CHARS: usize = 1024;
+
+/// Whether `password` may be set on a new account: its length in characters
+/// within [`MIN_PASSWORD_CHARS`]..=[`MAX_PASSWORD_CHARS`]. Nothing else is
+/// imposed (composition rules make passwords worse, not better).
+pub fn check_policy(password: &str) -> Result<(), Error> {
+    let chars = password.chars().count();
+    if (MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars) {
+        Ok(())
+    } else {
+        Err(Error::InvalidPassword)
+    }
+}
+
 /// Hashes and verifies passwords without blocking the async executor.
 #[derive(Clone)]
 pub struct Passwords {
@@ -139,6 +159,17 @@ mod tests {
         let hash = hash_blocking("pässwörd 🔑").expect("hash");
         assert!(verify_blocking("pässwörd 🔑", &hash).expect("verify"));
         assert!(!verify_blocking("passwort", &hash).expect("verify"));
+    }
+
+    #[test]
+    fn the_policy_counts_characters_not_bytes() {
+        assert!(check_policy("1234567").is_err());
+        assert!(check_policy("12345678").is_ok());
+        // Seven characters, fourteen bytes.
+        assert!(check_policy("ääääääää").is_ok());
+        assert!(check_policy("äääääää").is_err());
+        assert!(check_policy(&"x".repeat(MAX_PASSWORD_CHARS)).is_ok());
+        assert!(check_policy(&"x".repeat(MAX_PASSWORD_CHARS + 1)).is_err());
     }
 
     #[test]

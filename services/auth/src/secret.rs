@@ -37,6 +37,13 @@ impl FromStr for Secret {
     }
 }
 
+/// Lets request bodies carry a `Secret` from the moment they are parsed.
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self)
+    }
+}
+
 impl From<&str> for Secret {
     fn from(value: &str) -> Self {
         Self::new(value)

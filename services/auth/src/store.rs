@@ -21,7 +21,8 @@ static MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/mysql");
 /// dead database turns into a quick 500 / not-ready instead of a hang).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-const USER_COLUMNS: &str = "id, email, password_hash, is_admin, disabled, created_at";
+const USER_COLUMNS: &str =
+    "id, email, password_hash, is_admin, disabled, email_notifications, created_at";
 
 /// The database product behind a URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +90,9 @@ pub struct User {
     pub is_admin: bool,
     /// A disabled user cannot log in; the row stays for its history.
     pub disabled: bool,
+    /// Whether the user wants an email when an MP3 is ready (the gateway
+    /// copies it into each job).
+    pub email_notifications: bool,
     /// Unix seconds.
     pub created_at: i64,
 }
@@ -169,6 +173,66 @@ impl UserStore {
         row.map(|row| user_from_row(&row)).transpose()
     }
 
+    /// The user with this id, if there is one.
+    pub async fn find_by_id(&self, id: i64) -> Result<Option<User>, Error> {
+        let query = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?");
+        let sql = self.backend.sql(&query);
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| user_from_row(&row)).transpose()
+    }
+
+    /// Grants or revokes administrator rights; [`Error::UnknownUser`] when
+    /// no user has this email.
+    pub async fn set_admin(&self, email: &str, is_admin: bool) -> Result<User, Error> {
+        self.set_flag_by_email(email, "is_admin", is_admin).await
+    }
+
+    /// Disables (or re-enables) logging in; [`Error::UnknownUser`] when no
+    /// user has this email.
+    pub async fn set_disabled(&self, email: &str, disabled: bool) -> Result<User, Error> {
+        self.set_flag_by_email(email, "disabled", disabled).await
+    }
+
+    /// Stores the user's notification preference and returns the user as
+    /// now stored; [`Error::UnknownUser`] when the id is gone.
+    pub async fn set_email_notifications(&self, id: i64, enabled: bool) -> Result<User, Error> {
+        let sql = self
+            .backend
+            .sql("UPDATE users SET email_notifications = ? WHERE id = ?");
+        sqlx::query(&sql)
+            .bind(enabled)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.find_by_id(id).await?.ok_or(Error::UnknownUser)
+    }
+
+    /// `column` is one of our own flag names, never user input.
+    async fn set_flag_by_email(
+        &self,
+        email: &str,
+        column: &'static str,
+        value: bool,
+    ) -> Result<User, Error> {
+        let email = normalize_email(email);
+        // Look up first: MySQL reports 0 affected rows when the value does
+        // not change, so the update's count cannot tell "unknown user".
+        if self.find_by_email(&email).await?.is_none() {
+            return Err(Error::UnknownUser);
+        }
+        let query = format!("UPDATE users SET {column} = ? WHERE email = ?");
+        let sql = self.backend.sql(&query);
+        sqlx::query(&sql)
+            .bind(value)
+            .bind(&email)
+            .execute(&self.pool)
+            .await?;
+        self.find_by_email(&email).await?.ok_or(Error::UnknownUser)
+    }
+
     /// Whether the database answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), Error> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
@@ -189,6 +253,7 @@ fn user_from_row(row: &AnyRow) -> Result<User, Error> {
         password_hash: Secret::new(row.try_get::<String, _>("password_hash")?),
         is_admin: flag(row, "is_admin")?,
         disabled: flag(row, "disabled")?,
+        email_notifications: flag(row, "email_notifications")?,
         created_at: row.try_get("created_at")?,
     })
 }

@@ -1,6 +1,7 @@
 //! Test harness: `spawn_app(backend)` builds the real [`App`] on port 0
 //! against a database created for that test alone (and dropped afterwards),
-//! and returns a [`TestApp`] with typed helpers for each endpoint.
+//! signing with an Ed25519 key file made for it, and returns a [`TestApp`]
+//! with typed helpers for each endpoint and for forging tokens.
 //!
 //! The database servers default to the local ones; override them with
 //! `AUTH_TEST_POSTGRES_URL` and `AUTH_TEST_MYSQL_URL` (server URLs without a
@@ -9,13 +10,15 @@
 use auth_service::{App, Config};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{Value, json};
 use sqlx::AnyConnection;
 use sqlx::Connection as _;
 use sqlx::any::AnyRow;
 use tokio::sync::oneshot;
 
-/// The signing key every test app is configured with.
-pub const JWT_SECRET: &str = "s3cret";
+/// The HS256 secret of apps started with [`Signing::Hs256`].
+pub const JWT_SECRET: &str = "s3cret-for-the-hs256-compatibility-tests";
 /// Token lifetime every test app is configured with (deliberately not the
 /// default, so the test sees the flag is honoured).
 pub const JWT_TTL: u64 = 3_600;
@@ -174,55 +177,129 @@ impl Drop for TestDatabase {
     }
 }
 
+/// How a test app signs its tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signing {
+    /// Ed25519 from a PEM key file (the recommended deployment).
+    Ed25519,
+    /// HS256 with [`JWT_SECRET`] (the original deployment).
+    Hs256,
+}
+
+/// The key material a test app signs with, so tests can forge tokens that
+/// only differ from real ones where they mean to.
+enum Key {
+    Ed25519 { pem: String, x: String, kid: String },
+    Hs256,
+}
+
 /// A running service and a client for it.
 pub struct TestApp {
     /// Stops the server when the test app is dropped (declared first so it
     /// fires before the database goes).
-    _shutdown: oneshot::Sender<()>,
+    shutdown: Option<oneshot::Sender<()>>,
+    /// The server task, to wait for in [`TestApp::stop`].
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
     pub address: String,
     pub client: reqwest::Client,
     pub db: TestDatabase,
+    key: Key,
+    /// Holds the key file for as long as the app runs.
+    _key_dir: tempfile::TempDir,
 }
 
-/// Starts the service on a fresh database of `backend`.
+/// Starts the service (Ed25519, defaults) on a fresh database of `backend`.
 pub async fn spawn_app(backend: Backend) -> TestApp {
-    spawn_app_on(TestDatabase::create(backend).await).await
+    spawn_app_with(backend, Signing::Ed25519, &[]).await
 }
 
-/// The configuration tests run with.
-pub fn test_config(database_url: &str) -> Config {
+/// Starts the service on a fresh database with this signing and these
+/// extra flags.
+pub async fn spawn_app_with(backend: Backend, signing: Signing, flags: &[&str]) -> TestApp {
+    start(TestDatabase::create(backend).await, signing, flags).await
+}
+
+/// Starts the service (Ed25519, defaults) on an existing database.
+pub async fn spawn_app_on(db: TestDatabase) -> TestApp {
+    start(db, Signing::Ed25519, &[]).await
+}
+
+/// The configuration tests run with: port 0, this database, a test TTL.
+pub fn test_config(database_url: &str, flags: &[&str]) -> Config {
     use clap::Parser as _;
-    Config::try_parse_from([
+    let ttl = JWT_TTL.to_string();
+    let mut args = vec![
         "auth-service",
         "--listen",
         "127.0.0.1:0",
         "--database-url",
         database_url,
-        "--jwt-secret",
-        JWT_SECRET,
         "--jwt-ttl",
-        &JWT_TTL.to_string(),
-    ])
-    .expect("test config parses")
+        &ttl,
+    ];
+    args.extend_from_slice(flags);
+    Config::try_parse_from(args).expect("test config parses")
 }
 
-/// Starts the service on an existing database.
-pub async fn spawn_app_on(db: TestDatabase) -> TestApp {
-    let app = App::build(test_config(&db.url)).await.expect("app builds");
+/// Starts the service on `db` with `flags`, returning when it listens.
+pub async fn start(db: TestDatabase, signing: Signing, flags: &[&str]) -> TestApp {
+    let key_dir = tempfile::tempdir().expect("temp dir");
+    let key_file = key_dir.path().join("jwt-key.pem");
+    let key_path = key_file.display().to_string();
+    let mut all_flags: Vec<&str> = Vec::new();
+    let key = match signing {
+        Signing::Ed25519 => {
+            let pem = auth_service::token::generate_ed25519_pem().expect("key generated");
+            std::fs::write(&key_file, &pem).expect("key file written");
+            all_flags.extend(["--jwt-private-key-file", &key_path]);
+            let keys =
+                auth_service::token::TokenKeys::ed25519_from_pem(&pem, JWT_TTL).expect("key loads");
+            Key::Ed25519 {
+                x: keys.jwks()["keys"][0]["x"].as_str().expect("x").to_owned(),
+                kid: keys.kid().to_owned(),
+                pem,
+            }
+        }
+        Signing::Hs256 => {
+            all_flags.extend(["--jwt-secret", JWT_SECRET]);
+            Key::Hs256
+        }
+    };
+    all_flags.extend_from_slice(flags);
+    let app = App::build(test_config(&db.url, &all_flags))
+        .await
+        .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run(async {
+    let server = tokio::spawn(app.run(async {
         let _ = stopped.await;
     }));
     TestApp {
-        _shutdown: stop,
+        shutdown: Some(stop),
+        server,
         address,
         client: reqwest::Client::new(),
         db,
+        key,
+        _key_dir: key_dir,
     }
 }
 
 impl TestApp {
+    /// Shuts the server down gracefully, waits until it has stopped, and
+    /// hands back the database (to start another app on it).
+    pub async fn stop(mut self) -> TestDatabase {
+        if let Some(stop) = self.shutdown.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(30), &mut self.server)
+            .await
+            .expect("server stops in time")
+            .expect("server task")
+            .expect("server ran cleanly");
+        self.db
+    }
+
     /// Adds a user straight through the library (as `user add` does).
     pub async fn add_user(&self, email: &str, password: &str, is_admin: bool) {
         auth_service::add_user(&self.db.url, email, password, is_admin)
@@ -230,10 +307,30 @@ impl TestApp {
             .expect("user added");
     }
 
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
     /// `POST /login` with HTTP Basic credentials.
     pub async fn post_login(&self, email: &str, password: &str) -> reqwest::Response {
         self.client
-            .post(format!("{}/login", self.address))
+            .post(self.url("/login"))
+            .basic_auth(email, Some(password))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// `POST /login` as a trusted proxy would forward it for `client`.
+    pub async fn post_login_for(
+        &self,
+        client: &str,
+        email: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url("/login"))
+            .header("x-forwarded-for", client)
             .basic_auth(email, Some(password))
             .send()
             .await
@@ -250,6 +347,11 @@ impl TestApp {
         self.post_with("/validate", authorization).await
     }
 
+    /// `POST /validate` with `Authorization: Bearer <token>`.
+    pub async fn validate_token(&self, token: &str) -> reqwest::Response {
+        self.post_validate(Some(&format!("Bearer {token}"))).await
+    }
+
     /// Logs in and returns the token, failing the test otherwise.
     pub async fn login_token(&self, email: &str, password: &str) -> String {
         let response = self.post_login(email, password).await;
@@ -259,18 +361,119 @@ impl TestApp {
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
-            .get(format!("{}{path}", self.address))
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// `POST` of a JSON body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// `POST /api/v1/login` `{email, password}`.
+    pub async fn api_login(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post_json(
+            "/api/v1/login",
+            &json!({"email": email, "password": password}),
+        )
+        .await
+    }
+
+    /// `POST /api/v1/register` `{email, password}`.
+    pub async fn register(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post_json(
+            "/api/v1/register",
+            &json!({"email": email, "password": password}),
+        )
+        .await
+    }
+
+    /// `GET /api/v1/me` with this token.
+    pub async fn me(&self, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url("/api/v1/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// `PUT /api/v1/me/preferences` with this token and body.
+    pub async fn put_preferences(&self, token: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .put(self.url("/api/v1/me/preferences"))
+            .bearer_auth(token)
+            .json(body)
             .send()
             .await
             .expect("request sent")
     }
 
     async fn post_with(&self, path: &str, authorization: Option<&str>) -> reqwest::Response {
-        let mut request = self.client.post(format!("{}{path}", self.address));
+        let mut request = self.client.post(self.url(path));
         if let Some(value) = authorization {
             request = request.header(reqwest::header::AUTHORIZATION, value);
         }
         request.send().await.expect("request sent")
+    }
+
+    /// Decodes one of the app's tokens the way a gateway would: with the
+    /// published key (or the shared secret), checking signature and expiry.
+    pub fn decode(&self, token: &str) -> Value {
+        let (key, algorithm) = match &self.key {
+            Key::Ed25519 { x, .. } => (
+                DecodingKey::from_ed_components(x).expect("public key"),
+                Algorithm::EdDSA,
+            ),
+            Key::Hs256 => (
+                DecodingKey::from_secret(JWT_SECRET.as_bytes()),
+                Algorithm::HS256,
+            ),
+        };
+        jsonwebtoken::decode::<Value>(token, &key, &Validation::new(algorithm))
+            .expect("token valid under the app's key")
+            .claims
+    }
+
+    /// A token carrying `claims`, signed with the app's own key and kid:
+    /// everything about it is genuine except what the claims say.
+    pub fn sign(&self, claims: &Value) -> String {
+        match &self.key {
+            Key::Ed25519 { pem, kid, .. } => {
+                let mut header = Header::new(Algorithm::EdDSA);
+                header.kid = Some(kid.clone());
+                jsonwebtoken::encode(
+                    &header,
+                    claims,
+                    &EncodingKey::from_ed_pem(pem.as_bytes()).expect("private key"),
+                )
+                .expect("token signed")
+            }
+            Key::Hs256 => sign_hs256(claims, JWT_SECRET.as_bytes()),
+        }
+    }
+
+    /// The app's kid (Ed25519 apps only).
+    pub fn kid(&self) -> &str {
+        match &self.key {
+            Key::Ed25519 { kid, .. } => kid,
+            Key::Hs256 => panic!("HS256 apps have no published kid"),
+        }
+    }
+
+    /// The app's raw Ed25519 public key, as published in the JWKS `x`.
+    pub fn public_key_x(&self) -> &str {
+        match &self.key {
+            Key::Ed25519 { x, .. } => x,
+            Key::Hs256 => panic!("HS256 apps have no public key"),
+        }
     }
 }
 
@@ -280,32 +483,54 @@ pub async fn assert_text(response: reqwest::Response, status: u16, body: &str) {
     assert_eq!(response.text().await.expect("body"), body);
 }
 
-/// A token signed with `secret` carrying `claims`, for forging tests.
-pub fn sign(claims: &serde_json::Value, secret: &str) -> String {
+/// Asserts a JSON API error: status and `error.code`, and that the message
+/// is there. Returns the response's `Retry-After`, if any.
+pub async fn assert_api_error(response: reqwest::Response, status: u16, code: &str) -> Option<u64> {
+    assert_eq!(response.status(), status);
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .map(|value| value.to_str().expect("ascii").parse().expect("seconds"));
+    let body: Value = response.json().await.expect("JSON error body");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    retry_after
+}
+
+/// A token signed HS256 with `secret` carrying `claims`, for forging tests.
+pub fn sign_hs256(claims: &Value, secret: &[u8]) -> String {
     jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &Header::new(Algorithm::HS256),
         claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        &EncodingKey::from_secret(secret),
+    )
+    .expect("token signed")
+}
+
+/// A token signed with a fresh Ed25519 key that is not the app's, under
+/// `kid` (or none).
+pub fn sign_with_another_ed25519_key(claims: &Value, kid: Option<&str>) -> String {
+    let pem = auth_service::token::generate_ed25519_pem().expect("key generated");
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &EncodingKey::from_ed_pem(pem.as_bytes()).expect("private key"),
     )
     .expect("token signed")
 }
 
 /// An unsigned `alg: none` token carrying `claims`.
-pub fn unsigned(claims: &serde_json::Value) -> String {
+pub fn unsigned(claims: &Value) -> String {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
     let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
     format!("{header}.{payload}.")
 }
 
-/// Decodes a token with the test secret, checking its signature and expiry.
-pub fn decode(token: &str) -> serde_json::Value {
-    jsonwebtoken::decode::<serde_json::Value>(
-        token,
-        &jsonwebtoken::DecodingKey::from_secret(JWT_SECRET.as_bytes()),
-        &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256),
-    )
-    .expect("token valid under the test secret")
-    .claims
+/// Claims as the service would issue them for user 1, expiring at `exp`.
+pub fn claims(exp: u64) -> Value {
+    json!({"username": "alice@example.com", "admin": true, "iat": now() - 10, "exp": exp, "sub": "1"})
 }
 
 /// Seconds since the Unix epoch.

@@ -2,7 +2,7 @@
 
 use sqlx::Row as _;
 
-use crate::helpers::{Backend, JWT_TTL, assert_text, decode, spawn_app};
+use crate::helpers::{Backend, JWT_TTL, assert_text, spawn_app};
 
 backend_tests!(
     login_returns_a_token_with_the_users_claims,
@@ -13,6 +13,7 @@ backend_tests!(
     a_disabled_user_cannot_log_in,
     the_email_is_case_insensitive,
     an_injection_shaped_email_is_just_invalid_credentials,
+    an_injection_shaped_password_is_just_invalid_credentials,
     a_unicode_password_works,
 );
 
@@ -38,7 +39,11 @@ async fn login_returns_a_token_with_the_users_claims(backend: Backend) {
         .expect("ascii")
         .to_owned();
     assert!(content_type.starts_with("text/plain"), "{content_type}");
-    let claims = decode(&response.text().await.expect("body"));
+    assert_eq!(
+        response.headers()[reqwest::header::CACHE_CONTROL],
+        "no-store"
+    );
+    let claims = app.decode(&response.text().await.expect("body"));
     assert_eq!(claims["username"], "alice@example.com");
     assert_eq!(claims["admin"], false);
     assert_eq!(claims["sub"], stored_id.to_string());
@@ -53,8 +58,8 @@ async fn only_admins_get_the_admin_claim(backend: Backend) {
     app.add_user("admin@example.com", "pw-admin", true).await;
     app.add_user("user@example.com", "pw-user", false).await;
 
-    let admin = decode(&app.login_token("admin@example.com", "pw-admin").await);
-    let user = decode(&app.login_token("user@example.com", "pw-user").await);
+    let admin = app.decode(&app.login_token("admin@example.com", "pw-admin").await);
+    let user = app.decode(&app.login_token("user@example.com", "pw-user").await);
 
     assert_eq!(admin["admin"], true);
     assert_eq!(user["admin"], false);
@@ -119,7 +124,7 @@ async fn the_email_is_case_insensitive(backend: Backend) {
 
     let token = app.login_token("cAROL@example.com", "pw").await;
 
-    assert_eq!(decode(&token)["username"], "carol@example.com");
+    assert_eq!(app.decode(&token)["username"], "carol@example.com");
     let stored: String = app
         .db
         .fetch_one("SELECT email FROM users")
@@ -146,6 +151,23 @@ async fn an_injection_shaped_email_is_just_invalid_credentials(backend: Backend)
     app.login_token("alice@example.com", "correct horse").await;
 }
 
+async fn an_injection_shaped_password_is_just_invalid_credentials(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.add_user("alice@example.com", "correct horse", false)
+        .await;
+
+    for password in ["' OR '1'='1", "x' OR 1=1; --", "\\'; DROP TABLE users; --"] {
+        let response = app.post_login("alice@example.com", password).await;
+        assert_eq!(response.status(), 401, "{password}");
+        assert_eq!(
+            response.text().await.expect("body"),
+            "invalid credentials",
+            "{password}"
+        );
+    }
+    app.login_token("alice@example.com", "correct horse").await;
+}
+
 async fn a_unicode_password_works(backend: Backend) {
     let app = spawn_app(backend).await;
     let password = "pässwörd 🔑 密码 contraseña";
@@ -153,7 +175,7 @@ async fn a_unicode_password_works(backend: Backend) {
 
     let token = app.login_token("ÉMILE@exemple.fr", password).await;
 
-    assert_eq!(decode(&token)["username"], "émile@exemple.fr");
+    assert_eq!(app.decode(&token)["username"], "émile@exemple.fr");
     let response = app.post_login("émile@exemple.fr", "passwort 🔑").await;
     assert_text(response, 401, "invalid credentials").await;
 }

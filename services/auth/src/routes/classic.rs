@@ -1,28 +1,21 @@
-//! The HTTP API: `POST /login` trades HTTP Basic credentials for a token,
-//! `POST /validate` checks a token and returns its claims; plus the
-//! operations endpoints (`/healthz`, `/readyz`, `/metrics`).
+//! The original system's routes, byte-compatible: `POST /login` trades
+//! HTTP Basic credentials for a raw token (text), `POST /validate` checks a
+//! token and returns its claims; errors are the classic plain strings.
 
-use std::sync::Arc;
-
+use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::http::header::AUTHORIZATION;
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::trace::TraceLayer;
 
+use crate::accounts;
+use crate::client_address::ClientAddress;
 use crate::error::Error;
-use crate::password::Passwords;
 use crate::secret::Secret;
-use crate::store::UserStore;
-use crate::token::{Claims, TokenKeys};
-
-/// No endpoint reads a body; anything bigger than this is refused with 413
-/// before it is read.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+use crate::state::AppState;
+use crate::token::Claims;
 
 /// Base64 for Basic credentials, lenient about padding because some clients
 /// leave it off.
@@ -31,69 +24,26 @@ const BASIC_BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// What the handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    /// The user table.
-    pub store: UserStore,
-    /// Verifies passwords off the async executor.
-    pub passwords: Passwords,
-    /// Signs and checks tokens.
-    pub tokens: Arc<TokenKeys>,
-}
-
-/// The whole HTTP surface of the service.
-pub fn router(state: AppState) -> Router {
-    let store = state.store.clone();
-    let ready: common::ops::ReadinessCheck = Arc::new(move || {
-        let store = store.clone();
-        Box::pin(async move {
-            store.ping().await.map_err(|err| {
-                tracing::warn!(error = %err, "database unreachable");
-                "database".to_owned()
-            })
-        })
-    });
-    Router::new()
-        .route("/login", post(login))
-        .route("/validate", post(validate))
-        .with_state(state)
-        .merge(common::ops::router(ready))
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
-}
-
 /// `POST /login` with `Authorization: Basic base64(email:password)`: 200 and
-/// the raw token as text, or 401.
-async fn login(State(state): State<AppState>, headers: HeaderMap) -> Result<String, Error> {
-    let outcome = authenticate(&state, &headers).await;
-    let label = if outcome.is_ok() { "ok" } else { "failed" };
-    metrics::counter!("auth_logins_total", "outcome" => label).increment(1);
-    outcome
-}
-
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<String, Error> {
-    let (email, password) = basic_credentials(headers).ok_or(Error::MissingCredentials)?;
-    let user = state.store.find_by_email(&email).await?;
-    // Verify even for an unknown or disabled user, so every refusal costs
-    // the same time.
-    let stored = user.as_ref().map(|user| user.password_hash.clone());
-    let password_matches = state.passwords.verify(password, stored).await?;
-    match user {
-        Some(user) if password_matches && !user.disabled => {
-            tracing::info!(user = %user.email, "login");
-            state.tokens.issue(&user)
-        }
-        _ => {
-            tracing::info!(user = %email, "login refused");
-            Err(Error::InvalidCredentials)
-        }
-    }
+/// the raw token as text, 401, or 429 after too many failures.
+pub async fn login(
+    State(state): State<AppState>,
+    ClientAddress(client): ClientAddress,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    let (email, password) = basic_credentials(&headers).ok_or(Error::MissingCredentials)?;
+    let issued = accounts::login(&state, &email, password, client).await?;
+    let mut response = issued.token.into_response();
+    // A credential: no cache may keep it.
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 /// `POST /validate` with `Authorization: <scheme> <token>`: 200 and the
 /// claims as JSON, 401 without a token, 403 for a bad one.
-async fn validate(
+pub async fn validate(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Claims>, Error> {

@@ -1,0 +1,220 @@
+//! The JSON API under `/api/v1`: login, registration, and the caller's own
+//! account (`/me`, `/me/preferences`). Errors are `{"error": {"code",
+//! "message"}}`, including malformed bodies.
+
+use axum::Json;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::accounts;
+use crate::client_address::ClientAddress;
+use crate::error::{ApiError, Error};
+use crate::secret::Secret;
+use crate::state::AppState;
+use crate::store::User;
+
+/// `{email, password}`, for logging in and registering. The password is a
+/// [`Secret`] from the moment it is parsed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    email: String,
+    password: Secret,
+}
+
+/// `POST /api/v1/login`'s answer.
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    /// The JWT, for `Authorization: Bearer ...`.
+    token: String,
+    /// When it stops being accepted (RFC 3339, UTC).
+    expires_at: String,
+}
+
+/// A user as they may see themselves (`/api/v1/me`).
+#[derive(Debug, Serialize)]
+pub struct Profile {
+    email: String,
+    admin: bool,
+    email_notifications: bool,
+    /// RFC 3339, UTC.
+    created_at: String,
+}
+
+impl From<User> for Profile {
+    fn from(user: User) -> Self {
+        Self {
+            email: user.email,
+            admin: user.is_admin,
+            email_notifications: user.email_notifications,
+            created_at: rfc3339(user.created_at),
+        }
+    }
+}
+
+/// `PUT /api/v1/me/preferences`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preferences {
+    email_notifications: bool,
+}
+
+/// `POST /api/v1/login` `{email, password}` -> `{token, expires_at}`.
+pub async fn login(
+    State(state): State<AppState>,
+    ClientAddress(client): ClientAddress,
+    ApiJson(credentials): ApiJson<Credentials>,
+) -> Result<Response, ApiError> {
+    let issued = accounts::login(&state, &credentials.email, credentials.password, client).await?;
+    let expires_at = i64::try_from(issued.expires_at).unwrap_or(i64::MAX);
+    let mut response = Json(TokenResponse {
+        token: issued.token,
+        expires_at: rfc3339(expires_at),
+    })
+    .into_response();
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// `POST /api/v1/register` `{email, password}` -> 201 and the new profile.
+pub async fn register(
+    State(state): State<AppState>,
+    ClientAddress(client): ClientAddress,
+    ApiJson(credentials): ApiJson<Credentials>,
+) -> Result<(StatusCode, Json<Profile>), ApiError> {
+    let user = accounts::register(&state, &credentials.email, credentials.password, client).await?;
+    Ok((StatusCode::CREATED, Json(user.into())))
+}
+
+/// `GET /api/v1/me` with a Bearer token -> the caller's profile.
+pub async fn me(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Profile>, ApiError> {
+    let user = accounts::current_user(&state, bearer_token(&headers)?).await?;
+    Ok(Json(user.into()))
+}
+
+/// `PUT /api/v1/me/preferences` `{email_notifications}` -> the updated
+/// profile.
+pub async fn set_preferences(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(preferences): ApiJson<Preferences>,
+) -> Result<Json<Profile>, ApiError> {
+    let user = accounts::current_user(&state, bearer_token(&headers)?).await?;
+    let user = state
+        .store
+        .set_email_notifications(user.id, preferences.email_notifications)
+        .await
+        .map_err(|err| match err {
+            Error::UnknownUser => Error::NotAuthorized,
+            other => other,
+        })?;
+    tracing::info!(user = %user.email, email_notifications = user.email_notifications, "preferences changed");
+    Ok(Json(user.into()))
+}
+
+/// Any path no route matches.
+pub async fn not_found() -> ApiError {
+    ApiError(Error::NotFound)
+}
+
+/// The token of `Authorization: Bearer <token>`; anything else is
+/// [`Error::MissingCredentials`].
+fn bearer_token(headers: &HeaderMap) -> Result<&str, Error> {
+    let value = headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .ok_or(Error::MissingCredentials)?;
+    let (scheme, token) = value.split_once(' ').ok_or(Error::MissingCredentials)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(Error::MissingCredentials);
+    }
+    Ok(token)
+}
+
+/// RFC 3339 in UTC (`2026-01-31T12:00:00Z`) for unix seconds.
+fn rfc3339(unix_secs: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix_secs)
+        .ok()
+        .and_then(|at| at.format(&Rfc3339).ok())
+        .unwrap_or_else(|| unix_secs.to_string())
+}
+
+/// `axum::Json`, whose refusals (bad JSON, missing fields, wrong content
+/// type, too large) are answered in the API's JSON error shape.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError(Error::BadRequest {
+                status: rejection.status(),
+                message: rejection.body_text(),
+            })),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_authorization(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_str(value).expect("value"));
+        headers
+    }
+
+    #[test]
+    fn only_bearer_tokens_are_taken() {
+        assert_eq!(
+            bearer_token(&with_authorization("Bearer abc")).ok(),
+            Some("abc")
+        );
+        assert_eq!(
+            bearer_token(&with_authorization("bearer  abc ")).ok(),
+            Some("abc")
+        );
+        for value in ["Basic abc", "Bearer", "Bearer  ", "abc"] {
+            assert!(
+                matches!(
+                    bearer_token(&with_authorization(value)),
+                    Err(Error::MissingCredentials)
+                ),
+                "{value}"
+            );
+        }
+        assert!(bearer_token(&HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_767_225_600), "2026-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn credentials_never_print_the_password() {
+        let credentials: Credentials =
+            serde_json::from_str(r#"{"email":"a@b.c","password":"hunter2hunter2"}"#).expect("json");
+        assert!(!format!("{credentials:?}").contains("hunter2"));
+    }
+}
