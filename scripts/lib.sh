@@ -99,6 +99,24 @@ ensure_postgres() {
   fi
 }
 
+# MariaDB for the auth tests that run against MySQL/MariaDB: root without a
+# password over TCP, as on the machines CI runs on.
+ensure_mariadb() {
+  port_open 3306 && return 0
+  if ! command -v mariadbd >/dev/null && ! [ -x /usr/sbin/mariadbd ]; then
+    log "installing MariaDB"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server >/dev/null
+  fi
+  log "starting MariaDB"
+  as_root mkdir -p /run/mysqld
+  as_root chown mysql:mysql /run/mysqld 2>/dev/null || true
+  as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
+  wait_for_port 3306 60 MariaDB
+  # Fresh installs authenticate root by socket only; the tests connect over TCP.
+  as_root mariadb -uroot -e "ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD('') OR unix_socket" 2>/dev/null || true
+}
+
 ensure_smtp_catcher() {
   port_open 1025 && return 0
   ensure_venv
