@@ -20,7 +20,16 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            // Real histogram buckets (seconds and ratios), not summaries, so
+            // Prometheus can aggregate latencies across replicas.
+            const BUCKETS: [f64; 14] = [
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 100.0,
+            ];
+            // `set_buckets` only refuses an empty list.
+            let builder = PrometheusBuilder::new()
+                .set_buckets(&BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             let _ = metrics::set_global_recorder(recorder);
             handle
