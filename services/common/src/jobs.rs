@@ -97,6 +97,12 @@ impl JobStore {
         .await
     }
 
+    /// Records conversion progress (0..1) while converting.
+    pub async fn set_progress(&self, id: ObjectId, progress: f64) -> Result<()> {
+        self.set(id, doc! { "progress": progress.clamp(0.0, 1.0) })
+            .await
+    }
+
     /// Records the finished MP3.
     pub async fn mark_done(&self, id: ObjectId, mp3_fid: ObjectId, duration_s: f64) -> Result<()> {
         self.set(

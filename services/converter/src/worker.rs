@@ -121,17 +121,30 @@ impl Worker {
         common::gridfs::download_to_file(&videos, video_fid, &input).await?;
 
         let stem = file_stem(&message.filename).to_owned();
-        let report = {
+        let started = std::time::Instant::now();
+        // FFmpeg reports progress at most once a second; the job and the
+        // live events follow from here without blocking the conversion.
+        let (progress_tx, progress_rx) = tokio::sync::mpsc::channel::<f64>(4);
+        let reporter = self.report_progress(job_id, message, progress_rx);
+        let conversion = {
             let (input, output, title) = (input.clone(), output.clone(), stem.clone());
             let span = tracing::Span::current();
             tokio::task::spawn_blocking(move || {
                 let _entered = span.enter();
-                transcode::convert(&input, &output, &options, &title)
+                transcode::convert_with_progress(&input, &output, &options, &title, &mut |p| {
+                    // A full channel only drops an intermediate figure.
+                    let _ = progress_tx.try_send(p);
+                })
             })
-            .await??
         };
+        let (report, ()) = tokio::join!(conversion, reporter);
+        let report = report??;
         metrics::counter!("converter_audio_seconds_total")
             .increment(report.duration_s.round() as u64);
+        let elapsed = started.elapsed().as_secs_f64();
+        if elapsed > 0.0 {
+            metrics::histogram!("converter_realtime_factor").record(report.duration_s / elapsed);
+        }
 
         let mp3s = common::gridfs::bucket(&self.mongo.mp3s);
         let mp3_fid = common::gridfs::upload_file(
@@ -230,6 +243,30 @@ impl Worker {
             .publish_event(&self.events_exchange, &event.routing_key(), &event.to_vec())
             .await?;
         Ok(())
+    }
+
+    /// Records progress on the job and publishes it as `job.converting`
+    /// events until the conversion drops its sender.
+    async fn report_progress(
+        &self,
+        job_id: ObjectId,
+        message: &ConversionMessage,
+        mut updates: tokio::sync::mpsc::Receiver<f64>,
+    ) {
+        while let Some(progress) = updates.recv().await {
+            if let Err(err) = self.mongo.jobs.set_progress(job_id, progress).await {
+                tracing::warn!(error = %err, "could not record progress");
+            }
+            let mut event = job_event(message, "converting", None, None);
+            event.progress = progress;
+            if let Err(err) = self
+                .publisher
+                .publish_event(&self.events_exchange, &event.routing_key(), &event.to_vec())
+                .await
+            {
+                tracing::warn!(error = %err, "could not publish progress");
+            }
+        }
     }
 
     /// Announces a state change; the job document stays the source of
