@@ -5,6 +5,18 @@ use serde::Deserialize;
 
 use crate::error::ApiError;
 
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// The `X-Forwarded-For` chain to send on: what the request carried plus the
+/// peer this gateway saw, so auth's per-address login limits see the real
+/// client rather than the gateway.
+pub fn forwarded_for(headers: &HeaderMap, peer: std::net::SocketAddr) -> String {
+    match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(chain) if !chain.trim().is_empty() => format!("{}, {}", chain.trim(), peer.ip()),
+        _ => peer.ip().to_string(),
+    }
+}
+
 /// The claims the gateway needs from a validated token.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Claims {
@@ -35,11 +47,16 @@ impl AuthClient {
 
     /// Forwards HTTP Basic credentials; returns the raw JWT, or auth's own
     /// status and body (`invalid credentials`, ...).
-    pub async fn login(&self, authorization: &HeaderValue) -> Result<String, ApiError> {
+    pub async fn login(
+        &self,
+        authorization: &HeaderValue,
+        forwarded_for: &str,
+    ) -> Result<String, ApiError> {
         let response = self
             .http
             .post(format!("{}/login", self.base_url))
             .header(AUTHORIZATION, authorization)
+            .header(X_FORWARDED_FOR, forwarded_for)
             .send()
             .await
             .map_err(|_| ApiError::Unavailable("auth service"))?;
@@ -68,6 +85,80 @@ impl AuthClient {
             status if status.is_client_error() => Err(ApiError::NotAuthorized),
             _ => Err(ApiError::Unavailable("auth service")),
         }
+    }
+
+    /// The caller's email preference (auth keeps preferences with the user).
+    /// Unknown or unreadable means "send email", the safe default.
+    pub async fn wants_email(&self, headers: &HeaderMap) -> bool {
+        let Some(authorization) = headers.get(AUTHORIZATION) else {
+            return true;
+        };
+        let response = self
+            .http
+            .get(format!("{}/api/v1/me", self.base_url))
+            .header(AUTHORIZATION, authorization)
+            .send()
+            .await;
+        match response {
+            Ok(response) if response.status().is_success() => response
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|me| me.get("email_notifications").and_then(|v| v.as_bool()))
+                .unwrap_or(true),
+            _ => true,
+        }
+    }
+
+    /// Forwards a JSON API request to auth as it is (method, Authorization,
+    /// body) and hands back auth's status, content type and body.
+    pub async fn forward(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &HeaderMap,
+        forwarded_for: &str,
+        body: bytes::Bytes,
+    ) -> Result<axum::response::Response, ApiError> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url))
+            .header(X_FORWARDED_FOR, forwarded_for)
+            .body(body);
+        for name in [AUTHORIZATION, axum::http::header::CONTENT_TYPE] {
+            if let Some(value) = headers.get(&name) {
+                request = request.header(name, value);
+            }
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|_| ApiError::Unavailable("auth service"))?;
+        let status =
+            StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let content_type = response
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .cloned();
+        let retry_after = response
+            .headers()
+            .get(axum::http::header::RETRY_AFTER)
+            .cloned();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|_| ApiError::Unavailable("auth service"))?;
+        let mut out = axum::response::Response::new(axum::body::Body::from(body));
+        *out.status_mut() = status;
+        if let Some(value) = content_type {
+            out.headers_mut()
+                .insert(axum::http::header::CONTENT_TYPE, value);
+        }
+        if let Some(value) = retry_after {
+            out.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, value);
+        }
+        Ok(out)
     }
 
     /// True when auth answers its health check (for `/readyz`).

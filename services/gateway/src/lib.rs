@@ -71,7 +71,11 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         tracing::info!(port = self.port(), "gateway listening");
-        axum::serve(self.listener, self.router)
+        // Peer addresses travel to auth in X-Forwarded-For (login limits).
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving HTTP")

@@ -1,13 +1,14 @@
 //! The HTTP routes. The classic ones (`/login`, `/upload`, `/download`) keep
 //! the original system's paths, bodies and status codes.
 
+mod account;
 mod download;
 mod login;
 mod upload;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 
 use crate::state::AppState;
 
@@ -24,5 +25,9 @@ pub fn router(state: AppState) -> Router {
             post(upload::upload).layer(DefaultBodyLimit::max(body_limit)),
         )
         .route("/download", get(download::download))
+        .route("/api/v1/login", post(account::login))
+        .route("/api/v1/register", post(account::register))
+        .route("/api/v1/me", get(account::me))
+        .route("/api/v1/me/preferences", put(account::preferences))
         .with_state(state)
 }

@@ -71,7 +71,8 @@ pub async fn upload(
     }
     let video = stored.ok_or(ApiError::ExactlyOneFile)?;
 
-    if let Err(err) = enqueue(&state, &claims, job_id, &video, &request_id).await {
+    let notify_email = state.auth.wants_email(&headers).await;
+    if let Err(err) = enqueue(&state, &claims, job_id, &video, &request_id, notify_email).await {
         discard(&state, Some(&video)).await;
         let _ = state.mongo.jobs.delete(job_id).await;
         return Err(err);
@@ -177,6 +178,7 @@ async fn enqueue(
     job_id: ObjectId,
     video: &StoredVideo,
     request_id: &str,
+    notify_email: bool,
 ) -> Result<(), ApiError> {
     let now = DateTime::now();
     let job = Job {
@@ -191,7 +193,7 @@ async fn enqueue(
         created_at: now,
         updated_at: now,
         options: doc! {},
-        notify_email: true,
+        notify_email,
         duration_s: None,
         size_bytes: i64::try_from(video.size).unwrap_or(i64::MAX),
         sha256: video.sha256.clone(),

@@ -161,3 +161,48 @@ async fn downloads_are_only_for_the_owner() {
     assert_eq!(unknown.status(), 404);
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn email_turned_off_through_the_gateway_sends_no_mail() {
+    let stack = TestStack::start(AuthDb::Sqlite).await;
+    stack.add_user("gina@example.com", "gina-password").await;
+    let token = stack.token("gina@example.com", "gina-password").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let quiet = make_video(dir.path(), "quiet.mp4", 1, true);
+    let loud = make_video(dir.path(), "loud.mp4", 1, true);
+    let set_email = |on: bool| {
+        stack
+            .http
+            .put(format!("{}/api/v1/me/preferences", stack.gateway))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "email_notifications": on }))
+            .send()
+    };
+
+    let off = set_email(false).await.expect("request");
+    assert!(off.status().is_success(), "{}", off.status());
+    let upload = stack.upload(&token, &[&quiet]).await;
+    let quiet_job = upload.headers()["x-job-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let job = stack
+        .wait_for_job(&quiet_job, Duration::from_secs(60))
+        .await;
+    let on = set_email(true).await.expect("request");
+    assert!(on.status().is_success());
+    let upload = stack.upload(&token, &[&loud]).await;
+    assert_eq!(upload.status(), 200);
+    stack
+        .mail
+        .wait_for("loud.mp4", Duration::from_secs(60))
+        .await;
+
+    assert_eq!(job.state, JobState::Done);
+    assert!(!job.notify_email, "the preference is copied into the job");
+    assert!(
+        stack.mail.find("quiet.mp4").await.is_none(),
+        "no mail while email is off"
+    );
+    stack.stop().await;
+}
