@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by scripts/up, scripts/down and scripts/test: paths, installing what
 # is missing, and starting infrastructure that is not running yet.
 # Source it; do not run it.
