@@ -1,0 +1,289 @@
+//! Per-test names, a queued job with its video in GridFS, publishing, and a
+//! TCP proxy that can make MongoDB unreachable on demand.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use lapin::types::FieldTable;
+use mongodb::bson::{DateTime, doc, oid::ObjectId};
+
+use common::amqp::Publisher;
+use common::config::MongoStores;
+use common::jobs::{Job, JobState};
+use common::messages::ConversionMessage;
+
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+pub fn mongodb_uri() -> String {
+    std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into())
+}
+
+/// Names and handles of one test's world.
+pub struct World {
+    pub prefix: String,
+    pub mongo: MongoStores,
+    pub publisher: Publisher,
+}
+
+impl World {
+    pub async fn new() -> World {
+        common::telemetry::init();
+        let prefix = format!("c{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let mongo = common::config::MongoConfig {
+            mongodb_uri: mongodb_uri(),
+            videos_db: format!("{prefix}_videos"),
+            mp3s_db: format!("{prefix}_mp3s"),
+        }
+        .connect()
+        .await
+        .expect("mongo");
+        let publisher = Publisher::connect(
+            &amqp_url(),
+            "converter-test",
+            &[&format!("{prefix}.video")],
+            &[],
+        )
+        .await
+        .expect("broker");
+        World {
+            prefix,
+            mongo,
+            publisher,
+        }
+    }
+
+    pub fn video_queue(&self) -> String {
+        format!("{}.video", self.prefix)
+    }
+
+    /// Converter flags for this world, pointed at `mongodb_uri`.
+    pub fn converter_args(&self, mongodb_uri: &str, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "converter",
+            "--listen",
+            "127.0.0.1:0",
+            "--concurrency",
+            "1",
+            "--amqp-url",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend([
+            amqp_url(),
+            "--video-queue".into(),
+            self.video_queue(),
+            "--mp3-queue".into(),
+            format!("{}.mp3", self.prefix),
+            "--events-exchange".into(),
+            format!("{}.events", self.prefix),
+            "--mongodb-uri".into(),
+            mongodb_uri.to_owned(),
+            "--videos-db".into(),
+            format!("{}_videos", self.prefix),
+            "--mp3s-db".into(),
+            format!("{}_mp3s", self.prefix),
+        ]);
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    }
+
+    /// Stores `video` in GridFS, records a queued job for it and publishes
+    /// its `video` message, as the gateway does. Returns the job id.
+    pub async fn submit(&self, video: &Path) -> ObjectId {
+        let name = video
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let bucket = common::gridfs::bucket(&self.mongo.videos);
+        let video_fid =
+            common::gridfs::upload_file(&bucket, video, &name, doc! { "owner": "ana@example.com" })
+                .await
+                .expect("store video");
+        let id = ObjectId::new();
+        let now = DateTime::now();
+        self.mongo
+            .jobs
+            .insert(&Job {
+                id,
+                owner: "ana@example.com".into(),
+                filename: name.clone(),
+                state: JobState::Queued,
+                progress: 0.0,
+                video_fid,
+                mp3_fid: None,
+                error: None,
+                created_at: now,
+                updated_at: now,
+                options: doc! {},
+                notify_email: false,
+                duration_s: None,
+                size_bytes: 0,
+                sha256: String::new(),
+                notified_at: None,
+                published_at: None,
+                failure_notified_at: None,
+            })
+            .await
+            .expect("insert job");
+        let message = ConversionMessage {
+            video_fid: video_fid.to_hex(),
+            mp3_fid: None,
+            username: "ana@example.com".into(),
+            job_id: id.to_hex(),
+            filename: name,
+            options: serde_json::json!({}),
+            notify_email: false,
+            duration_s: None,
+        };
+        self.publisher
+            .publish(
+                &self.video_queue(),
+                &message.to_vec(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("publish");
+        id
+    }
+
+    /// Waits until the job satisfies `done`.
+    pub async fn wait_for_job(
+        &self,
+        id: ObjectId,
+        timeout: Duration,
+        done: impl Fn(&Job) -> bool,
+    ) -> Job {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let job = self.mongo.jobs.get(id).await.expect("read").expect("job");
+            if done(&job) {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {id} stuck: {job:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// MP3 files stored for `job`.
+    pub async fn mp3s_for(&self, job: ObjectId) -> u64 {
+        self.mongo
+            .mp3s
+            .collection::<mongodb::bson::Document>("fs.files")
+            .count_documents(doc! { "metadata.job_id": job })
+            .await
+            .expect("count")
+    }
+
+    /// True once a queue exists on the broker.
+    pub async fn queue_exists(&self, name: &str) -> bool {
+        let Ok(conn) = common::amqp::connect(&amqp_url(), "probe").await else {
+            return false;
+        };
+        let Ok(channel) = conn.create_channel().await else {
+            return false;
+        };
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let exists = channel
+            .queue_declare(name.into(), passive, FieldTable::default())
+            .await
+            .is_ok();
+        let _ = conn.close(200, "probe done".into()).await;
+        exists
+    }
+
+    /// Removes the test's queues and databases.
+    pub async fn clean_up(&self, delays_ms: &[u64]) {
+        let url = amqp_url();
+        let video = self.video_queue();
+        let mut queues = vec![
+            video.clone(),
+            common::amqp::dead_letter_queue(&video),
+            format!("{}.mp3", self.prefix),
+        ];
+        queues.extend(
+            delays_ms
+                .iter()
+                .map(|ms| common::amqp::delay_queue(&video, Duration::from_millis(*ms))),
+        );
+        for queue in queues {
+            let _ = common::amqp::delete_queue(&url, &queue).await;
+        }
+        let _ = self.mongo.videos.drop().await;
+        let _ = self.mongo.mp3s.drop().await;
+    }
+}
+
+/// A test video: `seconds` of a tone (AAC in MP4), made by the FFmpeg CLI.
+pub fn make_audio(dir: &Path, name: &str, seconds: u32) -> PathBuf {
+    let path = dir.join(name);
+    let status = Command::new("ffmpeg")
+        .args(["-y", "-v", "error", "-f", "lavfi", "-i"])
+        .arg(format!(
+            "sine=frequency=440:sample_rate=44100:duration={seconds}"
+        ))
+        .args(["-c:a", "aac", "-b:a", "64k"])
+        .arg(&path)
+        .status()
+        .expect("run ffmpeg");
+    assert!(status.success());
+    path
+}
+
+/// A TCP proxy to MongoDB that refuses service while `down` is set.
+pub struct FlakyProxy {
+    pub port: u16,
+    down: Arc<AtomicBool>,
+}
+
+impl FlakyProxy {
+    pub async fn start(down: bool) -> FlakyProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let target = mongodb_uri()
+            .trim_start_matches("mongodb://")
+            .split('/')
+            .next()
+            .unwrap_or("127.0.0.1:27017")
+            .to_owned();
+        let flag = Arc::new(AtomicBool::new(down));
+        let down = flag.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if down.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let target = target.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        FlakyProxy { port, down: flag }
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    pub fn uri(&self) -> String {
+        format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
+    }
+}
