@@ -83,6 +83,70 @@ impl JobStore {
         Ok(self.collection.find_one(doc! { "_id": id }).await?)
     }
 
+    /// Jobs newest first (`created_at`, then id), `owner`'s only unless
+    /// `None` (admins). `before` continues a listing after that job
+    /// (keyset paging); `skip` pages by offset instead.
+    pub async fn list(
+        &self,
+        owner: Option<&str>,
+        before: Option<&Job>,
+        skip: u64,
+        limit: i64,
+    ) -> Result<Vec<Job>> {
+        let mut filter = doc! {};
+        if let Some(owner) = owner {
+            filter.insert("owner", owner);
+        }
+        if let Some(before) = before {
+            filter.insert(
+                "$or",
+                vec![
+                    doc! { "created_at": { "$lt": before.created_at } },
+                    doc! { "created_at": before.created_at, "_id": { "$lt": before.id } },
+                ],
+            );
+        }
+        let cursor = self
+            .collection
+            .find(filter)
+            .sort(doc! { "created_at": -1, "_id": -1 })
+            .skip(skip)
+            .limit(limit)
+            .await?;
+        Ok(futures::TryStreamExt::try_collect(cursor).await?)
+    }
+
+    /// `owner`'s jobs for the same content that are not failed: candidates
+    /// for answering a repeated upload with the existing job.
+    pub async fn live_with_content(&self, owner: &str, sha256: &str) -> Result<Vec<Job>> {
+        let cursor = self
+            .collection
+            .find(doc! {
+                "owner": owner,
+                "sha256": sha256,
+                "state": { "$in": ["queued", "converting", "done"] },
+            })
+            .sort(doc! { "created_at": -1 })
+            .await?;
+        Ok(futures::TryStreamExt::try_collect(cursor).await?)
+    }
+
+    /// Puts a failed job back in the queue; `false` when it was not failed
+    /// (someone else retried it first, or it never failed).
+    pub async fn requeue_failed(&self, id: ObjectId) -> Result<bool> {
+        let updated = self
+            .collection
+            .update_one(
+                doc! { "_id": id, "state": "failed" },
+                doc! { "$set": {
+                    "state": "queued", "progress": 0.0, "error": null,
+                    "failure_notified_at": null, "updated_at": DateTime::now(),
+                } },
+            )
+            .await?;
+        Ok(updated.modified_count == 1)
+    }
+
     pub async fn delete(&self, id: ObjectId) -> Result<()> {
         self.collection.delete_one(doc! { "_id": id }).await?;
         Ok(())

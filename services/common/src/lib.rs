@@ -10,6 +10,7 @@ pub mod gridfs;
 pub mod jobs;
 pub mod messages;
 pub mod ops;
+pub mod options;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "test-support")]

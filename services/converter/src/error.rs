@@ -19,6 +19,13 @@ pub enum Error {
     Join(#[from] tokio::task::JoinError),
 }
 
+/// Invalid job options are a permanent [`TranscodeError::InvalidOptions`].
+impl From<common::options::OptionsError> for Error {
+    fn from(err: common::options::OptionsError) -> Self {
+        Self::Transcode(err.into())
+    }
+}
+
 impl Error {
     /// Permanent failures fail the same way on every attempt.
     pub fn is_permanent(&self) -> bool {

@@ -40,10 +40,10 @@ use std::time::{Duration, Instant};
 
 use ffmpeg_next as ffmpeg;
 
+pub use common::options::{Channels, Options, OptionsError, Quality, SampleRate};
 use ffmpeg::format::Sample;
 use ffmpeg::util::error::{EAGAIN, EIO, EMFILE, ENFILE};
 use ffmpeg::{ChannelLayout, Dictionary, Packet, Rational, codec, filter, format, frame, media};
-use serde_json::{Map, Value};
 
 /// `FF_QP2LAMBDA`: FFmpeg expresses `-q:a N` as `global_quality = N * 118`.
 const FF_QP2LAMBDA: usize = 118;
@@ -52,9 +52,6 @@ const FF_QP2LAMBDA: usize = 118;
 const MP3_SAMPLE_RATES: [u32; 9] = [
     8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000,
 ];
-
-/// The rates a job may ask for explicitly.
-const SELECTABLE_SAMPLE_RATES: [u32; 3] = [22_050, 44_100, 48_000];
 
 /// The rate used when the source rate is not one MP3 can carry.
 const FALLBACK_SAMPLE_RATE: u32 = 44_100;
@@ -70,317 +67,6 @@ const MAX_CONSECUTIVE_BAD_PACKETS: u32 = 1_000;
 
 /// The shortest gap between two calls of the progress callback.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The keys [`Options::from_json`] accepts.
-const OPTION_KEYS: [&str; 8] = [
-    "quality",
-    "bitrate_kbps",
-    "sample_rate",
-    "channels",
-    "audio_track",
-    "trim_start_s",
-    "trim_end_s",
-    "normalize",
-];
-
-/// Conversion settings.
-///
-/// `Default` is LAME VBR V2 (`-q:a 2`), FFmpeg's best audio stream, the
-/// source sample rate when MP3 allows it (else 44100 Hz), the source channels
-/// up to stereo (more are downmixed to stereo), the whole file and no loudness
-/// normalisation.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Options {
-    /// How LAME spends bits.
-    pub quality: Quality,
-    /// Sample rate of the MP3.
-    pub sample_rate: SampleRate,
-    /// Channels of the MP3.
-    pub channels: Channels,
-    /// Index among the file's audio streams (0-based); `None` lets FFmpeg pick
-    /// the best one, as the CLI does. For uploads with several languages or a
-    /// commentary track.
-    pub audio_track: Option<usize>,
-    /// Seconds of audio skipped at the start (counted from the first audio
-    /// sample, not from container timestamps).
-    pub trim_start_s: Option<f64>,
-    /// Where the converted span ends, in seconds from the first audio sample;
-    /// past the end of the audio means "to the end".
-    pub trim_end_s: Option<f64>,
-    /// EBU R128 loudness normalisation (FFmpeg's `loudnorm`, single pass), so
-    /// that quiet lecture recordings and loud music videos play at the same
-    /// level.
-    pub normalize: bool,
-}
-
-/// LAME's rate control.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Quality {
-    /// Variable bit rate, `V0` (best, about 245 kbit/s) to `V9` (smallest).
-    Vbr(u8),
-    /// Constant bit rate in kbit/s, 32 to 320. LAME rounds to the nearest
-    /// bit rate the output sample rate allows.
-    Cbr(u32),
-}
-
-impl Default for Quality {
-    fn default() -> Self {
-        Quality::Vbr(2)
-    }
-}
-
-/// Sample rate of the MP3.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SampleRate {
-    /// The source's rate if MP3 can carry it, else 44100 Hz.
-    #[default]
-    Keep,
-    /// 22050, 44100 or 48000 Hz.
-    Hz(u32),
-}
-
-/// Channels of the MP3.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Channels {
-    /// Mono stays mono, everything else becomes stereo.
-    #[default]
-    Keep,
-    Mono,
-    Stereo,
-}
-
-impl Options {
-    /// Reads the options object of a conversion job.
-    ///
-    /// `{}` (or `null`) gives the defaults; a key set to `null` is the same as
-    /// a missing one. Accepted keys:
-    /// * `quality`: `"V0"`..`"V9"`, or `"cbr"` together with
-    ///   `bitrate_kbps`: 32..=320;
-    /// * `sample_rate`: `"keep"`, 22050, 44100 or 48000;
-    /// * `channels`: `"keep"`, `"mono"` or `"stereo"`;
-    /// * `audio_track`: 0-based index among the file's audio streams;
-    /// * `trim_start_s`, `trim_end_s`: non-negative seconds, end after start;
-    /// * `normalize`: `true` or `false`.
-    ///
-    /// Unknown keys and bad values are rejected with a message naming the field.
-    pub fn from_json(value: &Value) -> Result<Options, TranscodeError> {
-        let object = match value {
-            Value::Null => return Ok(Options::default()),
-            Value::Object(object) => object,
-            _ => return Err(invalid("options must be a JSON object")),
-        };
-        if let Some(unknown) = object
-            .keys()
-            .find(|key| !OPTION_KEYS.contains(&key.as_str()))
-        {
-            return Err(invalid(format!(
-                "unknown field `{unknown}` (expected one of {})",
-                OPTION_KEYS
-                    .iter()
-                    .map(|key| format!("`{key}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-
-        let options = Options {
-            quality: parse_quality(object)?,
-            sample_rate: field(object, "sample_rate")
-                .map(parse_sample_rate)
-                .transpose()?
-                .unwrap_or_default(),
-            channels: field(object, "channels")
-                .map(parse_channels)
-                .transpose()?
-                .unwrap_or_default(),
-            audio_track: field(object, "audio_track")
-                .map(|value| {
-                    value
-                        .as_u64()
-                        .and_then(|track| usize::try_from(track).ok())
-                        .ok_or_else(|| {
-                            invalid(format!(
-                                "`audio_track` must be a whole number from 0 (the index among \
-                                 the file's audio tracks), not {value}"
-                            ))
-                        })
-                })
-                .transpose()?,
-            trim_start_s: field(object, "trim_start_s")
-                .map(|value| parse_seconds("trim_start_s", value))
-                .transpose()?,
-            trim_end_s: field(object, "trim_end_s")
-                .map(|value| parse_seconds("trim_end_s", value))
-                .transpose()?,
-            normalize: field(object, "normalize")
-                .map(|value| {
-                    value.as_bool().ok_or_else(|| {
-                        invalid(format!("`normalize` must be true or false, not {value}"))
-                    })
-                })
-                .transpose()?
-                .unwrap_or(false),
-        };
-        options.validate()?;
-        Ok(options)
-    }
-
-    /// Checks ranges, for options built in code rather than parsed.
-    fn validate(&self) -> Result<(), TranscodeError> {
-        match self.quality {
-            Quality::Vbr(level) if level > 9 => {
-                return Err(invalid(format!(
-                    "`quality` V{level} is out of range: use V0 to V9"
-                )));
-            }
-            Quality::Cbr(kbps) if !(32..=320).contains(&kbps) => {
-                return Err(invalid(format!(
-                    "`bitrate_kbps` {kbps} is out of range: use 32 to 320"
-                )));
-            }
-            _ => {}
-        }
-        if let SampleRate::Hz(rate) = self.sample_rate
-            && !SELECTABLE_SAMPLE_RATES.contains(&rate)
-        {
-            return Err(invalid(format!(
-                "`sample_rate` {rate} is not allowed: use \"keep\", 22050, 44100 or 48000"
-            )));
-        }
-        for (name, seconds) in [
-            ("trim_start_s", self.trim_start_s),
-            ("trim_end_s", self.trim_end_s),
-        ] {
-            if let Some(seconds) = seconds
-                && !(seconds.is_finite() && seconds >= 0.0)
-            {
-                return Err(invalid(format!(
-                    "`{name}` must be a non-negative number of seconds, not {seconds}"
-                )));
-            }
-        }
-        if let Some(end) = self.trim_end_s {
-            let start = self.trim_start_s.unwrap_or(0.0);
-            if end <= start {
-                return Err(invalid(format!(
-                    "`trim_end_s` ({end}) must be greater than `trim_start_s` ({start})"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether an MP3 source stream can be copied as it is: nothing asked
-    /// for needs decoding. `source_rate`/`source_channels` describe it.
-    fn allows_copy(&self, source_rate: u32, source_channels: u16) -> bool {
-        let rate_ok = match self.sample_rate {
-            SampleRate::Keep => true,
-            SampleRate::Hz(rate) => rate == source_rate,
-        };
-        let channels_ok = match self.channels {
-            Channels::Keep => true,
-            Channels::Mono => source_channels == 1,
-            Channels::Stereo => source_channels == 2,
-        };
-        self.quality == Quality::default()
-            && rate_ok
-            && channels_ok
-            && self.trim_start_s.unwrap_or(0.0) == 0.0
-            && self.trim_end_s.is_none()
-            && !self.normalize
-    }
-}
-
-/// A key's value, treating `null` as absent.
-fn field<'v>(object: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
-    object.get(key).filter(|value| !value.is_null())
-}
-
-fn parse_quality(object: &Map<String, Value>) -> Result<Quality, TranscodeError> {
-    let bitrate_kbps = field(object, "bitrate_kbps")
-        .map(|value| {
-            value
-                .as_u64()
-                .and_then(|kbps| u32::try_from(kbps).ok())
-                .ok_or_else(|| invalid("`bitrate_kbps` must be a whole number of kbit/s"))
-        })
-        .transpose()?;
-    let quality = field(object, "quality")
-        .map(|value| {
-            value
-                .as_str()
-                .ok_or_else(|| invalid("`quality` must be a string: \"V0\"..\"V9\" or \"cbr\""))
-        })
-        .transpose()?;
-
-    match (quality, bitrate_kbps) {
-        (None, None) => Ok(Quality::default()),
-        (Some(quality), bitrate) if quality.eq_ignore_ascii_case("cbr") => {
-            let kbps = bitrate
-                .ok_or_else(|| invalid("`bitrate_kbps` is required when `quality` is \"cbr\""))?;
-            Ok(Quality::Cbr(kbps))
-        }
-        (Some(quality), None) => Ok(Quality::Vbr(parse_vbr(quality)?)),
-        (_, Some(_)) => Err(invalid(
-            "`bitrate_kbps` is only allowed together with `\"quality\": \"cbr\"`",
-        )),
-    }
-}
-
-/// Parses `"V0"`..`"V9"` (case-insensitive).
-fn parse_vbr(quality: &str) -> Result<u8, TranscodeError> {
-    let level = quality
-        .strip_prefix(['V', 'v'])
-        .filter(|digits| digits.len() == 1)
-        .and_then(|digit| digit.parse::<u8>().ok());
-    level.ok_or_else(|| {
-        invalid(format!(
-            "`quality` must be \"V0\"..\"V9\" or \"cbr\", not {quality:?}"
-        ))
-    })
-}
-
-fn parse_sample_rate(value: &Value) -> Result<SampleRate, TranscodeError> {
-    match value {
-        Value::String(keep) if keep.eq_ignore_ascii_case("keep") => Ok(SampleRate::Keep),
-        Value::Number(number) => match number.as_u64().and_then(|n| u32::try_from(n).ok()) {
-            Some(rate) if SELECTABLE_SAMPLE_RATES.contains(&rate) => Ok(SampleRate::Hz(rate)),
-            _ => Err(invalid(format!(
-                "`sample_rate` {number} is not allowed: use \"keep\", 22050, 44100 or 48000"
-            ))),
-        },
-        _ => Err(invalid(format!(
-            "`sample_rate` must be \"keep\", 22050, 44100 or 48000, not {value}"
-        ))),
-    }
-}
-
-fn parse_channels(value: &Value) -> Result<Channels, TranscodeError> {
-    let channels = value.as_str().map(str::to_ascii_lowercase);
-    match channels.as_deref() {
-        Some("keep") => Ok(Channels::Keep),
-        Some("mono") => Ok(Channels::Mono),
-        Some("stereo") => Ok(Channels::Stereo),
-        _ => Err(invalid(format!(
-            "`channels` must be \"keep\", \"mono\" or \"stereo\", not {value}"
-        ))),
-    }
-}
-
-fn parse_seconds(name: &str, value: &Value) -> Result<f64, TranscodeError> {
-    value
-        .as_f64()
-        .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
-        .ok_or_else(|| {
-            invalid(format!(
-                "`{name}` must be a non-negative number of seconds, not {value}"
-            ))
-        })
-}
-
-fn invalid(message: impl Into<String>) -> TranscodeError {
-    TranscodeError::InvalidOptions(message.into())
-}
 
 /// What a conversion produced, as read back from the written MP3.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -416,6 +102,16 @@ pub enum TranscodeError {
     Encode(String),
     #[error("I/O error while converting: {0}")]
     Io(#[from] io::Error),
+}
+
+fn invalid(message: impl Into<String>) -> TranscodeError {
+    TranscodeError::InvalidOptions(message.into())
+}
+
+impl From<OptionsError> for TranscodeError {
+    fn from(err: OptionsError) -> Self {
+        TranscodeError::InvalidOptions(err.message().to_owned())
+    }
 }
 
 impl TranscodeError {
@@ -1686,7 +1382,7 @@ mod tests {
     use std::path::PathBuf;
     use std::process::Command;
 
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     /// Runs the `ffmpeg` CLI: `args` split on whitespace, then `tail` as is.
     fn ffmpeg_cli(args: &str, tail: &[&str]) {
@@ -2275,7 +1971,7 @@ mod tests {
             (json!({"normalize": 1}), "normalize"),
         ];
         for (value, field) in cases {
-            match Options::from_json(&value) {
+            match Options::from_json(&value).map_err(TranscodeError::from) {
                 Err(TranscodeError::InvalidOptions(message)) => {
                     assert!(
                         message.contains(field),
@@ -2407,7 +2103,10 @@ mod tests {
             },
         ] {
             assert!(
-                matches!(options.validate(), Err(TranscodeError::InvalidOptions(_))),
+                matches!(
+                    options.validate().map_err(TranscodeError::from),
+                    Err(TranscodeError::InvalidOptions(_))
+                ),
                 "{options:?}"
             );
         }

@@ -1,7 +1,8 @@
 //! The gateway's one error type. The classic routes answer with the original
 //! system's plain-text bodies and status codes, which clients depend on.
 
-use axum::http::StatusCode;
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 /// Everything a request can fail with.
@@ -24,6 +25,16 @@ pub enum ApiError {
     TooLarge(u64),
     #[error("{0}")]
     BadRequest(String),
+    /// Conversion options that cannot be used; the message names the field.
+    #[error("invalid options: {0}")]
+    InvalidOptions(String),
+    /// The request does not fit the resource's current state (retrying a
+    /// job that has not failed, the MP3 of an unfinished job).
+    #[error("{0}")]
+    Conflict(String),
+    /// A `Range` outside the file; carries the file's length.
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable(u64),
     /// A dependency is down; the message names it, never its internals.
     #[error("service unavailable: {0}")]
     Unavailable(&'static str),
@@ -37,26 +48,91 @@ impl ApiError {
             Self::MissingCredentials => StatusCode::UNAUTHORIZED,
             Self::NotAuthorized => StatusCode::FORBIDDEN,
             Self::Upstream(status, _) => *status,
-            Self::ExactlyOneFile | Self::FidRequired | Self::BadRequest(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::ExactlyOneFile
+            | Self::FidRequired
+            | Self::BadRequest(_)
+            | Self::InvalidOptions(_) => StatusCode::BAD_REQUEST,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
-}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        match &self {
+    /// The machine-readable `code` of the JSON rendering.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingCredentials => "missing_credentials",
+            Self::NotAuthorized => "not_authorized",
+            Self::Upstream(..) => "upstream",
+            Self::ExactlyOneFile => "exactly_one_file",
+            Self::FidRequired => "fid_required",
+            Self::NotFound => "not_found",
+            Self::TooLarge(_) => "too_large",
+            Self::BadRequest(_) => "bad_request",
+            Self::InvalidOptions(_) => "invalid_options",
+            Self::Conflict(_) => "conflict",
+            Self::RangeNotSatisfiable(_) => "range_not_satisfiable",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    fn log(&self) {
+        match self {
             Self::Internal(err) => tracing::error!(error = ?err, "request failed"),
             Self::Unavailable(what) => tracing::warn!(dependency = what, "dependency unavailable"),
             _ => {}
         }
-        (status, self.to_string()).into_response()
+    }
+
+    /// Headers every rendering carries (`Content-Range` on a 416).
+    fn add_headers(&self, response: &mut Response) {
+        if let Self::RangeNotSatisfiable(length) = self
+            && let Ok(value) = HeaderValue::from_str(&format!("bytes */{length}"))
+        {
+            response.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
+    }
+
+    /// `{"error": {"code", "message"}}` with the same status, for the
+    /// `/api/v1` routes.
+    pub fn into_json_response(self) -> Response {
+        self.log();
+        let body = serde_json::json!({
+            "error": { "code": self.code(), "message": self.to_string() }
+        });
+        let mut response = (self.status(), Json(body)).into_response();
+        self.add_headers(&mut response);
+        response
+    }
+}
+
+/// The classic routes' rendering: the original plain-text bodies.
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.log();
+        let mut response = (self.status(), self.to_string()).into_response();
+        self.add_headers(&mut response);
+        response
+    }
+}
+
+/// An [`ApiError`] rendered as JSON: what `/api/v1` handlers return.
+#[derive(Debug)]
+pub struct JsonError(pub ApiError);
+
+impl<E: Into<ApiError>> From<E> for JsonError {
+    fn from(err: E) -> Self {
+        JsonError(err.into())
+    }
+}
+
+impl IntoResponse for JsonError {
+    fn into_response(self) -> Response {
+        self.0.into_json_response()
     }
 }
 
@@ -93,5 +169,28 @@ mod tests {
             assert_eq!(err.status().as_u16(), code);
             assert_eq!(err.to_string(), body);
         }
+    }
+
+    #[tokio::test]
+    async fn json_errors_have_code_and_message() {
+        let response =
+            ApiError::InvalidOptions("`quality` must be ...".into()).into_json_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(json["error"]["code"], "invalid_options");
+        assert_eq!(
+            json["error"]["message"],
+            "invalid options: `quality` must be ..."
+        );
+    }
+
+    #[test]
+    fn unsatisfiable_ranges_name_the_length() {
+        let response = ApiError::RangeNotSatisfiable(1234).into_response();
+        assert_eq!(response.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(response.headers()[header::CONTENT_RANGE], "bytes */1234");
     }
 }

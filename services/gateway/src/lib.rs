@@ -5,6 +5,7 @@
 pub mod auth_client;
 pub mod config;
 pub mod error;
+pub mod range;
 mod routes;
 pub mod state;
 

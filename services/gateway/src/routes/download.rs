@@ -6,13 +6,13 @@ use std::collections::HashMap;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use mongodb::bson::Bson;
-use tokio_util::compat::FuturesAsyncReadCompatExt;
-use tokio_util::io::ReaderStream;
+use mongodb::bson::oid::ObjectId;
 
+use crate::auth_client::Claims;
 use crate::error::ApiError;
+use crate::range::ByteRange;
 use crate::state::AppState;
 
 pub async fn download(
@@ -26,8 +26,18 @@ pub async fn download(
         .filter(|fid| !fid.trim().is_empty())
         .ok_or(ApiError::FidRequired)?;
     let fid = common::gridfs::parse_fid(fid_text).ok_or(ApiError::NotFound)?;
-    let bucket = state.mp3s_bucket();
-    let file = common::gridfs::find(&bucket, fid)
+    serve_mp3(&state, fid, &claims, &headers).await
+}
+
+/// Streams the MP3 `fid` to its owner or an admin (404 for anyone else),
+/// honouring a single `Range`. Shared by the classic and the JSON route.
+pub async fn serve_mp3(
+    state: &AppState,
+    fid: ObjectId,
+    claims: &Claims,
+    request: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let (file, md5) = common::gridfs::find_with_md5(&state.mongo.mp3s, fid)
         .await?
         .ok_or(ApiError::NotFound)?;
     let owner = file
@@ -38,16 +48,45 @@ pub async fn download(
     if owner != claims.username && !claims.admin {
         return Err(ApiError::NotFound);
     }
-    let stream = bucket
-        .open_download_stream(Bson::ObjectId(fid))
-        .await
-        .map_err(common::Error::from)?;
-    let body = Body::from_stream(ReaderStream::new(stream.compat()));
+    let length = file.length;
+    let range = request
+        .get(header::RANGE)
+        .and_then(|value| value.to_str().ok());
+    let (status, start, end) = match crate::range::parse(range, length) {
+        ByteRange::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable(length)),
+        ByteRange::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
+        ByteRange::Full => (StatusCode::OK, 0, length.saturating_sub(1)),
+    };
+    let body = if length == 0 {
+        Body::empty()
+    } else {
+        Body::from_stream(common::gridfs::read_range(
+            &state.mongo.mp3s,
+            &file,
+            start,
+            end,
+        ))
+    };
     let name = file.filename.as_deref().unwrap_or("audio.mp3");
     let mut response = Response::new(body);
+    *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/mpeg"));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(file.length));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let sent = if length == 0 { 0 } else { end - start + 1 };
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(sent));
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{end}/{length}"))
+    {
+        headers.insert(header::CONTENT_RANGE, value);
+    }
+    let etag = match md5 {
+        Some(md5) => format!("\"{md5}\""),
+        None => format!("\"{}-{length}\"", fid.to_hex()),
+    };
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, value);
+    }
     if let Ok(value) = HeaderValue::from_str(&content_disposition(name)) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }

@@ -3,6 +3,7 @@
 
 mod account;
 mod download;
+mod jobs;
 mod login;
 mod upload;
 
@@ -29,5 +30,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/register", post(account::register))
         .route("/api/v1/me", get(account::me))
         .route("/api/v1/me/preferences", put(account::preferences))
+        .route(
+            "/api/v1/jobs",
+            post(jobs::create)
+                .layer(DefaultBodyLimit::max(body_limit))
+                .get(jobs::list),
+        )
+        .route("/api/v1/jobs/{id}", get(jobs::get).delete(jobs::delete))
+        .route("/api/v1/jobs/{id}/retry", post(jobs::retry))
+        .route("/api/v1/jobs/{id}/mp3", get(jobs::mp3))
         .with_state(state)
 }

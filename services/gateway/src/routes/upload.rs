@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use common::jobs::{Job, JobState};
 use common::messages::ConversionMessage;
+use common::options::Options;
 
 use crate::auth_client::Claims;
 use crate::error::ApiError;
@@ -28,6 +29,14 @@ struct StoredVideo {
     sha256: String,
 }
 
+/// What a successful upload led to.
+pub struct Accepted {
+    pub job: Job,
+    /// The same user already had a live job for the same content and
+    /// options: this is that job, and the new upload was dropped.
+    pub deduplicated: bool,
+}
+
 pub async fn upload(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -35,6 +44,40 @@ pub async fn upload(
 ) -> Result<Response, ApiError> {
     // Credentials are checked before the body is looked at.
     let claims = state.auth.validate(&headers).await?;
+    let accepted = accept(&state, &claims, &headers, multipart, false).await?;
+
+    let mut response = "success!".into_response();
+    let response_headers = response.headers_mut();
+    for (name, value) in [
+        ("x-job-id", accepted.job.id.to_hex()),
+        ("x-video-fid", accepted.job.video_fid.to_hex()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response_headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    if accepted.deduplicated {
+        response_headers.insert(
+            HeaderName::from_static("x-deduplicated"),
+            HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
+}
+
+/// Receives one upload for an authenticated caller: streams the file part
+/// into GridFS, then either answers with the caller's live job for the same
+/// content and options, or records a new job and queues it. With
+/// `with_options`, a non-file part named `options` carries the conversion
+/// options as JSON (validated: a bad one is a 400 naming the field); the
+/// classic route ignores non-file parts, as the original did.
+pub async fn accept(
+    state: &AppState,
+    claims: &Claims,
+    headers: &HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+    with_options: bool,
+) -> Result<Accepted, ApiError> {
     // As in the original, a body without a readable file part (not multipart
     // at all, or an empty form) means "no file".
     let mut multipart = multipart.map_err(|_| ApiError::ExactlyOneFile)?;
@@ -46,12 +89,13 @@ pub async fn upload(
 
     let job_id = ObjectId::new();
     let mut stored: Option<StoredVideo> = None;
+    let mut options = serde_json::json!({});
     loop {
         let field = match multipart.next_field().await {
             Ok(Some(field)) => field,
             Ok(None) => break,
             Err(err) => {
-                discard(&state, stored.as_ref()).await;
+                discard(state, stored.as_ref()).await;
                 return Err(match stored {
                     None if err.status() != axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
                         ApiError::ExactlyOneFile
@@ -61,36 +105,113 @@ pub async fn upload(
             }
         };
         if field.file_name().is_none() {
+            if with_options && field.name() == Some("options") {
+                match read_options(field).await {
+                    Ok(value) => options = value,
+                    Err(err) => {
+                        discard(state, stored.as_ref()).await;
+                        return Err(err);
+                    }
+                }
+            }
             continue;
         }
         if stored.is_some() {
-            discard(&state, stored.as_ref()).await;
+            discard(state, stored.as_ref()).await;
             return Err(ApiError::ExactlyOneFile);
         }
-        stored = Some(store(&state, field, &claims, job_id).await?);
+        stored = Some(store(state, field, claims, job_id).await?);
     }
     let video = stored.ok_or(ApiError::ExactlyOneFile)?;
 
-    let notify_email = state.auth.wants_email(&headers).await;
-    if let Err(err) = enqueue(&state, &claims, job_id, &video, &request_id, notify_email).await {
-        discard(&state, Some(&video)).await;
-        let _ = state.mongo.jobs.delete(job_id).await;
-        return Err(err);
+    if let Some(job) = same_job(state, claims, &video, &options).await {
+        discard(state, Some(&video)).await;
+        tracing::info!(job_id = %job.id, user = %claims.username, "repeated upload answered with the existing job");
+        return Ok(Accepted {
+            job,
+            deduplicated: true,
+        });
     }
+
+    let notify_email = state.auth.wants_email(headers).await;
+    let job = match enqueue(
+        state,
+        claims,
+        job_id,
+        &video,
+        &options,
+        &request_id,
+        notify_email,
+    )
+    .await
+    {
+        Ok(job) => job,
+        Err(err) => {
+            discard(state, Some(&video)).await;
+            let _ = state.mongo.jobs.delete(job_id).await;
+            return Err(err);
+        }
+    };
     metrics::counter!("gateway_upload_bytes_total").increment(video.size);
     tracing::info!(job_id = %job_id, video_fid = %video.fid, user = %claims.username, size = video.size, "video queued");
+    Ok(Accepted {
+        job,
+        deduplicated: false,
+    })
+}
 
-    let mut response = "success!".into_response();
-    let response_headers = response.headers_mut();
-    for (name, value) in [
-        ("x-job-id", job_id.to_hex()),
-        ("x-video-fid", video.fid.to_hex()),
-    ] {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response_headers.insert(HeaderName::from_static(name), value);
+/// Largest accepted `options` part.
+const MAX_OPTIONS_BYTES: usize = 64 * 1024;
+
+/// Reads and validates the `options` part.
+async fn read_options(mut field: Field<'_>) -> Result<serde_json::Value, ApiError> {
+    let mut text = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(|err| {
+        ApiError::BadRequest(format!("malformed multipart body: {}", err.body_text()))
+    })? {
+        if text.len() + chunk.len() > MAX_OPTIONS_BYTES {
+            return Err(ApiError::InvalidOptions(format!(
+                "`options` must be at most {MAX_OPTIONS_BYTES} bytes"
+            )));
         }
+        text.extend_from_slice(&chunk);
     }
-    Ok(response)
+    let value: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|err| ApiError::InvalidOptions(format!("`options` is not valid JSON: {err}")))?;
+    Options::from_json(&value).map_err(|err| ApiError::InvalidOptions(err.to_string()))?;
+    Ok(if value.is_null() {
+        serde_json::json!({})
+    } else {
+        value
+    })
+}
+
+/// The caller's queued, converting or finished job for the same content
+/// with equivalent options, if there is one. A lookup failure only means no
+/// deduplication.
+async fn same_job(
+    state: &AppState,
+    claims: &Claims,
+    video: &StoredVideo,
+    options: &serde_json::Value,
+) -> Option<Job> {
+    let wanted = Options::from_json(options).ok()?;
+    let candidates = match state
+        .mongo
+        .jobs
+        .live_with_content(&claims.username, &video.sha256)
+        .await
+    {
+        Ok(candidates) => candidates,
+        Err(err) => {
+            tracing::warn!(error = %err, "could not look for a duplicate job");
+            return None;
+        }
+    };
+    candidates.into_iter().find(|job| {
+        let theirs = Bson::Document(job.options.clone()).into_relaxed_extjson();
+        Options::from_json(&theirs).is_ok_and(|theirs| theirs == wanted)
+    })
 }
 
 /// Streams one file part into GridFS `videos`, enforcing the size limit.
@@ -177,9 +298,10 @@ async fn enqueue(
     claims: &Claims,
     job_id: ObjectId,
     video: &StoredVideo,
+    options: &serde_json::Value,
     request_id: &str,
     notify_email: bool,
-) -> Result<(), ApiError> {
+) -> Result<Job, ApiError> {
     let now = DateTime::now();
     let job = Job {
         id: job_id,
@@ -192,7 +314,8 @@ async fn enqueue(
         error: None,
         created_at: now,
         updated_at: now,
-        options: doc! {},
+        options: mongodb::bson::to_document(options)
+            .map_err(|err| ApiError::InvalidOptions(err.to_string()))?,
         notify_email,
         duration_s: None,
         size_bytes: i64::try_from(video.size).unwrap_or(i64::MAX),
@@ -208,7 +331,7 @@ async fn enqueue(
         username: claims.username.clone(),
         job_id: job_id.to_hex(),
         filename: video.filename.clone(),
-        options: serde_json::json!({}),
+        options: options.clone(),
         notify_email: job.notify_email,
         duration_s: None,
     };
@@ -223,7 +346,7 @@ async fn enqueue(
         .publisher
         .publish(&state.video_queue, &message.to_vec(), headers)
         .await?;
-    Ok(())
+    Ok(job)
 }
 
 /// Best-effort removal of a stored video after a failed request.

@@ -169,7 +169,9 @@ async fn email_turned_off_through_the_gateway_sends_no_mail() {
     let token = stack.token("gina@example.com", "gina-password").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let quiet = make_video(dir.path(), "quiet.mp4", 1, true);
-    let loud = make_video(dir.path(), "loud.mp4", 1, true);
+    // Other content than `quiet.mp4`: the same bytes would be answered
+    // with the quiet job (deduplication) and never mailed.
+    let loud = make_video(dir.path(), "loud.mp4", 2, true);
     let set_email = |on: bool| {
         stack
             .http

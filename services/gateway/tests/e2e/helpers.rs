@@ -206,6 +206,13 @@ impl TestStack {
             .expect("add user");
     }
 
+    /// Creates an admin directly in auth's database.
+    pub async fn add_admin(&self, email: &str, password: &str) {
+        auth_service::add_user(&self.auth_db_url, email, password, true)
+            .await
+            .expect("add admin");
+    }
+
     /// `POST /login` with HTTP Basic credentials.
     pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
         self.http
