@@ -4,6 +4,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header::AUTHORIZATION};
 use serde::Deserialize;
 
 use crate::error::ApiError;
+use crate::token::{TokenVerifier, Verdict};
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
@@ -32,6 +33,8 @@ pub struct Claims {
 pub struct AuthClient {
     http: reqwest::Client,
     base_url: String,
+    /// Checks EdDSA tokens locally with auth's published keys.
+    verifier: TokenVerifier,
 }
 
 impl AuthClient {
@@ -40,9 +43,15 @@ impl AuthClient {
             .timeout(std::time::Duration::from_secs(10))
             .build()?;
         Ok(Self {
+            verifier: TokenVerifier::new(http.clone(), base_url),
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
         })
+    }
+
+    /// Loads auth's published keys ahead of the first request.
+    pub async fn prefetch_keys(&self) {
+        self.verifier.prefetch().await;
     }
 
     /// Forwards HTTP Basic credentials; returns the raw JWT, or auth's own
@@ -64,11 +73,28 @@ impl AuthClient {
     }
 
     /// Validates the caller's token (any scheme word before it, as the
-    /// original accepted). No header -> 401; a token auth rejects -> 403.
+    /// original accepted). No header -> 401; a bad token -> 403. Tokens are
+    /// verified locally with auth's published keys; when auth publishes
+    /// none (HS256 deployments), auth's `POST /validate` decides.
     pub async fn validate(&self, headers: &HeaderMap) -> Result<Claims, ApiError> {
         let authorization = headers
             .get(AUTHORIZATION)
             .ok_or(ApiError::MissingCredentials)?;
+        // As auth reads it: what follows the first space; nothing there is
+        // as good as no credentials, bytes that are not text are a bad token.
+        let value = authorization.as_bytes();
+        let token = value
+            .iter()
+            .position(|&byte| byte == b' ')
+            .map(|space| value[space + 1..].trim_ascii())
+            .filter(|token| !token.is_empty())
+            .ok_or(ApiError::MissingCredentials)?;
+        let token = std::str::from_utf8(token).map_err(|_| ApiError::NotAuthorized)?;
+        match self.verifier.verify(token).await {
+            Verdict::Valid(claims) => return Ok(claims),
+            Verdict::Invalid => return Err(ApiError::NotAuthorized),
+            Verdict::AskAuth => {}
+        }
         let response = self
             .http
             .post(format!("{}/validate", self.base_url))

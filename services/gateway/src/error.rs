@@ -23,6 +23,9 @@ pub enum ApiError {
     NotFound,
     #[error("file too large: the limit is {0} bytes")]
     TooLarge(u64),
+    /// The upload is clearly not media (text, an image, an archive); names what it is.
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(&'static str),
     #[error("{0}")]
     BadRequest(String),
     /// Conversion options that cannot be used; the message names the field.
@@ -56,6 +59,7 @@ impl ApiError {
             Self::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -71,6 +75,7 @@ impl ApiError {
             Self::FidRequired => "fid_required",
             Self::NotFound => "not_found",
             Self::TooLarge(_) => "too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::BadRequest(_) => "bad_request",
             Self::InvalidOptions(_) => "invalid_options",
             Self::Conflict(_) => "conflict",
@@ -159,6 +164,11 @@ mod tests {
             (ApiError::NotAuthorized, 403, "not authorized"),
             (ApiError::ExactlyOneFile, 400, "exactly 1 file required"),
             (ApiError::FidRequired, 400, "fid is required"),
+            (
+                ApiError::UnsupportedMediaType("PNG image"),
+                415,
+                "unsupported media type: PNG image",
+            ),
             (
                 ApiError::Internal(anyhow::anyhow!("secret detail")),
                 500,

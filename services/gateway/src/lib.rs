@@ -7,7 +7,9 @@ pub mod config;
 pub mod error;
 pub mod range;
 mod routes;
+pub mod sniff;
 pub mod state;
+pub mod token;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -46,8 +48,10 @@ impl App {
         )
         .await
         .context("connecting to RabbitMQ")?;
+        let auth = auth_client::AuthClient::new(&config.auth_url)?;
+        auth.prefetch_keys().await;
         let state = AppState {
-            auth: auth_client::AuthClient::new(&config.auth_url)?,
+            auth,
             mongo,
             publisher: Arc::new(publisher),
             video_queue: config.amqp.video_queue.clone(),

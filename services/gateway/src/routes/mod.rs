@@ -39,5 +39,28 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}", get(jobs::get).delete(jobs::delete))
         .route("/api/v1/jobs/{id}/retry", post(jobs::retry))
         .route("/api/v1/jobs/{id}/mp3", get(jobs::mp3))
+        .route_layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
+}
+
+/// Counts every routed request in `gateway_http_requests_total`, labelled
+/// with the route's pattern (never the raw path, so ids do not explode the
+/// label set) and the response status.
+async fn count_requests(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(request).await;
+    metrics::counter!(
+        "gateway_http_requests_total",
+        "route" => route,
+        "status" => response.status().as_u16().to_string(),
+    )
+    .increment(1);
+    response
 }

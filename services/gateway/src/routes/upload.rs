@@ -2,7 +2,9 @@
 //! (SHA-256 and size computed on the way), then a job record and a
 //! broker-confirmed message on the `video` queue. If anything after the
 //! upload fails, the stored video and the job are removed again: a client
-//! that does not get `success!` has left nothing behind.
+//! that does not get `success!` has left nothing behind. A file that is
+//! clearly not media by its first bytes is refused (415) before anything
+//! is stored.
 
 use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::extract::{Multipart, State};
@@ -81,6 +83,7 @@ pub async fn accept(
     // As in the original, a body without a readable file part (not multipart
     // at all, or an empty form) means "no file".
     let mut multipart = multipart.map_err(|_| ApiError::ExactlyOneFile)?;
+    let _in_flight = InFlight::start();
     let request_id = headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
@@ -120,7 +123,14 @@ pub async fn accept(
             discard(state, stored.as_ref()).await;
             return Err(ApiError::ExactlyOneFile);
         }
-        stored = Some(store(state, field, claims, job_id).await?);
+        match store(state, field, claims, job_id).await {
+            Ok(video) => stored = Some(video),
+            Err(err @ (ApiError::UnsupportedMediaType(_) | ApiError::TooLarge(_))) => {
+                linger(&mut multipart).await;
+                return Err(err);
+            }
+            Err(err) => return Err(err),
+        }
     }
     let video = stored.ok_or(ApiError::ExactlyOneFile)?;
 
@@ -158,6 +168,38 @@ pub async fn accept(
         job,
         deduplicated: false,
     })
+}
+
+/// Counts an upload in `gateway_uploads_in_flight` while it is alive,
+/// however it ends (also when the client goes away and the request is dropped).
+struct InFlight;
+
+impl InFlight {
+    fn start() -> Self {
+        metrics::gauge!("gateway_uploads_in_flight").increment(1.0);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("gateway_uploads_in_flight").decrement(1.0);
+    }
+}
+
+/// Longest a refused upload's remaining body is read and thrown away.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads and discards the rest of a refused upload for a bounded time (as
+/// a server's lingering close does), so a client still sending gets the
+/// answer instead of a connection reset. The body limit still applies.
+async fn linger(multipart: &mut Multipart) {
+    let drain = async {
+        while let Ok(Some(mut field)) = multipart.next_field().await {
+            while let Ok(Some(_)) = field.chunk().await {}
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// Largest accepted `options` part.
@@ -226,6 +268,23 @@ async fn store(
         .content_type()
         .unwrap_or("application/octet-stream")
         .to_owned();
+    // The first bytes decide whether this can be media at all; nothing is
+    // stored before they have been looked at.
+    let mut prefix = Vec::with_capacity(crate::sniff::SNIFF_LEN);
+    while prefix.len() < crate::sniff::SNIFF_LEN {
+        match field
+            .chunk()
+            .await
+            .map_err(|err| multipart_error(err, state.max_upload_bytes))?
+        {
+            Some(chunk) => prefix.extend_from_slice(&chunk),
+            None => break,
+        }
+    }
+    if let Some(what) = crate::sniff::not_media(&prefix) {
+        tracing::info!(filename = %filename, kind = what, user = %claims.username, "refused an upload that is not media");
+        return Err(ApiError::UnsupportedMediaType(what));
+    }
     let fid = ObjectId::new();
     let bucket = state.videos_bucket();
     let mut sink = bucket
@@ -243,11 +302,19 @@ async fn store(
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
     let copied: Result<(), ApiError> = async {
-        while let Some(chunk) = field
-            .chunk()
-            .await
-            .map_err(|err| multipart_error(err, state.max_upload_bytes))?
-        {
+        let mut first = (!prefix.is_empty()).then(|| bytes::Bytes::from(prefix));
+        loop {
+            let chunk = match first.take() {
+                Some(chunk) => chunk,
+                None => match field
+                    .chunk()
+                    .await
+                    .map_err(|err| multipart_error(err, state.max_upload_bytes))?
+                {
+                    Some(chunk) => chunk,
+                    None => break,
+                },
+            };
             size += chunk.len() as u64;
             if size > state.max_upload_bytes {
                 return Err(ApiError::TooLarge(state.max_upload_bytes));

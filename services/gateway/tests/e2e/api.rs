@@ -490,7 +490,9 @@ async fn bad_options_are_refused_and_only_failed_jobs_are_retried() {
     assert_eq!(retried.status(), 202);
     let retried: Value = retried.json().await.expect("json");
     assert_eq!(retried["job"]["id"], failed_id.as_str());
-    assert_eq!(retried["job"]["state"], "queued");
+    // The job is re-read after publishing: the converter may already hold it.
+    let state = retried["job"]["state"].as_str().unwrap_or_default();
+    assert!(matches!(state, "queued" | "converting"), "{retried}");
     assert!(retried["job"]["error"].is_null());
     // The converter picks the job up again (and fails it again).
     let again = stack.wait_for_job(&failed_id, CONVERSION_TIMEOUT).await;

@@ -37,9 +37,33 @@ fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// How a stack differs from the default one.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Auth signs with this Ed25519 private key (PEM) and publishes it in
+    /// its JWKS; `None` means HS256 with a shared secret (empty JWKS).
+    pub ed25519_pem: Option<String>,
+    /// The gateway's `MAX_UPLOAD_BYTES`.
+    pub max_upload_bytes: u64,
+    /// The gateway's broker URL, when it should not be the real one (a proxy).
+    pub gateway_amqp_url: Option<String>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            ed25519_pem: None,
+            max_upload_bytes: 20_000_000,
+            gateway_amqp_url: None,
+        }
+    }
+}
+
 /// A running system plus what the tests need to look inside it.
 pub struct TestStack {
     pub gateway: String,
+    /// Base URL of the auth service.
+    pub auth: String,
     pub http: reqwest::Client,
     pub mail: MailSink,
     pub jobs: JobStore,
@@ -48,6 +72,8 @@ pub struct TestStack {
     prefix: String,
     postgres_db: Option<String>,
     _workdir: tempfile::TempDir,
+    /// Auth runs apart from the rest so a test can stop it early.
+    auth_service: Option<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
     stops: Vec<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
@@ -64,6 +90,10 @@ fn stopper() -> (
 
 impl TestStack {
     pub async fn start(db: AuthDb) -> TestStack {
+        Self::start_with(db, StackOptions::default()).await
+    }
+
+    pub async fn start_with(db: AuthDb, options: StackOptions) -> TestStack {
         common::telemetry::init();
         let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let workdir = tempfile::tempdir().expect("tempdir");
@@ -95,24 +125,28 @@ impl TestStack {
         let mut stops = Vec::new();
         let mut tasks = Vec::new();
 
+        let mut auth_args = vec![
+            "auth-service".to_owned(),
+            "--listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+            "--database-url".to_owned(),
+            auth_db_url.clone(),
+        ];
+        match &options.ed25519_pem {
+            Some(pem) => auth_args.extend(["--jwt-private-key".to_owned(), pem.clone()]),
+            None => auth_args.extend([
+                "--jwt-secret".to_owned(),
+                "e2e-test-secret-that-is-long-enough-for-hs256".to_owned(),
+            ]),
+        }
         let auth = auth_service::App::build(
-            auth_service::Config::try_parse_from([
-                "auth-service",
-                "--listen",
-                "127.0.0.1:0",
-                "--database-url",
-                &auth_db_url,
-                "--jwt-secret",
-                "e2e-test-secret-that-is-long-enough-for-hs256",
-            ])
-            .expect("auth config"),
+            auth_service::Config::try_parse_from(auth_args).expect("auth config"),
         )
         .await
         .expect("auth starts");
         let auth_url = format!("http://127.0.0.1:{}", auth.port());
-        let (stop, signal) = stopper();
-        stops.push(stop);
-        tasks.push(tokio::spawn(auth.run(signal)));
+        let (auth_stop, signal) = stopper();
+        let auth_task = tokio::spawn(auth.run(signal));
 
         let shared = [
             "--amqp-url".to_owned(),
@@ -139,11 +173,22 @@ impl TestStack {
                 .collect()
         };
 
-        let gateway_config = gateway::Config::try_parse_from(args(
+        let max_upload_bytes = options.max_upload_bytes.to_string();
+        let mut gateway_args = args(
             "gateway",
-            &["--auth-url", &auth_url, "--max-upload-bytes", "20000000"],
-        ))
-        .expect("gateway config");
+            &[
+                "--auth-url",
+                &auth_url,
+                "--max-upload-bytes",
+                &max_upload_bytes,
+            ],
+        );
+        if let Some(url) = &options.gateway_amqp_url
+            && let Some(at) = gateway_args.iter().position(|arg| arg == "--amqp-url")
+        {
+            gateway_args[at + 1] = url.clone();
+        }
+        let gateway_config = gateway::Config::try_parse_from(gateway_args).expect("gateway config");
         let mongo = gateway_config.mongo.connect().await.expect("mongo");
         let gateway_app = gateway::App::build(gateway_config)
             .await
@@ -186,6 +231,8 @@ impl TestStack {
 
         TestStack {
             gateway: gateway_url,
+            auth: auth_url,
+            auth_service: Some((auth_stop, auth_task)),
             http: reqwest::Client::new(),
             mail,
             jobs: mongo.jobs.clone(),
@@ -254,6 +301,28 @@ impl TestStack {
             .expect("upload request")
     }
 
+    /// `POST` of one multipart part named `file` holding `bytes` to `path`
+    /// (`/upload` or `/api/v1/jobs`) with the given `Authorization` value.
+    pub async fn upload_bytes(
+        &self,
+        path: &str,
+        authorization: &str,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> reqwest::Response {
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned()),
+        );
+        self.http
+            .post(format!("{}{path}", self.gateway))
+            .header("authorization", authorization)
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload request")
+    }
+
     /// `GET /download?fid=`.
     pub async fn download(&self, token: &str, fid: &str) -> reqwest::Response {
         self.http
@@ -291,8 +360,37 @@ impl TestStack {
             .expect("count files")
     }
 
+    /// Stops the auth service (the rest keeps running).
+    pub async fn stop_auth(&mut self) {
+        if let Some((stop, task)) = self.auth_service.take() {
+            let _ = stop.send(());
+            match tokio::time::timeout(Duration::from_secs(30), task).await {
+                Ok(Ok(Ok(()))) => {}
+                other => panic!("auth did not stop cleanly: {other:?}"),
+            }
+        }
+    }
+
+    /// Number of chunks in a GridFS database's `fs.chunks`.
+    pub async fn stored_chunks(&self, db: &mongodb::Database) -> u64 {
+        db.collection::<mongodb::bson::Document>("fs.chunks")
+            .count_documents(mongodb::bson::doc! {})
+            .await
+            .expect("count chunks")
+    }
+
+    /// Number of jobs `owner` has.
+    pub async fn jobs_of(&self, owner: &str) -> usize {
+        self.jobs
+            .list(Some(owner), None, 0, 1000)
+            .await
+            .expect("list jobs")
+            .len()
+    }
+
     /// Stops every service and removes the test's queues and databases.
     pub async fn stop(mut self) {
+        self.stop_auth().await;
         for stop in self.stops.drain(..) {
             let _ = stop.send(());
         }
@@ -420,4 +518,68 @@ pub fn mp3_id_from_mail(data: &str) -> String {
         .find_map(|l| l.strip_prefix("MP3 id: "))
         .map(|id| id.trim().to_owned())
         .unwrap_or_else(|| panic!("no MP3 id in mail:\n{data}"))
+}
+
+/// A TCP proxy to RabbitMQ that can be cut: while down it refuses new
+/// connections, and cutting it closes the ones it carries.
+pub struct CuttableProxy {
+    pub port: u16,
+    down: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl CuttableProxy {
+    pub async fn start() -> CuttableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let url = amqp_url();
+        let target = url
+            .split_once('@')
+            .map(|(_, rest)| rest)
+            .unwrap_or(url.trim_start_matches("amqp://"))
+            .split('/')
+            .next()
+            .unwrap_or("127.0.0.1:5672")
+            .to_owned();
+        let (down, _) = tokio::sync::watch::channel(false);
+        let down = std::sync::Arc::new(down);
+        let watcher = down.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if *watcher.borrow() {
+                    drop(client);
+                    continue;
+                }
+                let target = target.clone();
+                let mut cut = watcher.subscribe();
+                tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            _ = cut.wait_for(|down| *down) => {}
+                        }
+                    }
+                });
+            }
+        });
+        CuttableProxy { port, down }
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.send_replace(down);
+    }
+
+    /// The broker URL through this proxy (same credentials and vhost).
+    pub fn url(&self) -> String {
+        let url = amqp_url();
+        let (scheme_and_user, rest) = url.split_once('@').unwrap_or(("amqp://", &url));
+        let vhost = rest.split_once('/').map(|(_, v)| v).unwrap_or("%2f");
+        let prefix = if scheme_and_user.ends_with("//") {
+            scheme_and_user.to_owned()
+        } else {
+            format!("{scheme_and_user}@")
+        };
+        format!("{prefix}127.0.0.1:{}/{vhost}", self.port)
+    }
 }

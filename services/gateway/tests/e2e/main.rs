@@ -5,3 +5,6 @@ mod api;
 mod failures;
 mod flow;
 mod helpers;
+mod metrics;
+mod tokens;
+mod uploads;
