@@ -71,6 +71,10 @@ impl JobStore {
             .keys(doc! { "owner": 1, "created_at": -1 })
             .build();
         self.collection.create_index(by_owner).await?;
+        let by_update = mongodb::IndexModel::builder()
+            .keys(doc! { "owner": 1, "updated_at": 1 })
+            .build();
+        self.collection.create_index(by_update).await?;
         Ok(())
     }
 
@@ -111,6 +115,35 @@ impl JobStore {
             .find(filter)
             .sort(doc! { "created_at": -1, "_id": -1 })
             .skip(skip)
+            .limit(limit)
+            .await?;
+        Ok(futures::TryStreamExt::try_collect(cursor).await?)
+    }
+
+    /// Jobs (`owner`'s only unless `None`) updated at or after `since`
+    /// (all when `None`), optionally only the unfinished ones (queued or
+    /// converting), oldest update first: what a live-events client missed.
+    pub async fn updated_since(
+        &self,
+        owner: Option<&str>,
+        since: Option<DateTime>,
+        unfinished_only: bool,
+        limit: i64,
+    ) -> Result<Vec<Job>> {
+        let mut filter = doc! {};
+        if let Some(owner) = owner {
+            filter.insert("owner", owner);
+        }
+        if let Some(since) = since {
+            filter.insert("updated_at", doc! { "$gte": since });
+        }
+        if unfinished_only {
+            filter.insert("state", doc! { "$in": ["queued", "converting"] });
+        }
+        let cursor = self
+            .collection
+            .find(filter)
+            .sort(doc! { "updated_at": 1, "_id": 1 })
             .limit(limit)
             .await?;
         Ok(futures::TryStreamExt::try_collect(cursor).await?)

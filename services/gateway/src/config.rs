@@ -18,6 +18,9 @@ pub struct Config {
     /// Largest accepted upload in bytes; larger ones get 413 and leave nothing behind.
     #[arg(long, env = "MAX_UPLOAD_BYTES", default_value_t = 4 * 1024 * 1024 * 1024)]
     pub max_upload_bytes: u64,
+    /// Milliseconds between keep-alive comments on `GET /api/v1/events`.
+    #[arg(long, env = "SSE_KEEP_ALIVE_MS", default_value_t = 15_000)]
+    pub sse_keep_alive_ms: u64,
     #[command(flatten)]
     pub amqp: AmqpConfig,
     #[command(flatten)]

@@ -5,6 +5,7 @@
 pub mod auth_client;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod range;
 mod routes;
 pub mod sniff;
@@ -27,7 +28,13 @@ use state::AppState;
 pub struct App {
     listener: tokio::net::TcpListener,
     router: Router,
+    /// Set to true at shutdown: ends the SSE streams and the event subscription.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
+
+/// How long start-up waits for the event subscription before serving anyway
+/// (it keeps trying in the background).
+const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl App {
     /// Connects to the broker and MongoDB and binds the listener (port 0 picks a free one).
@@ -50,12 +57,18 @@ impl App {
         .context("connecting to RabbitMQ")?;
         let auth = auth_client::AuthClient::new(&config.auth_url)?;
         auth.prefetch_keys().await;
+        let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+        let events = events::start(&config, stopping.clone(), SUBSCRIBE_WAIT).await;
         let state = AppState {
             auth,
             mongo,
             publisher: Arc::new(publisher),
             video_queue: config.amqp.video_queue.clone(),
             max_upload_bytes: config.max_upload_bytes,
+            events_exchange: config.amqp.events_exchange.clone(),
+            events,
+            stopping,
+            sse_keep_alive: std::time::Duration::from_millis(config.sse_keep_alive_ms.max(1)),
         };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -63,6 +76,7 @@ impl App {
         Ok(App {
             listener,
             router: router(state),
+            stopping: stopping_tx,
         })
     }
 
@@ -80,6 +94,13 @@ impl App {
         let service = self
             .router
             .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let stopping = self.stopping;
+        let shutdown = async move {
+            shutdown.await;
+            // Live event streams never end by themselves: end them so the
+            // graceful shutdown does not wait for their clients.
+            stopping.send_replace(true);
+        };
         axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await

@@ -17,6 +17,13 @@ pub struct AppState {
     /// Name of the queue that feeds the converter.
     pub video_queue: String,
     pub max_upload_bytes: u64,
+    /// Topic exchange of job state changes (`job.<state>`).
+    pub events_exchange: String,
+    /// Job events from the broker, fanned out to the SSE streams.
+    pub events: tokio::sync::broadcast::Sender<crate::events::Live>,
+    /// Turns true when the server shuts down, so SSE streams end.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+    pub sse_keep_alive: std::time::Duration,
 }
 
 impl AppState {

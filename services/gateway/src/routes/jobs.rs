@@ -205,6 +205,9 @@ pub async fn retry(
     {
         return Err(not_failed().into());
     }
+    if let Ok(Some(queued)) = state.mongo.jobs.get(job.id).await {
+        crate::events::announce(&state, &queued, "queued").await;
+    }
     let message = ConversionMessage {
         video_fid: job.video_fid.to_hex(),
         mp3_fid: None,

@@ -3,6 +3,7 @@
 
 mod account;
 mod download;
+mod events;
 mod jobs;
 mod login;
 mod upload;
@@ -39,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}", get(jobs::get).delete(jobs::delete))
         .route("/api/v1/jobs/{id}/retry", post(jobs::retry))
         .route("/api/v1/jobs/{id}/mp3", get(jobs::mp3))
+        .route("/api/v1/events", get(events::events))
         .route_layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
 }

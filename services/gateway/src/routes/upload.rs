@@ -392,6 +392,9 @@ async fn enqueue(
         failure_notified_at: None,
     };
     state.mongo.jobs.insert(&job).await?;
+    // Announced before the converter can pick it up, so live clients see
+    // `queued` first.
+    crate::events::announce(state, &job, "queued").await;
     let message = ConversionMessage {
         video_fid: video.fid.to_hex(),
         mp3_fid: None,

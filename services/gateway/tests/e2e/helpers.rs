@@ -47,6 +47,8 @@ pub struct StackOptions {
     pub max_upload_bytes: u64,
     /// The gateway's broker URL, when it should not be the real one (a proxy).
     pub gateway_amqp_url: Option<String>,
+    /// The gateway's SSE keep-alive interval in milliseconds (default 15 s).
+    pub sse_keep_alive_ms: Option<u64>,
 }
 
 impl Default for StackOptions {
@@ -55,6 +57,7 @@ impl Default for StackOptions {
             ed25519_pem: None,
             max_upload_bytes: 20_000_000,
             gateway_amqp_url: None,
+            sse_keep_alive_ms: None,
         }
     }
 }
@@ -183,6 +186,9 @@ impl TestStack {
                 &max_upload_bytes,
             ],
         );
+        if let Some(ms) = options.sse_keep_alive_ms {
+            gateway_args.extend(["--sse-keep-alive-ms".to_owned(), ms.to_string()]);
+        }
         if let Some(url) = &options.gateway_amqp_url
             && let Some(at) = gateway_args.iter().position(|arg| arg == "--amqp-url")
         {

@@ -1,0 +1,200 @@
+//! `GET /api/v1/events`: Server-Sent Events of the caller's jobs (everyone's
+//! for an admin). Every event is `event: job` with the job exactly as
+//! `GET /api/v1/jobs/{id}` renders it, read from MongoDB when the broker
+//! announces a change, and an `id` cursor (`<updated_at ms>-<job id>`). A
+//! client that reconnects with `Last-Event-ID` first gets every job updated
+//! since that cursor, oldest update first, then the live events; without it,
+//! the stream starts with the jobs not finished yet. A stream that falls
+//! behind the fan-out catches up from MongoDB the same way instead of
+//! holding the others back, and so does every stream after the gateway
+//! subscribed to the broker again.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use mongodb::bson::{DateTime, oid::ObjectId};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use common::jobs::Job;
+use common::messages::JobEvent;
+
+use super::jobs::JobView;
+use crate::auth_client::Claims;
+use crate::error::{ApiError, JsonError};
+use crate::events::{Cursor, Live};
+use crate::state::AppState;
+
+/// The most jobs one replay sends.
+const REPLAY_LIMIT: i64 = 1000;
+/// Events waiting for a slow client before its stream stops taking live ones.
+const CLIENT_BUFFER: usize = 32;
+
+pub async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, JsonError> {
+    let claims = state.auth.validate(&headers).await?;
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .and_then(Cursor::parse);
+    // Listen before reading MongoDB, so no change falls in between.
+    let live = state.events.subscribe();
+    let started = DateTime::now();
+    let owner = (!claims.admin).then(|| claims.username.clone());
+    let first = state
+        .mongo
+        .jobs
+        .updated_since(
+            owner.as_deref(),
+            resume.map(|cursor| cursor.updated_at),
+            resume.is_none(),
+            REPLAY_LIMIT,
+        )
+        .await
+        .map_err(ApiError::from)?;
+    let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
+    let mut feed = Feed {
+        state: state.clone(),
+        owner,
+        claims,
+        tx,
+        stopping: state.stopping.clone(),
+        sent: HashMap::new(),
+        since: resume.map(|cursor| cursor.updated_at).unwrap_or(started),
+    };
+    if let Some(cursor) = resume {
+        // The client has that one already.
+        feed.sent.insert(cursor.job_id, cursor.updated_at);
+    }
+    tokio::spawn(async move {
+        if feed.send_all(&first).await {
+            feed.follow(live).await;
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|event| (Ok::<Event, Infallible>(event), rx))
+    });
+    let keep_alive = KeepAlive::new()
+        .interval(state.sse_keep_alive)
+        .text("keep-alive");
+    Ok(Sse::new(stream).keep_alive(keep_alive).into_response())
+}
+
+/// One client's stream: what it was sent, and where to catch up from.
+struct Feed {
+    state: AppState,
+    /// Whose jobs; `None` for an admin (everyone's).
+    owner: Option<String>,
+    claims: Claims,
+    tx: mpsc::Sender<Event>,
+    stopping: watch::Receiver<bool>,
+    /// Per job, the `updated_at` last sent: an older or equal snapshot
+    /// (two events read the same document) is not sent again.
+    sent: HashMap<ObjectId, DateTime>,
+    /// The latest `updated_at` sent (or the stream's start): a lagging
+    /// stream catches up from here.
+    since: DateTime,
+}
+
+impl Feed {
+    /// Live events until the client goes or the server stops.
+    async fn follow(&mut self, mut live: broadcast::Receiver<Live>) {
+        loop {
+            let received = tokio::select! {
+                _ = self.stopping.wait_for(|stopping| *stopping) => return,
+                _ = self.tx.closed() => return,
+                received = live.recv() => received,
+            };
+            let open = match received {
+                Ok(Live::Job(event)) => self.on_event(&event).await,
+                Ok(Live::Resync) => self.catch_up().await,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::info!(missed, user = %self.claims.username, "slow event stream; catching up from MongoDB");
+                    self.catch_up().await
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if !open {
+                return;
+            }
+        }
+    }
+
+    async fn on_event(&mut self, event: &JobEvent) -> bool {
+        if !self.claims.admin && event.username != self.claims.username {
+            return true;
+        }
+        let Some(id) = common::gridfs::parse_fid(&event.job_id) else {
+            return true;
+        };
+        match self.state.mongo.jobs.get(id).await {
+            Ok(Some(job)) => self.send(&job).await,
+            // Deleted since: nothing to show.
+            Ok(None) => true,
+            Err(err) => {
+                tracing::warn!(error = %err, job_id = %id, "cannot read a job for its event");
+                true
+            }
+        }
+    }
+
+    async fn catch_up(&mut self) -> bool {
+        match self
+            .state
+            .mongo
+            .jobs
+            .updated_since(self.owner.as_deref(), Some(self.since), false, REPLAY_LIMIT)
+            .await
+        {
+            Ok(jobs) => self.send_all(&jobs).await,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot catch up an event stream");
+                true
+            }
+        }
+    }
+
+    async fn send_all(&mut self, jobs: &[Job]) -> bool {
+        for job in jobs {
+            if !self.send(job).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Sends one job snapshot; false once the client is gone or the server stops.
+    async fn send(&mut self, job: &Job) -> bool {
+        if self
+            .sent
+            .get(&job.id)
+            .is_some_and(|sent| *sent >= job.updated_at)
+        {
+            return true;
+        }
+        let cursor = Cursor::of(job);
+        let data = serde_json::json!({ "job": JobView::from(job) });
+        let event = Event::default()
+            .event("job")
+            .id(cursor.to_string())
+            .data(data.to_string());
+        let delivered = tokio::select! {
+            sent = self.tx.send(event) => sent.is_ok(),
+            _ = self.stopping.wait_for(|stopping| *stopping) => false,
+        };
+        if delivered {
+            self.sent.insert(job.id, job.updated_at);
+            if job.updated_at > self.since {
+                self.since = job.updated_at;
+            }
+        }
+        delivered
+    }
+}
