@@ -265,26 +265,11 @@ pub async fn consume<H, Fut>(
 {
     tokio::pin!(shutdown);
     let permits = Arc::new(Semaphore::new(usize::from(settings.concurrency.max(1))));
-    let mut backoff = Duration::from_millis(200);
     loop {
-        let session = tokio::select! {
-            _ = &mut shutdown => return,
-            session = open_consumer(&settings) => session,
-        };
-        let (conn, channel, mut consumer) = match session {
-            Ok(parts) => {
-                backoff = Duration::from_millis(200);
-                parts
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, queue = %settings.queue, retry_in = ?backoff, "cannot consume; retrying");
-                tokio::select! {
-                    _ = &mut shutdown => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-                continue;
-            }
+        let Some((conn, channel, mut consumer)) =
+            open_with_backoff(&settings.queue, || open_consumer(&settings), &mut shutdown).await
+        else {
+            return;
         };
         tracing::info!(queue = %settings.queue, "consuming");
         let mut running = tokio::task::JoinSet::new();
@@ -484,6 +469,37 @@ async fn publish_on(
     }
 }
 
+/// Opens a broker session with `open`, retrying with backoff (200 ms,
+/// doubling up to 10 s) until it works; `None` when `shutdown` comes first.
+async fn open_with_backoff<T, F, Fut>(
+    what: &str,
+    open: F,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Option<T>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let session = tokio::select! {
+            _ = &mut *shutdown => return None,
+            session = open() => session,
+        };
+        match session {
+            Ok(parts) => return Some(parts),
+            Err(err) => {
+                tracing::warn!(error = %err, what, retry_in = ?backoff, "cannot reach the broker; retrying");
+                tokio::select! {
+                    _ = &mut *shutdown => return None,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
 async fn open_consumer(
     settings: &ConsumerSettings,
 ) -> Result<(Connection, Channel, lapin::Consumer)> {
@@ -549,26 +565,15 @@ pub async fn subscribe<H>(
     H: FnMut(Vec<u8>) + Send,
 {
     tokio::pin!(shutdown);
-    let mut backoff = Duration::from_millis(200);
     loop {
-        let session = tokio::select! {
-            _ = &mut shutdown => return,
-            session = open_subscription(&settings) => session,
-        };
-        let (conn, mut consumer) = match session {
-            Ok(parts) => {
-                backoff = Duration::from_millis(200);
-                parts
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, exchange = %settings.exchange, retry_in = ?backoff, "cannot subscribe; retrying");
-                tokio::select! {
-                    _ = &mut shutdown => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-                continue;
-            }
+        let Some((conn, mut consumer)) = open_with_backoff(
+            &settings.exchange,
+            || open_subscription(&settings),
+            &mut shutdown,
+        )
+        .await
+        else {
+            return;
         };
         tracing::info!(exchange = %settings.exchange, binding = %settings.binding, "subscribed");
         connected.send_replace(true);
