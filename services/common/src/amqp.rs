@@ -48,6 +48,10 @@ pub async fn declare_queue(channel: &Channel, name: &str) -> Result<()> {
         "x-queue-type".into(),
         AMQPValue::LongString("quorum".into()),
     );
+    declare_durable(channel, name, args).await
+}
+
+async fn declare_durable(channel: &Channel, name: &str, args: FieldTable) -> Result<()> {
     channel
         .queue_declare(
             name.into(),
@@ -423,17 +427,7 @@ async fn declare_delay_queue(
         "x-dead-letter-routing-key".into(),
         AMQPValue::LongString(target.into()),
     );
-    channel
-        .queue_declare(
-            name.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            args,
-        )
-        .await?;
-    Ok(())
+    declare_durable(channel, name, args).await
 }
 
 /// Publishes persistently on a channel in confirm mode and waits for the ack.

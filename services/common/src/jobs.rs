@@ -52,6 +52,35 @@ pub struct Job {
     pub failure_notified_at: Option<DateTime>,
 }
 
+impl Job {
+    /// A new job in state `queued`, created now, with defaults for the rest
+    /// (no options, email on, size and hash unknown); callers override
+    /// fields with struct-update syntax.
+    pub fn queued(id: ObjectId, owner: &str, filename: &str, video_fid: ObjectId) -> Job {
+        let now = DateTime::now();
+        Job {
+            id,
+            owner: owner.to_owned(),
+            filename: filename.to_owned(),
+            state: JobState::Queued,
+            progress: 0.0,
+            video_fid,
+            mp3_fid: None,
+            error: None,
+            created_at: now,
+            updated_at: now,
+            options: bson::Document::new(),
+            notify_email: true,
+            duration_s: None,
+            size_bytes: 0,
+            sha256: String::new(),
+            notified_at: None,
+            published_at: None,
+            failure_notified_at: None,
+        }
+    }
+}
+
 /// Typed access to the `jobs` collection.
 #[derive(Debug, Clone)]
 pub struct JobStore {

@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use lapin::types::FieldTable;
-use mongodb::bson::{DateTime, doc, oid::ObjectId};
+use mongodb::bson::{doc, oid::ObjectId};
 
 use common::amqp::Publisher;
 use common::config::MongoStores;
-use common::jobs::{Job, JobState};
+use common::jobs::Job;
 use common::messages::ConversionMessage;
 
 pub fn amqp_url() -> String {
@@ -107,28 +107,11 @@ impl World {
                 .await
                 .expect("store video");
         let id = ObjectId::new();
-        let now = DateTime::now();
         self.mongo
             .jobs
             .insert(&Job {
-                id,
-                owner: "ana@example.com".into(),
-                filename: name.clone(),
-                state: JobState::Queued,
-                progress: 0.0,
-                video_fid,
-                mp3_fid: None,
-                error: None,
-                created_at: now,
-                updated_at: now,
-                options: doc! {},
                 notify_email: false,
-                duration_s: None,
-                size_bytes: 0,
-                sha256: String::new(),
-                notified_at: None,
-                published_at: None,
-                failure_notified_at: None,
+                ..Job::queued(id, "ana@example.com", &name, video_fid)
             })
             .await
             .expect("insert job");

@@ -12,10 +12,10 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use futures::AsyncWriteExt;
 use lapin::types::{AMQPValue, FieldTable};
-use mongodb::bson::{Bson, DateTime, doc, oid::ObjectId};
+use mongodb::bson::{Bson, doc, oid::ObjectId};
 use sha2::{Digest, Sha256};
 
-use common::jobs::{Job, JobState};
+use common::jobs::Job;
 use common::messages::ConversionMessage;
 use common::options::Options;
 
@@ -369,27 +369,13 @@ async fn enqueue(
     request_id: &str,
     notify_email: bool,
 ) -> Result<Job, ApiError> {
-    let now = DateTime::now();
     let job = Job {
-        id: job_id,
-        owner: claims.username.clone(),
-        filename: video.filename.clone(),
-        state: JobState::Queued,
-        progress: 0.0,
-        video_fid: video.fid,
-        mp3_fid: None,
-        error: None,
-        created_at: now,
-        updated_at: now,
         options: mongodb::bson::to_document(options)
             .map_err(|err| ApiError::InvalidOptions(err.to_string()))?,
         notify_email,
-        duration_s: None,
         size_bytes: i64::try_from(video.size).unwrap_or(i64::MAX),
         sha256: video.sha256.clone(),
-        notified_at: None,
-        published_at: None,
-        failure_notified_at: None,
+        ..Job::queued(job_id, &claims.username, &video.filename, video.fid)
     };
     state.mongo.jobs.insert(&job).await?;
     // Announced before the converter can pick it up, so live clients see

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use lapin::options::BasicGetOptions;
 use lapin::types::FieldTable;
-use mongodb::bson::{DateTime, doc, oid::ObjectId};
+use mongodb::bson::oid::ObjectId;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -129,28 +129,14 @@ impl Harness {
     /// A job document, as the gateway would have created it.
     pub async fn insert_job(&self, filename: &str) -> ObjectId {
         let id = ObjectId::new();
-        let now = DateTime::now();
         self.mongo
             .jobs
             .insert(&Job {
-                id,
-                owner: "ana@example.com".into(),
-                filename: filename.into(),
                 state: JobState::Done,
                 progress: 1.0,
-                video_fid: ObjectId::new(),
-                mp3_fid: None,
-                error: None,
-                created_at: now,
-                updated_at: now,
-                options: doc! {},
-                notify_email: true,
                 duration_s: Some(61.0),
                 size_bytes: 1,
-                sha256: String::new(),
-                notified_at: None,
-                published_at: None,
-                failure_notified_at: None,
+                ..Job::queued(id, "ana@example.com", filename, ObjectId::new())
             })
             .await
             .expect("insert job");
