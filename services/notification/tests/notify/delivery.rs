@@ -84,6 +84,9 @@ async fn a_redelivered_message_for_a_notified_job_sends_nothing_twice() {
 
     harness.publish_ready(&message).await;
     sink.wait_for("twice.mp4", WAIT).await;
+    // The redelivery this guards against comes after the handler finished
+    // (its ack was lost), so wait until the send has been recorded.
+    harness.wait_for_job(job, |j| j.notified_at.is_some()).await;
     harness.publish_ready(&message).await;
     // A marker message behind the duplicate: once it is mailed, the
     // duplicate has been handled too (one consumer, in order).
