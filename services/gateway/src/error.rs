@@ -21,6 +21,10 @@ pub enum ApiError {
     FidRequired,
     #[error("not found")]
     NotFound,
+    /// The path exists under `/api/v1`, but not for this method (405, with
+    /// `Allow`).
+    #[error("method not allowed")]
+    MethodNotAllowed,
     #[error("file too large: the limit is {0} bytes")]
     TooLarge(u64),
     /// The upload is clearly not media (text, an image, an archive); names what it is.
@@ -58,6 +62,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -74,6 +79,7 @@ impl ApiError {
             Self::ExactlyOneFile => "exactly_one_file",
             Self::FidRequired => "fid_required",
             Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::TooLarge(_) => "too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::BadRequest(_) => "bad_request",
@@ -106,13 +112,34 @@ impl ApiError {
     /// `/api/v1` routes.
     pub fn into_json_response(self) -> Response {
         self.log();
-        let body = serde_json::json!({
-            "error": { "code": self.code(), "message": self.to_string() }
-        });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.to_string(),
+            },
+        };
         let mut response = (self.status(), Json(body)).into_response();
         self.add_headers(&mut response);
         response
     }
+}
+
+/// How every `/api/v1` error looks: `{"error": {"code", "message"}}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"error": {"code": "not_found", "message": "not found"}}))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable: `missing_credentials`, `not_authorized`,
+    /// `not_found`, `method_not_allowed`, `bad_request`, `invalid_options`,
+    /// `exactly_one_file`, `too_large`, `unsupported_media_type`,
+    /// `conflict`, `range_not_satisfiable`, `unavailable`, `internal`.
+    pub code: &'static str,
+    /// For people; names the offending field for invalid options.
+    pub message: String,
 }
 
 /// The classic routes' rendering: the original plain-text bodies.

@@ -6,6 +6,7 @@ pub mod auth_client;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod openapi;
 pub mod range;
 mod routes;
 pub mod sniff;

@@ -1,5 +1,7 @@
 //! The account part of the JSON API, served by auth and proxied here so
 //! clients talk to one host: login, registration, `me` and preferences.
+//! Auth's answers (and its JSON errors) pass through unchanged; when auth
+//! cannot be reached the gateway's own JSON error says so.
 
 use std::net::SocketAddr;
 
@@ -8,7 +10,8 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 
-use crate::error::ApiError;
+use crate::error::{ErrorBody, JsonError};
+use crate::openapi::{Credentials, Preferences, Profile, TokenResponse};
 use crate::state::AppState;
 
 /// What every account route needs to forward a request.
@@ -19,30 +22,59 @@ async fn forward(
     method: Method,
     path: &str,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, JsonError> {
     let (State(state), ConnectInfo(peer), headers) = request;
     let forwarded_for = crate::auth_client::forwarded_for(&headers, peer);
-    state
+    Ok(state
         .auth
         .forward(method, path, &headers, &forwarded_for, body)
-        .await
+        .await?)
 }
 
+/// `POST /api/v1/login` `{email, password}` -> `{token, expires_at}`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/login",
+    tag = "account",
+    request_body = Credentials,
+    responses(
+        (status = 200, description = "A token for `Authorization: Bearer ...`", body = TokenResponse),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "Wrong email or password", body = ErrorBody),
+        (status = 429, description = "Too many attempts", body = ErrorBody),
+        (status = 503, description = "Auth service unreachable", body = ErrorBody),
+    )
+)]
 pub async fn login(
     state: State<AppState>,
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, JsonError> {
     forward((state, peer, headers), Method::POST, "/api/v1/login", body).await
 }
 
+/// `POST /api/v1/register` `{email, password}` -> 201 and the new profile.
+#[utoipa::path(
+    post,
+    path = "/api/v1/register",
+    tag = "account",
+    request_body = Credentials,
+    responses(
+        (status = 201, description = "The new account", body = Profile),
+        (status = 400, description = "Malformed body, invalid email or weak password", body = ErrorBody),
+        (status = 403, description = "Registration is disabled", body = ErrorBody),
+        (status = 409, description = "The email is taken", body = ErrorBody),
+        (status = 429, description = "Too many attempts", body = ErrorBody),
+        (status = 503, description = "Auth service unreachable", body = ErrorBody),
+    )
+)]
 pub async fn register(
     state: State<AppState>,
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, JsonError> {
     forward(
         (state, peer, headers),
         Method::POST,
@@ -52,11 +84,24 @@ pub async fn register(
     .await
 }
 
+/// `GET /api/v1/me` -> the caller's profile.
+#[utoipa::path(
+    get,
+    path = "/api/v1/me",
+    tag = "account",
+    responses(
+        (status = 200, description = "The caller's profile", body = Profile),
+        (status = 401, description = "No token", body = ErrorBody),
+        (status = 403, description = "Invalid or expired token", body = ErrorBody),
+        (status = 503, description = "Auth service unreachable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn me(
     state: State<AppState>,
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, JsonError> {
     forward(
         (state, peer, headers),
         Method::GET,
@@ -67,12 +112,26 @@ pub async fn me(
 }
 
 /// `PUT /api/v1/me/preferences {"email_notifications": bool}`.
+#[utoipa::path(
+    put,
+    path = "/api/v1/me/preferences",
+    tag = "account",
+    request_body = Preferences,
+    responses(
+        (status = 200, description = "The updated profile", body = Profile),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "No token", body = ErrorBody),
+        (status = 403, description = "Invalid or expired token", body = ErrorBody),
+        (status = 503, description = "Auth service unreachable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn preferences(
     state: State<AppState>,
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, JsonError> {
     forward(
         (state, peer, headers),
         Method::PUT,

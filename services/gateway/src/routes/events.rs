@@ -24,7 +24,7 @@ use common::messages::JobEvent;
 
 use super::jobs::JobView;
 use crate::auth_client::Claims;
-use crate::error::{ApiError, JsonError};
+use crate::error::{ApiError, ErrorBody, JsonError};
 use crate::events::{Cursor, Live};
 use crate::state::AppState;
 
@@ -33,6 +33,21 @@ const REPLAY_LIMIT: i64 = 1000;
 /// Events waiting for a slow client before its stream stops taking live ones.
 const CLIENT_BUFFER: usize = 32;
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    tag = "jobs",
+    params(
+        ("Last-Event-ID" = Option<String>, Header, description = "The `id` of the last event received: the stream first replays every job updated since"),
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events: `event: job`, `data: {\"job\": Job}`, `id: <cursor>`, and `: keep-alive` comments. Without Last-Event-ID the stream starts with the unfinished jobs", content_type = "text/event-stream", body = String),
+        (status = 401, description = "No token", body = ErrorBody),
+        (status = 403, description = "Invalid or expired token", body = ErrorBody),
+        (status = 503, description = "MongoDB down", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -14,12 +14,13 @@ use axum::response::{IntoResponse, Response};
 use lapin::types::{AMQPValue, FieldTable};
 use mongodb::bson::{Bson, oid::ObjectId};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use common::jobs::{Job, JobState};
 use common::messages::ConversionMessage;
 
 use crate::auth_client::Claims;
-use crate::error::{ApiError, JsonError};
+use crate::error::{ApiError, ErrorBody, JsonError};
 use crate::state::AppState;
 
 /// Page size when `?limit=` is not given.
@@ -28,20 +29,61 @@ const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 200;
 
 /// A job as the API shows it (DESIGN.md): ids as hex, times in RFC 3339.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Job)]
 pub struct JobView {
+    /// 24 hex digits.
     pub id: String,
+    /// The uploaded file's name.
     pub filename: String,
+    #[schema(value_type = crate::openapi::JobStateName)]
     pub state: JobState,
+    /// 0 to 1 while converting; 1 when done.
     pub progress: f64,
+    /// The uploaded video in GridFS `videos`.
     pub video_fid: String,
+    /// The MP3 in GridFS `mp3s`, once done.
     pub mp3_fid: Option<String>,
+    /// Why the conversion failed.
     pub error: Option<String>,
+    /// RFC 3339, UTC.
     pub created_at: String,
+    /// RFC 3339, UTC.
     pub updated_at: String,
+    /// The conversion options the job was created with.
+    #[schema(value_type = crate::openapi::ConversionOptions)]
     pub options: serde_json::Value,
+    /// Seconds of audio, once converted.
     pub duration_s: Option<f64>,
+    /// Size of the uploaded video.
     pub size_bytes: i64,
+}
+
+/// `{job}`: what creating, reading and retrying a job answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobEnvelope {
+    pub job: JobView,
+    /// Present (and true) when an upload was answered with the caller's
+    /// existing job for the same content and options.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deduplicated: bool,
+}
+
+impl JobEnvelope {
+    fn new(job: &Job) -> Self {
+        Self {
+            job: JobView::from(job),
+            deduplicated: false,
+        }
+    }
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+    /// Pass as `?before=` for the next page; null on the last one.
+    pub next_before: Option<String>,
 }
 
 impl From<&Job> for JobView {
@@ -66,6 +108,23 @@ impl From<&Job> for JobView {
 
 /// `POST /api/v1/jobs`: 202 `{job}` for a new job, 200 `{job, deduplicated:
 /// true}` when the caller already had this content queued or converted.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs",
+    tag = "jobs",
+    request_body(content = crate::openapi::UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 202, description = "Stored and queued for conversion", body = JobEnvelope),
+        (status = 200, description = "The caller's existing job for the same content and options (`deduplicated: true`); the upload was dropped", body = JobEnvelope),
+        (status = 400, description = "Not exactly one file part, a malformed body, or invalid options (the message names the field)", body = ErrorBody),
+        (status = 401, description = "No token", body = ErrorBody),
+        (status = 403, description = "Invalid or expired token", body = ErrorBody),
+        (status = 413, description = "Larger than MAX_UPLOAD_BYTES; nothing is kept", body = ErrorBody),
+        (status = 415, description = "Clearly not media by its first bytes", body = ErrorBody),
+        (status = 503, description = "Storage or broker down; nothing is kept", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -73,24 +132,38 @@ pub async fn create(
 ) -> Result<Response, JsonError> {
     let claims = state.auth.validate(&headers).await?;
     let accepted = super::upload::accept(&state, &claims, &headers, multipart, true).await?;
-    let job = JobView::from(&accepted.job);
-    Ok(if accepted.deduplicated {
-        (
-            StatusCode::OK,
-            Json(serde_json::json!({ "job": job, "deduplicated": true })),
-        )
-            .into_response()
+    let body = JobEnvelope {
+        deduplicated: accepted.deduplicated,
+        ..JobEnvelope::new(&accepted.job)
+    };
+    let status = if accepted.deduplicated {
+        StatusCode::OK
     } else {
-        (
-            StatusCode::ACCEPTED,
-            Json(serde_json::json!({ "job": job })),
-        )
-            .into_response()
-    })
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(body)).into_response())
 }
 
 /// `GET /api/v1/jobs?limit=&before=|page=`: the caller's jobs (everyone's
 /// for an admin), newest first. `next_before` continues the listing.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs",
+    tag = "jobs",
+    params(
+        ("limit" = Option<i64>, Query, description = "Jobs per page, 1 to 200 (default 50)"),
+        ("before" = Option<String>, Query, description = "Only jobs older than this job id (the previous page's `next_before`)"),
+        ("page" = Option<u64>, Query, description = "Page number from 1 (instead of `before`)"),
+    ),
+    responses(
+        (status = 200, description = "The caller's jobs (everyone's for an admin), newest first", body = JobList),
+        (status = 400, description = "A bad `limit`, `page` or `before`", body = ErrorBody),
+        (status = 401, description = "No token", body = ErrorBody),
+        (status = 403, description = "Invalid or expired token", body = ErrorBody),
+        (status = 503, description = "MongoDB down", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -137,11 +210,24 @@ pub async fn list(
     let next_before = (jobs.len() as i64 == limit)
         .then(|| jobs.last().map(|job| job.id.to_hex()))
         .flatten();
-    let views: Vec<JobView> = jobs.iter().map(JobView::from).collect();
-    Ok(Json(serde_json::json!({ "jobs": views, "next_before": next_before })).into_response())
+    let jobs = jobs.iter().map(JobView::from).collect();
+    Ok(Json(JobList { jobs, next_before }).into_response())
 }
 
 /// `GET /api/v1/jobs/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "Job id (24 hex digits)")),
+    responses(
+        (status = 200, description = "The job", body = JobEnvelope),
+        (status = 401, description = "No token", body = ErrorBody),
+        (status = 403, description = "Invalid or expired token", body = ErrorBody),
+        (status = 404, description = "No such job, or someone else's", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn get(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -149,10 +235,24 @@ pub async fn get(
 ) -> Result<Response, JsonError> {
     let claims = state.auth.validate(&headers).await?;
     let job = owned_job(&state, &claims, job_id(&id)?).await?;
-    Ok(Json(serde_json::json!({ "job": JobView::from(&job) })).into_response())
+    Ok(Json(JobEnvelope::new(&job)).into_response())
 }
 
 /// `DELETE /api/v1/jobs/{id}`: the job, its video and its MP3; 204.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "Job id (24 hex digits)")),
+    responses(
+        (status = 204, description = "The job, its video and its MP3 are gone"),
+        (status = 401, description = "No token", body = ErrorBody),
+        (status = 403, description = "Invalid or expired token", body = ErrorBody),
+        (status = 404, description = "No such job, or someone else's", body = ErrorBody),
+        (status = 503, description = "MongoDB down", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -180,6 +280,21 @@ pub async fn delete(
 
 /// `POST /api/v1/jobs/{id}/retry`: a failed job goes back to the queue
 /// (202 `{job}`); any other state is a 409.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/retry",
+    tag = "jobs",
+    params(("id" = String, Path, description = "Job id (24 hex digits)")),
+    responses(
+        (status = 202, description = "Queued again", body = JobEnvelope),
+        (status = 401, description = "No token", body = ErrorBody),
+        (status = 403, description = "Invalid or expired token", body = ErrorBody),
+        (status = 404, description = "No such job, or someone else's", body = ErrorBody),
+        (status = 409, description = "The job has not failed", body = ErrorBody),
+        (status = 503, description = "Storage or broker down", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn retry(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -243,14 +358,29 @@ pub async fn retry(
         .await
         .map_err(ApiError::from)?
         .ok_or(ApiError::NotFound)?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "job": JobView::from(&job) })),
-    )
-        .into_response())
+    Ok((StatusCode::ACCEPTED, Json(JobEnvelope::new(&job))).into_response())
 }
 
 /// `GET /api/v1/jobs/{id}/mp3`: as the classic download (Range, ETag).
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/mp3",
+    tag = "jobs",
+    params(
+        ("id" = String, Path, description = "Job id (24 hex digits)"),
+        ("Range" = Option<String>, Header, description = "One byte range: `bytes=0-99`, `bytes=100-`, `bytes=-100`"),
+    ),
+    responses(
+        (status = 200, description = "The MP3, with Content-Length, ETag and a Content-Disposition naming the original file with `.mp3`", content_type = "audio/mpeg", body = Vec<u8>),
+        (status = 206, description = "The requested range (Content-Range)", content_type = "audio/mpeg", body = Vec<u8>),
+        (status = 401, description = "No token", body = ErrorBody),
+        (status = 403, description = "Invalid or expired token", body = ErrorBody),
+        (status = 404, description = "No such job, or someone else's", body = ErrorBody),
+        (status = 409, description = "The MP3 is not ready yet", body = ErrorBody),
+        (status = 416, description = "The range lies outside the file (Content-Range: bytes */length)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn mp3(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -1,18 +1,26 @@
 //! The HTTP routes. The classic ones (`/login`, `/upload`, `/download`) keep
-//! the original system's paths, bodies and status codes.
+//! the original system's paths, bodies and status codes (and axum's plain
+//! 404 and 405); everything under `/api/v1` answers in JSON, unknown paths
+//! and wrong methods included.
 
-mod account;
+pub(crate) mod account;
 mod download;
-mod events;
-mod jobs;
+pub(crate) mod events;
+pub(crate) mod jobs;
 mod login;
 mod upload;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post, put};
 
+use crate::error::{ApiError, JsonError};
 use crate::state::AppState;
+
+/// Where the JSON API lives.
+const API_PREFIX: &str = "/api/v1";
 
 /// Multipart framing around the file itself (boundaries, part headers).
 const MULTIPART_OVERHEAD: u64 = 1024 * 1024;
@@ -27,22 +35,50 @@ pub fn router(state: AppState) -> Router {
             post(upload::upload).layer(DefaultBodyLimit::max(body_limit)),
         )
         .route("/download", get(download::download))
-        .route("/api/v1/login", post(account::login))
-        .route("/api/v1/register", post(account::register))
-        .route("/api/v1/me", get(account::me))
-        .route("/api/v1/me/preferences", put(account::preferences))
+        .route("/api/v1/login", api(post(account::login)))
+        .route("/api/v1/register", api(post(account::register)))
+        .route("/api/v1/me", api(get(account::me)))
+        .route("/api/v1/me/preferences", api(put(account::preferences)))
         .route(
             "/api/v1/jobs",
-            post(jobs::create)
+            api(post(jobs::create)
                 .layer(DefaultBodyLimit::max(body_limit))
-                .get(jobs::list),
+                .get(jobs::list)),
         )
-        .route("/api/v1/jobs/{id}", get(jobs::get).delete(jobs::delete))
-        .route("/api/v1/jobs/{id}/retry", post(jobs::retry))
-        .route("/api/v1/jobs/{id}/mp3", get(jobs::mp3))
-        .route("/api/v1/events", get(events::events))
+        .route(
+            "/api/v1/jobs/{id}",
+            api(get(jobs::get).delete(jobs::delete)),
+        )
+        .route("/api/v1/jobs/{id}/retry", api(post(jobs::retry)))
+        .route("/api/v1/jobs/{id}/mp3", api(get(jobs::mp3)))
+        .route("/api/v1/events", api(get(events::events)))
+        .route(
+            "/api/v1/openapi.json",
+            api(get(crate::openapi::openapi_json)),
+        )
         .route_layer(axum::middleware::from_fn(count_requests))
+        .fallback(not_found)
         .with_state(state)
+}
+
+/// A `/api/v1` route: a method it does not serve is a JSON 405 (axum adds
+/// the `Allow` header).
+fn api(route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    route.fallback(|| async { JsonError(ApiError::MethodNotAllowed) })
+}
+
+/// No route matched: a JSON 404 under `/api/v1`, axum's plain empty one
+/// elsewhere (as the classic routes always answered).
+async fn not_found(uri: Uri) -> Response {
+    let path = uri.path();
+    let under_api = path
+        .strip_prefix(API_PREFIX)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    if under_api {
+        JsonError(ApiError::NotFound).into_response()
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    }
 }
 
 /// Counts every routed request in `gateway_http_requests_total`, labelled

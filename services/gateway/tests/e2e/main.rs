@@ -2,6 +2,7 @@
 //! One test binary (all modules declared here) so the stack helpers compile once.
 
 mod api;
+mod contract;
 mod events;
 mod failures;
 mod flow;
