@@ -21,6 +21,12 @@ pub struct Config {
     /// Milliseconds between keep-alive comments on `GET /api/v1/events`.
     #[arg(long, env = "SSE_KEEP_ALIVE_MS", default_value_t = 15_000)]
     pub sse_keep_alive_ms: u64,
+    /// Seconds that uploads and downloads in flight at shutdown (SIGTERM)
+    /// may still take; what is left after that is aborted, and an aborted
+    /// upload leaves no file and no job. Keep it under the orchestrator's
+    /// termination grace period (Kubernetes: 30 s by default).
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
     #[command(flatten)]
     pub amqp: AmqpConfig,
     #[command(flatten)]

@@ -9,6 +9,7 @@ pub mod events;
 pub mod openapi;
 pub mod range;
 mod routes;
+mod server;
 pub mod sniff;
 pub mod state;
 pub mod token;
@@ -31,6 +32,10 @@ pub struct App {
     router: Router,
     /// Set to true at shutdown: ends the SSE streams and the event subscription.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// How long requests in flight may run once shutdown has begun.
+    grace: std::time::Duration,
+    /// Upload clean-ups and commits, waited for at shutdown.
+    background: tokio_util::task::TaskTracker,
 }
 
 /// How long start-up waits for the event subscription before serving anyway
@@ -59,6 +64,7 @@ impl App {
         let auth = auth_client::AuthClient::new(&config.auth_url)?;
         auth.prefetch_keys().await;
         let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+        let background = tokio_util::task::TaskTracker::new();
         let events = events::start(&config, stopping.clone(), SUBSCRIBE_WAIT).await;
         let state = AppState {
             auth,
@@ -70,6 +76,7 @@ impl App {
             events,
             stopping,
             sse_keep_alive: std::time::Duration::from_millis(config.sse_keep_alive_ms.max(1)),
+            background: background.clone(),
         };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -78,6 +85,8 @@ impl App {
             listener,
             router: router(state),
             stopping: stopping_tx,
+            grace: std::time::Duration::from_secs(config.shutdown_grace_secs),
+            background,
         })
     }
 
@@ -85,27 +94,27 @@ impl App {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
-    /// Serves until `shutdown` resolves, then lets running requests finish.
+    /// Serves until `shutdown` resolves, then stops accepting connections,
+    /// lets running requests finish within the grace period
+    /// (`SHUTDOWN_GRACE_SECS`) and aborts the rest.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         tracing::info!(port = self.port(), "gateway listening");
-        // Peer addresses travel to auth in X-Forwarded-For (login limits).
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
         let stopping = self.stopping;
-        let shutdown = async move {
-            shutdown.await;
+        let on_shutdown = server::Shutdown {
+            grace: self.grace,
             // Live event streams never end by themselves: end them so the
             // graceful shutdown does not wait for their clients.
-            stopping.send_replace(true);
+            on_signal: Box::new(move || {
+                stopping.send_replace(true);
+            }),
+            background: self.background,
         };
-        axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP")
+        server::serve(self.listener, self.router, shutdown, on_shutdown).await;
+        tracing::info!("gateway stopped");
+        Ok(())
     }
 }
 

@@ -24,6 +24,11 @@ pub struct AppState {
     /// Turns true when the server shuts down, so SSE streams end.
     pub stopping: tokio::sync::watch::Receiver<bool>,
     pub sse_keep_alive: std::time::Duration,
+    /// Work that must finish even if the request that started it is
+    /// dropped (a client gone, the shutdown grace over): an upload's
+    /// clean-up, and its commit (job record, confirmed publish) once the
+    /// file is stored. Shutdown waits for it.
+    pub background: tokio_util::task::TaskTracker,
 }
 
 impl AppState {

@@ -5,6 +5,12 @@
 //! that does not get `success!` has left nothing behind. A file that is
 //! clearly not media by its first bytes is refused (415) before anything
 //! is stored.
+//!
+//! A request can also be dropped half-way: the client goes away, or the
+//! shutdown grace runs out. While the body is being received, a guard then
+//! removes what was stored; once the file is complete, the rest (job record,
+//! confirmed publish, or the clean-up after a failure) runs as a background
+//! task that finishes even if its request is gone, and shutdown waits for it.
 
 use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::extract::{Multipart, State};
@@ -82,7 +88,7 @@ pub async fn accept(
 ) -> Result<Accepted, ApiError> {
     // As in the original, a body without a readable file part (not multipart
     // at all, or an empty form) means "no file".
-    let mut multipart = multipart.map_err(|_| ApiError::ExactlyOneFile)?;
+    let multipart = multipart.map_err(|_| ApiError::ExactlyOneFile)?;
     let _in_flight = InFlight::start();
     let request_id = headers
         .get("x-request-id")
@@ -91,6 +97,38 @@ pub async fn accept(
         .to_owned();
 
     let job_id = ObjectId::new();
+    let fid = ObjectId::new();
+    // Dropped before `disarm` (the request was cancelled): removes the file.
+    let leftovers = Leftovers::arm(state, fid);
+    let received = receive(state, claims, multipart, with_options, job_id, fid).await;
+    let committing = received.map(|(video, options)| {
+        state.background.spawn(commit(
+            state.clone(),
+            claims.clone(),
+            headers.clone(),
+            video,
+            options,
+            request_id,
+            job_id,
+        ))
+    });
+    leftovers.disarm();
+    committing?
+        .await
+        .map_err(|err| ApiError::Internal(anyhow::anyhow!("upload commit task failed: {err}")))?
+}
+
+/// Reads the multipart body: the one file part streamed into GridFS as
+/// `fid`, and with `with_options` the `options` part. On an error nothing
+/// is left stored.
+async fn receive(
+    state: &AppState,
+    claims: &Claims,
+    mut multipart: Multipart,
+    with_options: bool,
+    job_id: ObjectId,
+    fid: ObjectId,
+) -> Result<(StoredVideo, serde_json::Value), ApiError> {
     let mut stored: Option<StoredVideo> = None;
     let mut options = serde_json::json!({});
     loop {
@@ -123,7 +161,7 @@ pub async fn accept(
             discard(state, stored.as_ref()).await;
             return Err(ApiError::ExactlyOneFile);
         }
-        match store(state, field, claims, job_id).await {
+        match store(state, field, claims, job_id, fid).await {
             Ok(video) => stored = Some(video),
             Err(err @ (ApiError::UnsupportedMediaType(_) | ApiError::TooLarge(_))) => {
                 linger(&mut multipart).await;
@@ -133,7 +171,22 @@ pub async fn accept(
         }
     }
     let video = stored.ok_or(ApiError::ExactlyOneFile)?;
+    Ok((video, options))
+}
 
+/// What follows a complete upload: the caller's existing job for the same
+/// content, or a new job record and its confirmed message. Owns its data so
+/// it can run apart from the request.
+async fn commit(
+    state: AppState,
+    claims: Claims,
+    headers: HeaderMap,
+    video: StoredVideo,
+    options: serde_json::Value,
+    request_id: String,
+    job_id: ObjectId,
+) -> Result<Accepted, ApiError> {
+    let (state, claims) = (&state, &claims);
     if let Some(job) = same_job(state, claims, &video, &options).await {
         discard(state, Some(&video)).await;
         tracing::info!(job_id = %job.id, user = %claims.username, "repeated upload answered with the existing job");
@@ -143,7 +196,7 @@ pub async fn accept(
         });
     }
 
-    let notify_email = state.auth.wants_email(headers).await;
+    let notify_email = state.auth.wants_email(&headers).await;
     let job = match enqueue(
         state,
         claims,
@@ -168,6 +221,55 @@ pub async fn accept(
         job,
         deduplicated: false,
     })
+}
+
+/// Removes a video whose upload was dropped half-way (the client went away,
+/// or the shutdown grace ran out), unless disarmed first. The removal runs
+/// on the gateway's background tracker, which shutdown waits for.
+struct Leftovers {
+    state: Option<AppState>,
+    fid: ObjectId,
+}
+
+impl Leftovers {
+    fn arm(state: &AppState, fid: ObjectId) -> Self {
+        Leftovers {
+            state: Some(state.clone()),
+            fid,
+        }
+    }
+
+    /// The upload ended on its own terms: it cleaned up or handed over.
+    fn disarm(mut self) {
+        self.state = None;
+    }
+}
+
+/// A chunk write cut off by the drop may still reach the server after the
+/// first sweep: the second one catches it.
+const SECOND_SWEEP: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let Some(state) = self.state.take() else {
+            return;
+        };
+        // No runtime means the process is going down; nothing can run.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let fid = self.fid;
+        state.background.clone().spawn(async move {
+            let bucket = state.videos_bucket();
+            let first = common::gridfs::delete(&bucket, fid).await;
+            tokio::time::sleep(SECOND_SWEEP).await;
+            let second = common::gridfs::delete(&bucket, fid).await;
+            match first.and(second) {
+                Ok(()) => tracing::info!(video_fid = %fid, "removed the video of a dropped upload"),
+                Err(err) => tracing::error!(video_fid = %fid, error = %err, "could not remove the video of a dropped upload"),
+            }
+        });
+    }
 }
 
 /// Counts an upload in `gateway_uploads_in_flight` while it is alive,
@@ -262,6 +364,7 @@ async fn store(
     mut field: Field<'_>,
     claims: &Claims,
     job_id: ObjectId,
+    fid: ObjectId,
 ) -> Result<StoredVideo, ApiError> {
     let filename = field.file_name().unwrap_or("video").to_owned();
     let content_type = field
@@ -285,7 +388,6 @@ async fn store(
         tracing::info!(filename = %filename, kind = what, user = %claims.username, "refused an upload that is not media");
         return Err(ApiError::UnsupportedMediaType(what));
     }
-    let fid = ObjectId::new();
     let bucket = state.videos_bucket();
     let mut sink = bucket
         .open_upload_stream(&filename)

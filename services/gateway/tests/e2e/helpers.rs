@@ -49,6 +49,8 @@ pub struct StackOptions {
     pub gateway_amqp_url: Option<String>,
     /// The gateway's SSE keep-alive interval in milliseconds (default 15 s).
     pub sse_keep_alive_ms: Option<u64>,
+    /// The gateway's `SHUTDOWN_GRACE_SECS` (default 30).
+    pub shutdown_grace_secs: Option<u64>,
 }
 
 impl Default for StackOptions {
@@ -58,6 +60,7 @@ impl Default for StackOptions {
             max_upload_bytes: 20_000_000,
             gateway_amqp_url: None,
             sse_keep_alive_ms: None,
+            shutdown_grace_secs: None,
         }
     }
 }
@@ -77,6 +80,8 @@ pub struct TestStack {
     _workdir: tempfile::TempDir,
     /// Auth runs apart from the rest so a test can stop it early.
     auth_service: Option<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
+    /// So does the gateway (its shutdown is under test).
+    gateway_service: Option<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
     stops: Vec<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
@@ -189,6 +194,9 @@ impl TestStack {
         if let Some(ms) = options.sse_keep_alive_ms {
             gateway_args.extend(["--sse-keep-alive-ms".to_owned(), ms.to_string()]);
         }
+        if let Some(secs) = options.shutdown_grace_secs {
+            gateway_args.extend(["--shutdown-grace-secs".to_owned(), secs.to_string()]);
+        }
         if let Some(url) = &options.gateway_amqp_url
             && let Some(at) = gateway_args.iter().position(|arg| arg == "--amqp-url")
         {
@@ -200,9 +208,8 @@ impl TestStack {
             .await
             .expect("gateway starts");
         let gateway_url = format!("http://127.0.0.1:{}", gateway_app.port());
-        let (stop, signal) = stopper();
-        stops.push(stop);
-        tasks.push(tokio::spawn(gateway_app.run(signal)));
+        let (gateway_stop, signal) = stopper();
+        let gateway_task = tokio::spawn(gateway_app.run(signal));
 
         let converter_app = converter::App::build(
             converter::Config::try_parse_from(args("converter", &["--concurrency", "2"]))
@@ -239,6 +246,7 @@ impl TestStack {
             gateway: gateway_url,
             auth: auth_url,
             auth_service: Some((auth_stop, auth_task)),
+            gateway_service: Some((gateway_stop, gateway_task)),
             http: reqwest::Client::new(),
             mail,
             jobs: mongo.jobs.clone(),
@@ -377,6 +385,23 @@ impl TestStack {
         }
     }
 
+    /// Sends the gateway its shutdown signal; the returned handle ends
+    /// with `App::run`'s result.
+    pub fn signal_gateway_shutdown(&mut self) -> JoinHandle<anyhow::Result<()>> {
+        let (stop, task) = self.gateway_service.take().expect("gateway still running");
+        let _ = stop.send(());
+        task
+    }
+
+    /// The gateway's port.
+    pub fn gateway_port(&self) -> u16 {
+        self.gateway
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .expect("gateway port")
+    }
+
     /// Number of chunks in a GridFS database's `fs.chunks`.
     pub async fn stored_chunks(&self, db: &mongodb::Database) -> u64 {
         db.collection::<mongodb::bson::Document>("fs.chunks")
@@ -397,6 +422,10 @@ impl TestStack {
     /// Stops every service and removes the test's queues and databases.
     pub async fn stop(mut self) {
         self.stop_auth().await;
+        if let Some((stop, task)) = self.gateway_service.take() {
+            self.stops.push(stop);
+            self.tasks.push(task);
+        }
         for stop in self.stops.drain(..) {
             let _ = stop.send(());
         }

@@ -8,5 +8,6 @@ mod failures;
 mod flow;
 mod helpers;
 mod metrics;
+mod shutdown;
 mod tokens;
 mod uploads;

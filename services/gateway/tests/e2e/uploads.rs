@@ -13,7 +13,7 @@ const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x10\0\0\0\x10\x08\x06\0
 
 impl TestStack {
     /// Asserts that GridFS `videos` holds no file and no chunk, and `owner` no job.
-    async fn assert_nothing_stored(&self, owner: &str) {
+    pub(crate) async fn assert_nothing_stored(&self, owner: &str) {
         assert_eq!(
             self.stored_files(&self.mongo.videos).await,
             0,
@@ -25,7 +25,7 @@ impl TestStack {
 
     /// Polls until GridFS `videos` is empty (cleanup may run in the
     /// background), failing after `timeout`.
-    async fn wait_until_videos_empty(&self, timeout: Duration) {
+    pub(crate) async fn wait_until_videos_empty(&self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let files = self.stored_files(&self.mongo.videos).await;
