@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use lapin::Confirmation;
@@ -169,6 +169,10 @@ pub enum Disposition {
 pub const ATTEMPT_HEADER: &str = "x-attempt";
 /// Header that says why a message was retried or dead-lettered.
 pub const REASON_HEADER: &str = "x-failure-reason";
+/// Header with the publish time in milliseconds since the Unix epoch: the
+/// AMQP `timestamp` property (also set) only counts whole seconds, too
+/// coarse for a queue lag on an idle queue.
+pub const PUBLISHED_MS_HEADER: &str = "x-published-ms";
 
 /// How often and how late failed messages are tried again.
 #[derive(Debug, Clone, PartialEq)]
@@ -210,6 +214,10 @@ pub struct Incoming {
     /// True when a [`Disposition::Retry`] would dead-letter instead, so the
     /// handler can record the failure for good.
     pub last_attempt: bool,
+    /// When this delivery was (last) published, from [`PUBLISHED_MS_HEADER`]
+    /// or else the AMQP `timestamp` property; `None` when the publisher set
+    /// neither. For a retried message, the time it went to its delay queue.
+    pub published_at: Option<SystemTime>,
 }
 
 impl Incoming {
@@ -220,6 +228,30 @@ impl Incoming {
             Some(AMQPValue::ShortString(value)) => value.to_string(),
             _ => String::new(),
         }
+    }
+
+    /// How long the message waited between publish and now (zero if the
+    /// clocks disagree); `None` when its publish time is unknown.
+    pub fn queue_lag(&self) -> Option<Duration> {
+        let published = self.published_at?;
+        Some(
+            SystemTime::now()
+                .duration_since(published)
+                .unwrap_or_default(),
+        )
+    }
+}
+
+fn published_at(headers: &FieldTable, timestamp: Option<u64>) -> Option<SystemTime> {
+    let ms = match headers.inner().get(PUBLISHED_MS_HEADER) {
+        Some(AMQPValue::LongLongInt(ms)) => u64::try_from(*ms).ok(),
+        Some(AMQPValue::Timestamp(ms)) => Some(*ms),
+        _ => None,
+    };
+    match (ms, timestamp) {
+        (Some(ms), _) => Some(UNIX_EPOCH + Duration::from_millis(ms)),
+        (None, Some(seconds)) => Some(UNIX_EPOCH + Duration::from_secs(seconds)),
+        (None, None) => None,
     }
 }
 
@@ -305,12 +337,14 @@ pub async fn consume<H, Fut>(
             running.spawn(async move {
                 let headers = delivery.properties.headers().clone().unwrap_or_default();
                 let attempt = attempt_of(&headers);
+                let published_at = published_at(&headers, *delivery.properties.timestamp());
                 let incoming = Incoming {
                     body: delivery.data.clone(),
                     headers,
                     redelivered: delivery.redelivered,
                     attempt,
                     last_attempt: attempt >= settings.retry.max_attempts,
+                    published_at,
                 };
                 let outcome = handler(incoming.clone()).await;
                 settle(&channel, &settings, &delivery, &incoming, outcome).await;
@@ -431,17 +465,27 @@ async fn declare_delay_queue(
 }
 
 /// Publishes persistently on a channel in confirm mode and waits for the ack.
+/// Stamps the publish time (the `timestamp` property in seconds and
+/// [`PUBLISHED_MS_HEADER`]) so consumers can measure their queue lag.
 async fn publish_on(
     channel: &Channel,
     exchange: &str,
     routing_key: &str,
     body: &[u8],
-    headers: FieldTable,
+    mut headers: FieldTable,
     mandatory: bool,
 ) -> Result<()> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    headers.insert(
+        PUBLISHED_MS_HEADER.into(),
+        AMQPValue::LongLongInt(i64::try_from(now.as_millis()).unwrap_or(i64::MAX)),
+    );
     let properties = BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
+        .with_timestamp(now.as_secs())
         .with_headers(headers);
     let confirm = channel
         .basic_publish(
@@ -661,6 +705,24 @@ mod tests {
         };
         let delays: Vec<u64> = (1..8).map(|a| policy.delay_after(a).as_secs()).collect();
         assert_eq!(delays, [30, 60, 120, 240, 480, 960, 1920]);
+    }
+
+    #[test]
+    fn publish_time_comes_from_the_ms_header_else_the_timestamp_property() {
+        let mut headers = FieldTable::default();
+        assert_eq!(published_at(&headers, None), None);
+        assert_eq!(
+            published_at(&headers, Some(1_700_000_000)),
+            Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        );
+        headers.insert(
+            PUBLISHED_MS_HEADER.into(),
+            AMQPValue::LongLongInt(1_700_000_000_250),
+        );
+        assert_eq!(
+            published_at(&headers, Some(1_700_000_000)),
+            Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_250))
+        );
     }
 
     #[test]
