@@ -43,6 +43,7 @@ impl App {
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let concurrency = config.concurrency();
+        let time_limit = config.time_limit()?;
         Ok(App {
             listener,
             worker: Worker {
@@ -51,6 +52,7 @@ impl App {
                 mp3_queue: config.amqp.mp3_queue.clone(),
                 events_exchange: config.amqp.events_exchange.clone(),
                 temp_dir: config.temp_dir.clone(),
+                time_limit,
             },
             settings: ConsumerSettings {
                 url: config.amqp.amqp_url,

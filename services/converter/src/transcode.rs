@@ -35,7 +35,8 @@
 
 use std::io;
 use std::path::Path;
-use std::sync::Once;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use ffmpeg_next as ffmpeg;
@@ -102,6 +103,20 @@ pub enum TranscodeError {
     Encode(String),
     #[error("I/O error while converting: {0}")]
     Io(#[from] io::Error),
+    /// The conversion was stopped by its [`TimeLimit`]; `limit_s` is the
+    /// allowance it had when it was stopped.
+    #[error("the conversion exceeded its time limit of {} s", seconds_text(*limit_s))]
+    TimedOut { limit_s: f64 },
+}
+
+/// `12`, `0.5`: seconds for a message, without a useless `.0`.
+fn seconds_text(seconds: f64) -> String {
+    let rounded = (seconds * 10.0).round() / 10.0;
+    if rounded.fract() == 0.0 {
+        format!("{rounded:.0}")
+    } else {
+        format!("{rounded:.1}")
+    }
 }
 
 fn invalid(message: impl Into<String>) -> TranscodeError {
@@ -137,6 +152,84 @@ pub fn init() {
     });
 }
 
+/// A hard limit on how long one conversion may take: `min` plus `factor`
+/// times the length of the input. The length is the source's duration, or
+/// the position the decoder has reached if that is further (a file whose
+/// header lies about its length is judged by the audio it holds). Until the
+/// duration is known (opening and probing the file) only `min` applies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimeLimit {
+    /// Seconds of conversion allowed per second of input.
+    pub factor: f64,
+    /// Allowed whatever the input's length.
+    pub min: Duration,
+}
+
+impl Default for TimeLimit {
+    /// Twice realtime plus a minute: the CLI converts at 100x realtime or
+    /// more, so only a wedged or pathological input ever gets near it.
+    fn default() -> Self {
+        TimeLimit {
+            factor: 2.0,
+            min: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Enforces a [`TimeLimit`] from the blocking conversion thread: checked
+/// before every packet read, and polled by FFmpeg's I/O layer through the
+/// input's interrupt callback, so even a stalled open or read stops.
+struct Watchdog {
+    started: Instant,
+    limit: Option<TimeLimit>,
+    /// Seconds of input the allowance covers, as `f64` bits (non-negative
+    /// floats order like their bits, so `fetch_max` keeps the largest).
+    media_s: AtomicU64,
+}
+
+impl Watchdog {
+    fn new(limit: Option<TimeLimit>) -> Arc<Self> {
+        Arc::new(Watchdog {
+            started: Instant::now(),
+            limit,
+            media_s: AtomicU64::new(0f64.to_bits()),
+        })
+    }
+
+    /// The input is known to last at least `seconds`.
+    fn cover(&self, seconds: f64) {
+        if seconds.is_finite() && seconds > 0.0 {
+            self.media_s.fetch_max(seconds.to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    /// Seconds the conversion may take, as far as we know the input now.
+    fn allowance_s(&self) -> Option<f64> {
+        let media_s = f64::from_bits(self.media_s.load(Ordering::Relaxed));
+        self.limit
+            .map(|limit| limit.min.as_secs_f64() + limit.factor * media_s)
+    }
+
+    fn expired(&self) -> bool {
+        self.allowance_s()
+            .is_some_and(|allowed| self.started.elapsed().as_secs_f64() > allowed)
+    }
+
+    fn timed_out(&self) -> TranscodeError {
+        TranscodeError::TimedOut {
+            limit_s: self.allowance_s().unwrap_or_default(),
+        }
+    }
+
+    fn check(&self) -> Result<(), TranscodeError> {
+        if self.expired() {
+            Err(self.timed_out())
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// Converts an audio track of `input` into an MP3 at `output`.
 ///
 /// The MP3's title tag is the source's title tag, else `title`; artist,
@@ -164,10 +257,26 @@ pub fn convert_with_progress(
     title: &str,
     on_progress: &mut dyn FnMut(f64),
 ) -> Result<Report, TranscodeError> {
+    convert_within(input, output, options, title, None, on_progress)
+}
+
+/// [`convert_with_progress`] under a hard [`TimeLimit`] (`None`: no limit).
+/// A conversion that exceeds it stops at the next packet (or FFmpeg I/O
+/// call), removes its partial output and fails with
+/// [`TranscodeError::TimedOut`].
+pub fn convert_within(
+    input: &Path,
+    output: &Path,
+    options: &Options,
+    title: &str,
+    limit: Option<TimeLimit>,
+    on_progress: &mut dyn FnMut(f64),
+) -> Result<Report, TranscodeError> {
     init();
     options.validate()?;
     let _span = tracing::debug_span!("transcode", input = %input.display()).entered();
 
+    let watchdog = Watchdog::new(limit);
     let mut partial = PartialOutput::new(output);
     let mut progress = Progress::new(on_progress);
     let mut copy = CopyMode::Allowed;
@@ -179,12 +288,17 @@ pub fn convert_with_progress(
         &mut copy,
         &mut partial,
         &mut progress,
+        &watchdog,
     )
-    .and_then(|written| verify(output, &written));
+    .and_then(|written| verify(output, &written, &watchdog));
     let report = match first {
         // A stream that cannot be copied cleanly (broken frames, a rate
         // change mid-stream, ...) may still decode: re-encode it.
-        Err(error) if copy == CopyMode::Attempted && error.is_permanent() => {
+        Err(error)
+            if copy == CopyMode::Attempted
+                && error.is_permanent()
+                && !matches!(error, TranscodeError::TimedOut { .. }) =>
+        {
             tracing::warn!(%error, "copying the MP3 stream failed; re-encoding it");
             copy = CopyMode::Off;
             let written = transcode(
@@ -195,8 +309,9 @@ pub fn convert_with_progress(
                 &mut copy,
                 &mut partial,
                 &mut progress,
+                &watchdog,
             )?;
-            verify(output, &written)?
+            verify(output, &written, &watchdog)?
         }
         other => other?,
     };
@@ -331,6 +446,7 @@ struct Chosen {
     duration_s: Option<f64>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn transcode(
     input: &Path,
     output: &Path,
@@ -339,6 +455,7 @@ fn transcode(
     copy: &mut CopyMode,
     partial: &mut PartialOutput<'_>,
     progress: &mut Progress<'_>,
+    watchdog: &Arc<Watchdog>,
 ) -> Result<Written, TranscodeError> {
     // A missing input is a problem of this machine, not of the file.
     std::fs::metadata(input)?;
@@ -352,7 +469,16 @@ fn transcode(
     // FFmpeg 5.1 already limits local inputs to file,crypto,data; pin it.
     let mut open_options = Dictionary::new();
     open_options.set("protocol_whitelist", "file");
-    let mut ictx = format::input_with_dictionary(input_str, open_options).map_err(|error| {
+    let interrupt = Arc::clone(watchdog);
+    let mut ictx = format::input_with_interrupt_and_dictionary(
+        input_str,
+        move || interrupt.expired(),
+        open_options,
+    )
+    .map_err(|error| {
+        if watchdog.expired() {
+            return watchdog.timed_out();
+        }
         match os_error(error) {
             Some(io) => TranscodeError::Io(io),
             None => TranscodeError::Unreadable(error.to_string()),
@@ -360,6 +486,7 @@ fn transcode(
     })?;
 
     let chosen = choose_stream(&ictx, options.audio_track, title)?;
+    watchdog.cover(chosen.duration_s.unwrap_or(0.0));
     let trim_start_s = options.trim_start_s.unwrap_or(0.0);
     let end_s = match (options.trim_end_s, chosen.duration_s) {
         (Some(end), Some(duration)) => Some(end.min(duration)),
@@ -380,7 +507,7 @@ fn transcode(
         && options.allows_copy(source_rate, source_channels)
     {
         *copy = CopyMode::Attempted;
-        return remux(&mut ictx, &chosen, output_str, partial, progress);
+        return remux(&mut ictx, &chosen, output_str, partial, progress, watchdog);
     }
 
     let mut decoder = codec::context::Context::from_parameters(chosen.parameters.clone())
@@ -404,10 +531,11 @@ fn transcode(
         tags: chosen.tags,
         partial,
         progress,
+        watchdog,
     };
 
     let stream_index = chosen.index;
-    let skipped = for_each_packet(&mut ictx, |packet| {
+    let skipped = for_each_packet(&mut ictx, watchdog, |packet| {
         // Video, subtitles and other audio tracks are never decoded.
         if packet.stream() == stream_index {
             transcoder.decode_packet(packet)?;
@@ -477,18 +605,22 @@ fn choose_stream(
 
 /// Reads every packet of the file and hands it to `on_packet`, which returns
 /// `false` to stop early. Corrupt data is skipped like the CLI does (the
-/// demuxers resync); returns how many packets were skipped.
+/// demuxers resync); returns how many packets were skipped. Stops with
+/// [`TranscodeError::TimedOut`] once the watchdog's limit is exceeded.
 fn for_each_packet(
     ictx: &mut format::context::Input,
+    watchdog: &Watchdog,
     mut on_packet: impl FnMut(&Packet) -> Result<bool, TranscodeError>,
 ) -> Result<u64, TranscodeError> {
     let mut consecutive_bad = 0u32;
     let mut skipped = 0u64;
     loop {
+        watchdog.check()?;
         let mut packet = Packet::empty();
         match packet.read(ictx) {
             Ok(()) => consecutive_bad = 0,
             Err(ffmpeg::Error::Eof) => return Ok(skipped),
+            Err(_) if watchdog.expired() => return Err(watchdog.timed_out()),
             Err(ffmpeg::Error::InvalidData) if consecutive_bad < MAX_CONSECUTIVE_BAD_PACKETS => {
                 consecutive_bad += 1;
                 skipped += 1;
@@ -515,6 +647,7 @@ fn remux(
     output: &str,
     partial: &mut PartialOutput<'_>,
     progress: &mut Progress<'_>,
+    watchdog: &Watchdog,
 ) -> Result<Written, TranscodeError> {
     partial.mark_created();
     let mut octx = format::output_as(output, "mp3")
@@ -536,15 +669,14 @@ fn remux(
 
     let mut copied_ticks = 0i64;
     let mut packets = 0u64;
-    let skipped = for_each_packet(ictx, |packet| {
+    let skipped = for_each_packet(ictx, watchdog, |packet| {
         if packet.stream() != chosen.index || packet.size() == 0 {
             return Ok(true);
         }
         if let Some(pts) = packet.pts() {
-            progress.at(ticks_to_seconds(
-                pts - chosen.start.unwrap_or(0),
-                chosen.time_base,
-            ));
+            let position_s = ticks_to_seconds(pts - chosen.start.unwrap_or(0), chosen.time_base);
+            progress.at(position_s);
+            watchdog.cover(position_s);
         }
         copied_ticks += packet.duration();
         packets += 1;
@@ -615,6 +747,8 @@ struct Transcoder<'a, 'p, 'c> {
     tags: Dictionary<'static>,
     partial: &'a mut PartialOutput<'p>,
     progress: &'a mut Progress<'c>,
+    /// Learns how far into the input we are.
+    watchdog: &'a Watchdog,
 }
 
 impl Transcoder<'_, '_, '_> {
@@ -661,10 +795,9 @@ impl Transcoder<'_, '_, '_> {
         let timestamp = self.decoded.timestamp();
         self.decoded.set_pts(timestamp);
         if let Some(timestamp) = timestamp {
-            self.progress.at(ticks_to_seconds(
-                timestamp - self.origin.unwrap_or(0),
-                self.time_base,
-            ));
+            let position_s = ticks_to_seconds(timestamp - self.origin.unwrap_or(0), self.time_base);
+            self.progress.at(position_s);
+            self.watchdog.cover(position_s);
         }
 
         let encoding = match &mut self.encoding {
@@ -1228,9 +1361,21 @@ fn output_tags(
     tags
 }
 
-/// Opens the finished MP3 the way a player would, decodes all of it, checks
-/// it lasts as long as the span we converted, and fills the report.
-fn verify(output: &Path, written: &Written) -> Result<Report, TranscodeError> {
+/// Packets decoded at each of the start, middle and end of the MP3.
+const VERIFY_WINDOW: usize = 4;
+
+/// Opens the finished MP3 the way a player would, checks it lasts as long
+/// as the span we converted, and fills the report; without decoding all of
+/// it, which would cost an eighth of the conversion again.
+///
+/// * Every packet is demuxed and its MPEG audio frame header read: the
+///   header says how many samples the frame holds (and its rate and
+///   channels, which must not change). The decoder's gapless trimming
+///   (LAME's delay and padding, which the demuxer hands out as skip-samples
+///   side data) is subtracted: the same count a full decode gives.
+/// * A few frames at the start, the middle and the end are decoded: the
+///   stream must decode, to the rate and channels its headers announce.
+fn verify(output: &Path, written: &Written, watchdog: &Watchdog) -> Result<Report, TranscodeError> {
     let output_bytes = std::fs::metadata(output)?.len();
     if output_bytes == 0 {
         return Err(unverified("the file is empty"));
@@ -1248,39 +1393,21 @@ fn verify(output: &Path, written: &Written) -> Result<Report, TranscodeError> {
         let bit_rate = parameters.bit_rate();
         (stream.index(), parameters, bit_rate)
     };
-    let mut decoder = codec::context::Context::from_parameters(parameters)
+    let decoder = codec::context::Context::from_parameters(parameters)
         .and_then(|context| context.decoder().audio())
         .map_err(|error| unverified(format!("it has no MP3 decoder: {error}")))?;
+    let mut sampler = Sampler::new(decoder);
 
-    let mut decoded = frame::Audio::empty();
-    let mut samples = 0u64;
-    let mut rate = 0u32;
-    let mut channels = 0u16;
-    let mut receive = |decoder: &mut codec::decoder::Audio| -> Result<(), TranscodeError> {
-        loop {
-            match decoder.receive_frame(&mut decoded) {
-                Ok(()) if decoded.samples() == 0 => {}
-                Ok(()) => {
-                    if rate != 0 && (decoded.rate() != rate || decoded.channels() != channels) {
-                        return Err(unverified(format!(
-                            "its format changes mid-stream ({rate} Hz, {channels} channels, \
-                             then {} Hz, {} channels)",
-                            decoded.rate(),
-                            decoded.channels()
-                        )));
-                    }
-                    samples += decoded.samples() as u64;
-                    rate = decoded.rate();
-                    channels = decoded.channels();
-                }
-                Err(ffmpeg::Error::Other { errno: EAGAIN }) | Err(ffmpeg::Error::Eof) => {
-                    return Ok(());
-                }
-                Err(error) => return Err(unverified(format!("it does not decode: {error}"))),
-            }
-        }
-    };
+    let mut first: Option<FrameHeader> = None;
+    let mut frame_samples = 0u64;
+    let mut skipped = 0u64;
+    let mut packets = 0usize;
+    // Where the middle window starts, in samples.
+    let middle = (written.expected_s.max(0.0) / 2.0 * 1000.0) as u64;
+    let mut middle_at: Option<usize> = None;
+    let mut last = std::collections::VecDeque::with_capacity(VERIFY_WINDOW);
     loop {
+        watchdog.check()?;
         let mut packet = Packet::empty();
         match packet.read(&mut ictx) {
             Ok(()) => {}
@@ -1290,21 +1417,69 @@ fn verify(output: &Path, written: &Written) -> Result<Report, TranscodeError> {
         if packet.stream() != index {
             continue;
         }
-        decoder
-            .send_packet(&packet)
-            .map_err(|error| unverified(format!("it does not decode: {error}")))?;
-        receive(&mut decoder)?;
-    }
-    match decoder.send_eof() {
-        Ok(()) | Err(ffmpeg::Error::Eof) => {}
-        Err(error) => return Err(unverified(format!("it does not decode: {error}"))),
-    }
-    receive(&mut decoder)?;
+        let header = packet
+            .data()
+            .and_then(FrameHeader::parse)
+            .ok_or_else(|| unverified(format!("packet {packets} is not an MPEG audio frame")))?;
+        match first {
+            None => first = Some(header),
+            Some(first) if !first.same_format(&header) => {
+                return Err(unverified(format!(
+                    "its format changes mid-stream ({} Hz, {} channels, then {} Hz, {} \
+                     channels)",
+                    first.sample_rate, first.channels, header.sample_rate, header.channels
+                )));
+            }
+            Some(_) => {}
+        }
+        frame_samples += u64::from(header.samples);
+        skipped += skip_samples(&packet);
 
-    if samples == 0 || rate == 0 {
+        // Start: the first packets; middle: from the packet that crosses
+        // half the expected length (in ms, to stay in integers).
+        if packets < VERIFY_WINDOW {
+            sampler.decode(&packet, "start")?;
+        } else if middle_at.is_none()
+            && frame_samples * 1000 / u64::from(header.sample_rate) >= middle
+        {
+            middle_at = Some(packets);
+            sampler.restart()?;
+        }
+        if let Some(at) = middle_at
+            && packets >= VERIFY_WINDOW
+            && packets < at + VERIFY_WINDOW
+        {
+            sampler.decode(&packet, "middle")?;
+        }
+        if last.len() == VERIFY_WINDOW {
+            last.pop_front();
+        }
+        last.push_back(packet);
+        packets += 1;
+    }
+    let Some(header) = first else {
+        return Err(unverified("it decodes to no audio"));
+    };
+    sampler.restart()?;
+    for packet in &last {
+        sampler.decode(packet, "end")?;
+    }
+    sampler.finish()?;
+    if let Some((rate, channels)) = sampler.format
+        && (rate != header.sample_rate || channels != header.channels)
+    {
+        return Err(unverified(format!(
+            "it decodes to {rate} Hz, {channels} channels where its headers say {} Hz, {} \
+             channels",
+            header.sample_rate, header.channels
+        )));
+    }
+
+    let samples = frame_samples.saturating_sub(skipped);
+    if samples == 0 {
         return Err(unverified("it decodes to no audio"));
     }
-    let duration_s = samples as f64 / f64::from(rate);
+    let duration_s = samples as f64 / f64::from(header.sample_rate);
     check_duration(duration_s, written.expected_s).map_err(unverified)?;
 
     // From the first frame header for CBR, from the Xing header for VBR.
@@ -1316,11 +1491,157 @@ fn verify(output: &Path, written: &Written) -> Result<Report, TranscodeError> {
     Ok(Report {
         duration_s,
         bitrate_kbps,
-        sample_rate: rate,
-        channels,
+        sample_rate: header.sample_rate,
+        channels: header.channels,
         output_bytes,
         copied: written.copied,
     })
+}
+
+/// The parts of an MPEG audio frame header verification needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FrameHeader {
+    sample_rate: u32,
+    channels: u16,
+    /// Samples per channel the frame decodes to.
+    samples: u32,
+}
+
+impl FrameHeader {
+    /// Reads the 4-byte header at the start of `frame` (ISO 11172-3 and
+    /// 13818-3, plus the MPEG 2.5 extension); `None` if it is not one.
+    fn parse(frame: &[u8]) -> Option<Self> {
+        let [b0, b1, b2, b3, ..] = *frame else {
+            return None;
+        };
+        if b0 != 0xff || b1 & 0xe0 != 0xe0 {
+            return None;
+        }
+        let version = (b1 >> 3) & 0b11; // 0: MPEG 2.5, 1: reserved, 2: MPEG 2, 3: MPEG 1
+        let layer = (b1 >> 1) & 0b11; // 1: III, 2: II, 3: I, 0: reserved
+        let bitrate_index = b2 >> 4;
+        let rate_index = (b2 >> 2) & 0b11;
+        if version == 1 || layer == 0 || bitrate_index == 0b1111 || rate_index == 0b11 {
+            return None;
+        }
+        let base_rate = [44_100, 48_000, 32_000][usize::from(rate_index)];
+        let sample_rate = match version {
+            3 => base_rate,
+            2 => base_rate / 2,
+            _ => base_rate / 4,
+        };
+        let samples = match (layer, version) {
+            (3, _) => 384,
+            (2, _) | (1, 3) => 1152,
+            _ => 576,
+        };
+        Some(FrameHeader {
+            sample_rate,
+            channels: if b3 >> 6 == 0b11 { 1 } else { 2 },
+            samples,
+        })
+    }
+
+    fn same_format(&self, other: &FrameHeader) -> bool {
+        self.sample_rate == other.sample_rate && self.channels == other.channels
+    }
+}
+
+/// Samples the decoder drops from a packet for gapless playback (the
+/// `AV_PKT_DATA_SKIP_SAMPLES` side data: 32-bit little-endian counts from
+/// the start and from the end of the frame).
+fn skip_samples(packet: &Packet) -> u64 {
+    packet
+        .side_data()
+        .filter(|side| side.kind() == ffmpeg::codec::packet::side_data::Type::SkipSamples)
+        .map(|side| {
+            let word = |at: usize| {
+                side.data()
+                    .get(at..at + 4)
+                    .and_then(|bytes| <[u8; 4]>::try_from(bytes).ok())
+                    .map_or(0, |bytes| u64::from(u32::from_le_bytes(bytes)))
+            };
+            word(0) + word(4)
+        })
+        .sum()
+}
+
+/// Decodes windows of a few packets, each from a clean decoder state (as
+/// after a seek), and requires each to produce audio.
+struct Sampler {
+    decoder: codec::decoder::Audio,
+    frame: frame::Audio,
+    /// Samples the current window produced so far, and its name.
+    window: Option<(&'static str, u64)>,
+    /// Rate and channels of the decoded frames.
+    format: Option<(u32, u16)>,
+}
+
+impl Sampler {
+    fn new(decoder: codec::decoder::Audio) -> Self {
+        Sampler {
+            decoder,
+            frame: frame::Audio::empty(),
+            window: None,
+            format: None,
+        }
+    }
+
+    fn decode(&mut self, packet: &Packet, window: &'static str) -> Result<(), TranscodeError> {
+        self.window.get_or_insert((window, 0));
+        self.decoder
+            .send_packet(packet)
+            .map_err(|error| unverified(format!("its {window} does not decode: {error}")))?;
+        self.receive(window)
+    }
+
+    fn receive(&mut self, window: &'static str) -> Result<(), TranscodeError> {
+        loop {
+            match self.decoder.receive_frame(&mut self.frame) {
+                Ok(()) if self.frame.samples() == 0 => {}
+                Ok(()) => {
+                    self.format = Some((self.frame.rate(), self.frame.channels()));
+                    if let Some((_, samples)) = &mut self.window {
+                        *samples += self.frame.samples() as u64;
+                    }
+                }
+                Err(ffmpeg::Error::Other { errno: EAGAIN }) | Err(ffmpeg::Error::Eof) => {
+                    return Ok(());
+                }
+                Err(error) => {
+                    return Err(unverified(format!("its {window} does not decode: {error}")));
+                }
+            }
+        }
+    }
+
+    /// Ends the current window (it must have produced audio) and resets
+    /// the decoder for the next one.
+    fn restart(&mut self) -> Result<(), TranscodeError> {
+        self.close_window()?;
+        self.decoder.flush();
+        Ok(())
+    }
+
+    fn close_window(&mut self) -> Result<(), TranscodeError> {
+        match self.window.take() {
+            Some((name, 0)) => Err(unverified(format!("its {name} decodes to no audio"))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Drains the decoder and closes the last window.
+    fn finish(&mut self) -> Result<(), TranscodeError> {
+        let window = self.window.map_or("end", |(name, _)| name);
+        match self.decoder.send_eof() {
+            Ok(()) | Err(ffmpeg::Error::Eof) => {}
+            Err(error) => {
+                return Err(unverified(format!("its {window} does not decode: {error}")));
+            }
+        }
+        self.receive(window)?;
+        self.close_window()
+    }
 }
 
 /// The decoded MP3 must last as long as the converted span, within
@@ -2413,12 +2734,12 @@ mod tests {
             expected_s: 4.0,
             copied: false,
         };
-        assert!(verify(&output, &expect_4s).is_ok());
+        assert!(verify(&output, &expect_4s, &Watchdog::new(None)).is_ok());
         let expect_5s = Written {
             expected_s: 5.0,
             copied: false,
         };
-        let error = verify(&output, &expect_5s).expect_err("too short");
+        let error = verify(&output, &expect_5s, &Watchdog::new(None)).expect_err("too short");
         assert!(
             error
                 .to_string()
@@ -2427,7 +2748,7 @@ mod tests {
         );
         let garbage = dir.path("garbage.mp3");
         std::fs::write(&garbage, [0u8; 4096]).expect("write garbage");
-        let error = verify(&garbage, &expect_4s).expect_err("garbage");
+        let error = verify(&garbage, &expect_4s, &Watchdog::new(None)).expect_err("garbage");
         assert!(error.to_string().contains("failed verification"), "{error}");
         assert!(error.is_permanent());
     }
@@ -2598,6 +2919,277 @@ mod tests {
         unknown.at(5.0);
         unknown.finish();
         assert_eq!(silent, [1.0], "no duration, no fractions");
+    }
+
+    /// The old verification: decodes every frame and counts the samples.
+    fn decoded_samples(path: &Path) -> (u64, u32) {
+        let mut ictx = format::input(path).expect("open MP3");
+        let stream = ictx.streams().best(media::Type::Audio).expect("audio");
+        let index = stream.index();
+        let mut decoder = codec::context::Context::from_parameters(stream.parameters())
+            .and_then(|context| context.decoder().audio())
+            .expect("decoder");
+        let mut frame = frame::Audio::empty();
+        let (mut samples, mut rate) = (0u64, 0u32);
+        let mut drain = |decoder: &mut codec::decoder::Audio| {
+            while decoder.receive_frame(&mut frame).is_ok() {
+                samples += frame.samples() as u64;
+                rate = frame.rate();
+            }
+        };
+        for (stream, packet) in ictx.packets() {
+            if stream.index() == index {
+                decoder.send_packet(&packet).expect("decodes");
+                drain(&mut decoder);
+            }
+        }
+        decoder.send_eof().expect("eof");
+        drain(&mut decoder);
+        (samples, rate)
+    }
+
+    #[test]
+    fn counting_frame_headers_gives_the_length_a_full_decode_gives() {
+        let dir = Dir::new();
+        let cases: [(&str, &str, serde_json::Value); 6] = [
+            (
+                "stereo.wav",
+                "-f lavfi -i sine=frequency=440:sample_rate=44100:duration=7.3 -ac 2 -c:a pcm_s16le",
+                json!({}),
+            ),
+            (
+                "mono8k.wav",
+                "-f lavfi -i sine=frequency=300:sample_rate=8000:duration=3.1 -c:a pcm_s16le",
+                json!({}),
+            ),
+            (
+                "cbr.wav",
+                "-f lavfi -i sine=frequency=440:sample_rate=48000:duration=2 -c:a pcm_s16le",
+                json!({"quality": "cbr", "bitrate_kbps": 96}),
+            ),
+            (
+                "trimmed.wav",
+                "-f lavfi -i sine=frequency=440:sample_rate=44100:duration=6 -c:a pcm_s16le",
+                json!({"trim_start_s": 1.25, "trim_end_s": 4.5}),
+            ),
+            (
+                "short.wav",
+                "-f lavfi -i sine=frequency=440:sample_rate=22050:duration=0.05 -c:a pcm_s16le",
+                json!({}),
+            ),
+            (
+                "copied.mp3",
+                "-f lavfi -i sine=frequency=440:sample_rate=44100:duration=5 -c:a libmp3lame -q:a 4",
+                json!({}),
+            ),
+        ];
+        for (name, args, options) in cases {
+            let input = dir.str(name);
+            ffmpeg_cli(args, &[&input]);
+            let output = dir.path(&format!("{name}.out.mp3"));
+            let options = Options::from_json(&options).expect("valid options");
+
+            let report = convert(Path::new(&input), &output, &options, "t").expect(name);
+
+            let (samples, rate) = decoded_samples(&output);
+            assert_eq!(rate, report.sample_rate, "{name}");
+            assert_eq!(
+                report.duration_s,
+                samples as f64 / f64::from(rate),
+                "{name}: counted {} s, decoded {samples} samples",
+                report.duration_s
+            );
+        }
+    }
+
+    #[test]
+    fn frame_headers_are_read_for_every_mpeg_version_and_refused_otherwise() {
+        // MPEG 1 layer III, 128 kbit/s, 44.1 kHz, joint stereo.
+        assert_eq!(
+            FrameHeader::parse(&[0xff, 0xfb, 0x90, 0x64]),
+            Some(FrameHeader {
+                sample_rate: 44_100,
+                channels: 2,
+                samples: 1152
+            })
+        );
+        // MPEG 2 layer III, 24 kHz, mono.
+        assert_eq!(
+            FrameHeader::parse(&[0xff, 0xf3, 0x54, 0xc4]),
+            Some(FrameHeader {
+                sample_rate: 24_000,
+                channels: 1,
+                samples: 576
+            })
+        );
+        // MPEG 2.5 layer III, 8 kHz, mono.
+        assert_eq!(
+            FrameHeader::parse(&[0xff, 0xe3, 0x18, 0xc4]),
+            Some(FrameHeader {
+                sample_rate: 8_000,
+                channels: 1,
+                samples: 576
+            })
+        );
+        assert_eq!(FrameHeader::parse(&[0xff, 0xfb, 0x90]), None, "too short");
+        assert_eq!(FrameHeader::parse(&[0x49, 0x44, 0x33, 0x04]), None, "ID3");
+        assert_eq!(
+            FrameHeader::parse(&[0xff, 0xeb, 0x90, 0x64]),
+            None,
+            "reserved version"
+        );
+        assert_eq!(
+            FrameHeader::parse(&[0xff, 0xfb, 0x9c, 0x64]),
+            None,
+            "reserved rate"
+        );
+        assert_eq!(
+            FrameHeader::parse(&[0xff, 0xfb, 0xf0, 0x64]),
+            None,
+            "bad bit rate"
+        );
+    }
+
+    #[test]
+    fn verification_rejects_a_truncated_or_damaged_mp3() {
+        let dir = Dir::new();
+        let input = dir.str("tone.wav");
+        ffmpeg_cli(
+            "-f lavfi -i sine=frequency=440:sample_rate=44100:duration=20 -ac 2 -c:a pcm_s16le",
+            &[&input],
+        );
+        let output = dir.path("tone.mp3");
+        convert_ok(Path::new(&input), &output, &Options::default(), "t");
+        let bytes = std::fs::read(&output).expect("read MP3");
+        let expect_20s = Written {
+            expected_s: 20.0,
+            copied: false,
+        };
+
+        // Cut off half way, as a full disk would.
+        let truncated = dir.path("truncated.mp3");
+        std::fs::write(&truncated, &bytes[..bytes.len() / 2]).expect("write");
+        let error =
+            verify(&truncated, &expect_20s, &Watchdog::new(None)).expect_err("half is missing");
+        assert!(error.to_string().contains("it lasts"), "{error}");
+
+        // A fifth of the frames overwritten with zeros.
+        let mut zeroed = bytes.clone();
+        let (from, to) = (bytes.len() * 2 / 5, bytes.len() * 3 / 5);
+        zeroed[from..to].fill(0);
+        let damaged = dir.path("zeroed.mp3");
+        std::fs::write(&damaged, &zeroed).expect("write");
+        let error =
+            verify(&damaged, &expect_20s, &Watchdog::new(None)).expect_err("frames are missing");
+        assert!(error.to_string().contains("failed verification"), "{error}");
+
+        // Only the ID3 tag survives.
+        let tag_only = dir.path("tag-only.mp3");
+        std::fs::write(&tag_only, &bytes[..200]).expect("write");
+        let error = verify(&tag_only, &expect_20s, &Watchdog::new(None)).expect_err("no audio");
+        assert!(error.to_string().contains("failed verification"), "{error}");
+        assert!(error.is_permanent());
+    }
+
+    #[test]
+    fn a_conversion_over_its_time_limit_stops_and_leaves_nothing() {
+        let dir = Dir::new();
+        let input = dir.str("long.m4a");
+        ffmpeg_cli(
+            "-f lavfi -i sine=frequency=440:sample_rate=44100:duration=600 -c:a aac -b:a 48k",
+            &[&input],
+        );
+        let output = dir.path("long.mp3");
+        let limit = TimeLimit {
+            factor: 0.0,
+            min: Duration::from_millis(300),
+        };
+
+        let started = Instant::now();
+        let error = convert_within(
+            Path::new(&input),
+            &output,
+            &Options::default(),
+            "t",
+            Some(limit),
+            &mut |_| {},
+        )
+        .expect_err("10 minutes do not convert in 0.3 s");
+        let took = started.elapsed();
+
+        assert!(
+            matches!(error, TranscodeError::TimedOut { limit_s } if limit_s == 0.3),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "the conversion exceeded its time limit of 0.3 s"
+        );
+        assert!(error.is_permanent());
+        assert!(took < Duration::from_secs(2), "it went on for {took:?}");
+        assert!(!output.exists(), "the partial MP3 was removed");
+
+        // No time at all: stopped while FFmpeg opens the file.
+        let none = TimeLimit {
+            factor: 0.0,
+            min: Duration::ZERO,
+        };
+        let error = convert_within(
+            Path::new(&input),
+            &output,
+            &Options::default(),
+            "t",
+            Some(none),
+            &mut |_| {},
+        )
+        .expect_err("no time");
+        assert!(
+            matches!(error, TranscodeError::TimedOut { .. }),
+            "{error:?}"
+        );
+        assert!(!output.exists());
+    }
+
+    #[test]
+    fn the_time_limit_scales_with_the_input() {
+        let dir = Dir::new();
+        let input = dir.str("tone.wav");
+        ffmpeg_cli(
+            "-f lavfi -i sine=frequency=440:sample_rate=44100:duration=30 -c:a pcm_s16le",
+            &[&input],
+        );
+        let output = dir.path("tone.mp3");
+        // 0.1 s alone would not do; 0.1 s + 0.2 s per second of input does.
+        let limit = TimeLimit {
+            factor: 0.2,
+            min: Duration::from_millis(100),
+        };
+
+        let report = convert_within(
+            Path::new(&input),
+            &output,
+            &Options::default(),
+            "t",
+            Some(limit),
+            &mut |_| {},
+        )
+        .expect("6.1 s is plenty for 30 s of audio");
+
+        assert_mp3_duration(&report, 30.0);
+        let watchdog = Watchdog::new(Some(limit));
+        assert_eq!(watchdog.allowance_s(), Some(0.1));
+        watchdog.cover(30.0);
+        watchdog.cover(f64::NAN);
+        watchdog.cover(-4.0);
+        assert_eq!(watchdog.allowance_s(), Some(0.1 + 0.2 * 30.0));
+        // A file that holds more than it says is judged by what it holds.
+        watchdog.cover(50.0);
+        watchdog.cover(40.0);
+        assert_eq!(watchdog.allowance_s(), Some(0.1 + 0.2 * 50.0));
+        assert!(!watchdog.expired());
+        assert_eq!(Watchdog::new(None).allowance_s(), None);
+        assert_eq!(seconds_text(0.25), "0.3");
+        assert_eq!(seconds_text(1260.0), "1260");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use common::jobs::{Job, JobState};
 use common::messages::{ConversionMessage, JobEvent};
 
 use crate::error::Error;
-use crate::transcode::{self, Options};
+use crate::transcode::{self, Options, TimeLimit, TranscodeError};
 
 /// What happened to a message that did not fail.
 #[derive(Debug, PartialEq)]
@@ -37,6 +37,8 @@ pub struct Worker {
     /// Topic exchange for job state changes.
     pub events_exchange: String,
     pub temp_dir: Option<PathBuf>,
+    /// How long one conversion may run before it is stopped.
+    pub time_limit: TimeLimit,
 }
 
 impl Worker {
@@ -53,6 +55,13 @@ impl Worker {
                 return Disposition::DeadLetter(err.to_string());
             }
         };
+        // Retried messages wait in delay queues on purpose: only first
+        // deliveries say how far behind the converters are.
+        if incoming.attempt == 1
+            && let Some(lag) = incoming.queue_lag()
+        {
+            metrics::histogram!("converter_queue_lag_seconds").record(lag.as_secs_f64());
+        }
         let span = tracing::info_span!("convert", job_id = %message.job_id, video_fid = %message.video_fid, request_id = %request_id, attempt = incoming.attempt);
         let _entered = span.enter();
         match self.handle(&message, &request_id).await {
@@ -60,6 +69,17 @@ impl Worker {
                 tracing::info!(?outcome, "video handled");
                 count("ok");
                 Disposition::Ack
+            }
+            // Stopped by the time limit: failed for good, and dead-lettered
+            // so an operator can replay it with a larger limit.
+            Err(err @ Error::Transcode(TranscodeError::TimedOut { .. })) => {
+                tracing::warn!(error = %err, "conversion stopped by its time limit");
+                count("timed_out");
+                let reason = err.to_string();
+                match self.fail_job(&message, &reason).await {
+                    Ok(()) => Disposition::DeadLetter(reason),
+                    Err(record) => Disposition::Retry(record.to_string()),
+                }
             }
             Err(err) if err.is_permanent() => {
                 tracing::warn!(error = %err, "conversion failed permanently");
@@ -128,13 +148,23 @@ impl Worker {
         let reporter = self.report_progress(job_id, message, progress_rx);
         let conversion = {
             let (input, output, title) = (input.clone(), output.clone(), stem.clone());
+            let limit = self.time_limit;
             let span = tracing::Span::current();
+            // The conversion enforces its own time limit on this thread
+            // (a blocking thread cannot be killed from outside).
             tokio::task::spawn_blocking(move || {
                 let _entered = span.enter();
-                transcode::convert_with_progress(&input, &output, &options, &title, &mut |p| {
-                    // A full channel only drops an intermediate figure.
-                    let _ = progress_tx.try_send(p);
-                })
+                transcode::convert_within(
+                    &input,
+                    &output,
+                    &options,
+                    &title,
+                    Some(limit),
+                    &mut |p| {
+                        // A full channel only drops an intermediate figure.
+                        let _ = progress_tx.try_send(p);
+                    },
+                )
             })
         };
         let (report, ()) = tokio::join!(conversion, reporter);
