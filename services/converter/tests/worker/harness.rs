@@ -1,5 +1,6 @@
-//! Per-test names, a queued job with its video in GridFS, publishing, and a
-//! TCP proxy that can make MongoDB unreachable on demand.
+//! Per-test names, a queued job with its video in GridFS, publishing, an
+//! in-process converter with its operations port, the FFmpeg CLI for test
+//! inputs, and a TCP proxy that can make MongoDB unreachable on demand.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -7,8 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use clap::Parser;
+use lapin::options::BasicGetOptions;
 use lapin::types::FieldTable;
 use mongodb::bson::{doc, oid::ObjectId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
 
 use common::amqp::Publisher;
 use common::config::MongoStores;
@@ -96,6 +101,11 @@ impl World {
     /// Stores `video` in GridFS, records a queued job for it and publishes
     /// its `video` message, as the gateway does. Returns the job id.
     pub async fn submit(&self, video: &Path) -> ObjectId {
+        self.submit_with(video, serde_json::json!({})).await
+    }
+
+    /// [`World::submit`] with job options.
+    pub async fn submit_with(&self, video: &Path, options: serde_json::Value) -> ObjectId {
         let name = video
             .file_name()
             .expect("name")
@@ -121,7 +131,7 @@ impl World {
             username: "ana@example.com".into(),
             job_id: id.to_hex(),
             filename: name,
-            options: serde_json::json!({}),
+            options,
             notify_email: false,
             duration_s: None,
         };
@@ -165,6 +175,52 @@ impl World {
             .count_documents(doc! { "metadata.job_id": job })
             .await
             .expect("count")
+    }
+
+    /// Downloads the job's MP3 from GridFS into `path`.
+    pub async fn download_mp3(&self, mp3_fid: ObjectId, path: &Path) {
+        let bucket = common::gridfs::bucket(&self.mongo.mp3s);
+        common::gridfs::download_to_file(&bucket, mp3_fid, path)
+            .await
+            .expect("download the MP3");
+    }
+
+    /// Takes one message off this world's `video.dlq`, waiting up to
+    /// `timeout` for it; returns its failure reason header.
+    pub async fn dead_lettered(&self, timeout: Duration) -> Option<String> {
+        let conn = common::amqp::connect(&amqp_url(), "dlq-reader")
+            .await
+            .expect("connect");
+        let channel = conn.create_channel().await.expect("channel");
+        let dlq = common::amqp::dead_letter_queue(&self.video_queue());
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut reason = None;
+        while tokio::time::Instant::now() < deadline {
+            // The queue exists once the converter dead-lettered something.
+            let got = channel
+                .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: true })
+                .await;
+            match got {
+                Ok(Some(message)) => {
+                    let headers = message
+                        .delivery
+                        .properties
+                        .headers()
+                        .clone()
+                        .unwrap_or_default();
+                    reason = Some(match headers.inner().get(common::amqp::REASON_HEADER) {
+                        Some(lapin::types::AMQPValue::LongString(text)) => text.to_string(),
+                        _ => String::new(),
+                    });
+                    break;
+                }
+                Ok(None) => {}
+                Err(_) => break,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = conn.close(200, "done".into()).await;
+        reason
     }
 
     /// True once a queue exists on the broker.
@@ -269,4 +325,89 @@ impl FlakyProxy {
     pub fn uri(&self) -> String {
         format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
     }
+}
+
+/// A converter running in this process.
+pub struct Running {
+    /// Its operations port (/healthz, /metrics).
+    pub port: u16,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Builds and starts a converter from command-line `args`.
+pub async fn start_converter(args: Vec<String>) -> Running {
+    let app = converter::App::build(converter::Config::try_parse_from(args).expect("config"))
+        .await
+        .expect("converter starts");
+    let port = app.port();
+    let (stop, signal) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run(async move {
+        let _ = signal.await;
+    }));
+    Running { port, stop, task }
+}
+
+impl Running {
+    /// A plain HTTP/1.0 GET on the operations port: (status line, body).
+    pub async fn get(&self, path: &str) -> (String, String) {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("connect to the operations port");
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+            .await
+            .expect("send");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .await
+            .expect("read the response");
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        let status = head.lines().next().unwrap_or_default().to_owned();
+        (status, body.to_owned())
+    }
+
+    /// Stops consuming and waits for the converter to finish.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.expect("join").expect("clean stop");
+    }
+}
+
+/// Runs the `ffmpeg` CLI with `args` (split on whitespace) and then `tail`.
+pub fn ffmpeg(args: &str, tail: &[&str]) {
+    let status = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-y"])
+        .args(args.split_whitespace())
+        .args(tail)
+        .status()
+        .expect("run ffmpeg");
+    assert!(status.success(), "ffmpeg {args} {tail:?} failed");
+}
+
+/// `ffprobe` of a file as JSON (format and streams).
+pub fn ffprobe(path: &Path) -> serde_json::Value {
+    let output = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+        ])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    assert!(output.status.success(), "ffprobe {} failed", path.display());
+    serde_json::from_slice(&output.stdout).expect("ffprobe prints JSON")
+}
+
+/// Whatever is left in a directory.
+pub fn leftovers(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .expect("read the temp dir")
+        .map(|entry| entry.expect("entry").path())
+        .collect()
 }

@@ -1,6 +1,9 @@
 //! The converter worker against the real RabbitMQ and MongoDB-compatible
-//! server: retries, dead letters and a crash mid-conversion. One binary.
+//! server: the input corpus, time limits and metrics, retries, dead letters
+//! and a crash mid-conversion. One binary.
 
+mod corpus;
 mod crash;
 mod harness;
+mod limits;
 mod retries;

@@ -3,30 +3,12 @@
 
 use std::time::Duration;
 
-use clap::Parser;
 use lapin::options::BasicGetOptions;
 use lapin::types::AMQPValue;
-use tokio::sync::oneshot;
 
 use common::jobs::JobState;
 
-use crate::harness::{FlakyProxy, World, amqp_url, make_audio, mongodb_uri};
-
-async fn start_converter(
-    args: Vec<String>,
-) -> (
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
-    let app = converter::App::build(converter::Config::try_parse_from(args).expect("config"))
-        .await
-        .expect("converter starts");
-    let (stop, signal) = oneshot::channel::<()>();
-    let task = tokio::spawn(app.run(async move {
-        let _ = signal.await;
-    }));
-    (stop, task)
-}
+use crate::harness::{FlakyProxy, World, amqp_url, make_audio, mongodb_uri, start_converter};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongodb_unreachable_for_one_attempt_then_the_retry_succeeds() {
@@ -34,7 +16,7 @@ async fn mongodb_unreachable_for_one_attempt_then_the_retry_succeeds() {
     let dir = tempfile::tempdir().expect("tempdir");
     let video = make_audio(dir.path(), "patient.m4a", 2);
     let proxy = FlakyProxy::start(true).await;
-    let (stop, task) =
+    let converter =
         start_converter(world.converter_args(&proxy.uri(), &["--retry-base-ms", "1000"])).await;
 
     let job = world.submit(&video).await;
@@ -57,8 +39,7 @@ async fn mongodb_unreachable_for_one_attempt_then_the_retry_succeeds() {
 
     assert!(done.mp3_fid.is_some());
     assert_eq!(world.mp3s_for(job).await, 1);
-    let _ = stop.send(());
-    task.await.expect("join").expect("clean stop");
+    converter.stop().await;
     world.clean_up(&[1000, 2000, 4000, 8000]).await;
 }
 
@@ -70,7 +51,7 @@ async fn a_failure_that_persists_is_dead_lettered_after_five_attempts_and_fails_
     // Spooling the video fails every time: a transient (disk) error.
     let missing = dir.path().join("no-such-dir");
     let missing = missing.to_str().expect("utf-8");
-    let (stop, task) = start_converter(world.converter_args(
+    let converter = start_converter(world.converter_args(
         &mongodb_uri(),
         &["--retry-base-ms", "100", "--temp-dir", missing],
     ))
@@ -122,7 +103,6 @@ async fn a_failure_that_persists_is_dead_lettered_after_five_attempts_and_fails_
         failed.error
     );
     assert_eq!(world.mp3s_for(job).await, 0);
-    let _ = stop.send(());
-    task.await.expect("join").expect("clean stop");
+    converter.stop().await;
     world.clean_up(&[100, 200, 400, 800]).await;
 }
