@@ -1,0 +1,20 @@
+//! The desktop app without its window: everything it does lives here so it
+//! is tested without a display, and the Tauri shell stays a thin layer of
+//! commands over [`engine::Engine`].
+
+pub mod api;
+pub mod credentials;
+pub mod engine;
+pub mod error;
+pub mod filters;
+pub mod headless;
+pub mod names;
+pub mod notices;
+pub mod settings;
+pub mod sse;
+pub mod store;
+pub mod watcher;
+
+pub use engine::{Engine, EngineEvent};
+pub use error::{CommandError, Error};
+pub use settings::Settings;

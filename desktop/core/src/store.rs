@@ -1,0 +1,406 @@
+//! The durable queue in local SQLite: what was taken, its SHA-256, its job
+//! and where it stands. A restart resumes from here; nothing is uploaded
+//! twice because content is unique by hash.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{Row, SqlitePool};
+
+use crate::error::Error;
+
+/// Where an item stands, in the order it moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Taken, waiting for its upload.
+    Pending,
+    Uploading,
+    /// Uploaded; the server has not started converting.
+    Queued,
+    Converting,
+    /// Converted; the MP3 is on its way into the output folder.
+    Downloading,
+    Done,
+    Failed,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Pending => "pending",
+            Stage::Uploading => "uploading",
+            Stage::Queued => "queued",
+            Stage::Converting => "converting",
+            Stage::Downloading => "downloading",
+            Stage::Done => "done",
+            Stage::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Stage {
+        match text {
+            "uploading" => Stage::Uploading,
+            "queued" => Stage::Queued,
+            "converting" => Stage::Converting,
+            "downloading" => Stage::Downloading,
+            "done" => Stage::Done,
+            "failed" => Stage::Failed,
+            _ => Stage::Pending,
+        }
+    }
+
+    /// Waiting on the server's converter.
+    pub fn is_on_server(self) -> bool {
+        matches!(self, Stage::Queued | Stage::Converting)
+    }
+}
+
+/// One video and its way to an MP3, as the window shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Item {
+    pub id: i64,
+    pub sha256: String,
+    pub path: PathBuf,
+    /// The file name shown to the user and sent to the server.
+    pub name: String,
+    pub size: u64,
+    pub stage: Stage,
+    /// Progress of the current stage, 0..1.
+    pub progress: f64,
+    pub job_id: Option<String>,
+    pub mp3_path: Option<PathBuf>,
+    pub error: Option<String>,
+    pub updated_at: i64,
+}
+
+/// The local database.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating when missing) the database at `path` and migrates it.
+    /// Uploads interrupted by a crash go back to pending.
+    pub async fn open(path: &Path) -> Result<Store, Error> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(Error::io(format!("creating {}", parent.display())))?;
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        sqlx::query("UPDATE items SET state = 'pending', progress = 0 WHERE state = 'uploading'")
+            .execute(&pool)
+            .await?;
+        Ok(Store { pool })
+    }
+
+    /// The content hash recorded for a file with this path, size and mtime.
+    pub async fn seen(
+        &self,
+        path: &Path,
+        size: u64,
+        mtime_ns: i64,
+    ) -> Result<Option<String>, Error> {
+        let row =
+            sqlx::query("SELECT sha256 FROM seen WHERE path = ? AND size = ? AND mtime_ns = ?")
+                .bind(path.to_string_lossy())
+                .bind(size as i64)
+                .bind(mtime_ns)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|row| row.get::<Option<String>, _>(0).unwrap_or_default()))
+    }
+
+    /// Remembers a file as looked at; `sha256: None` marks it as left alone
+    /// (it was there before the user chose "only new files").
+    pub async fn mark_seen(
+        &self,
+        path: &Path,
+        size: u64,
+        mtime_ns: i64,
+        sha256: Option<&str>,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO seen (path, size, mtime_ns, sha256) VALUES (?, ?, ?, ?)
+             ON CONFLICT (path) DO UPDATE SET size = excluded.size,
+             mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256",
+        )
+        .bind(path.to_string_lossy())
+        .bind(size as i64)
+        .bind(mtime_ns)
+        .bind(sha256)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Queues new content. Returns `None` when this content is already known
+    /// (a renamed or copied file): no second upload.
+    pub async fn add(&self, path: &Path, sha256: &str, size: u64) -> Result<Option<Item>, Error> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "video".into());
+        let now = now_ms();
+        let inserted = sqlx::query(
+            "INSERT INTO items (sha256, path, name, size, state, created_at, updated_at)
+             VALUES (?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(sha256)
+        .bind(path.to_string_lossy())
+        .bind(&name)
+        .bind(size as i64)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.get(inserted.last_insert_rowid()).await
+    }
+
+    pub async fn get(&self, id: i64) -> Result<Option<Item>, Error> {
+        let row = sqlx::query(&format!("{SELECT} WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| item(&row)))
+    }
+
+    pub async fn by_job(&self, job_id: &str) -> Result<Option<Item>, Error> {
+        let row = sqlx::query(&format!("{SELECT} WHERE job_id = ?"))
+            .bind(job_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| item(&row)))
+    }
+
+    /// Every item, newest first.
+    pub async fn all(&self) -> Result<Vec<Item>, Error> {
+        let rows = sqlx::query(&format!("{SELECT} ORDER BY id DESC"))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(item).collect())
+    }
+
+    /// Items in one stage, oldest first (the order they were taken).
+    pub async fn in_stage(&self, stage: Stage) -> Result<Vec<Item>, Error> {
+        let rows = sqlx::query(&format!("{SELECT} WHERE state = ? ORDER BY id"))
+            .bind(stage.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(item).collect())
+    }
+
+    /// Moves an item to `stage` with `progress`; clears the error unless
+    /// the stage is `Failed`.
+    pub async fn set_stage(&self, id: i64, stage: Stage, progress: f64) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE items SET state = ?, progress = ?, updated_at = ?,
+             error = CASE WHEN ? = 'failed' THEN error ELSE NULL END WHERE id = ?",
+        )
+        .bind(stage.as_str())
+        .bind(progress.clamp(0.0, 1.0))
+        .bind(now_ms())
+        .bind(stage.as_str())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_job(&self, id: i64, job_id: &str) -> Result<(), Error> {
+        sqlx::query("UPDATE items SET job_id = ?, updated_at = ? WHERE id = ?")
+            .bind(job_id)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_mp3_path(&self, id: i64, path: &Path) -> Result<(), Error> {
+        sqlx::query("UPDATE items SET mp3_path = ?, updated_at = ? WHERE id = ?")
+            .bind(path.to_string_lossy())
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn fail(&self, id: i64, reason: &str) -> Result<(), Error> {
+        sqlx::query("UPDATE items SET state = 'failed', error = ?, updated_at = ? WHERE id = ?")
+            .bind(reason)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets an item (the file is taken again if its content shows up).
+    pub async fn remove(&self, id: i64) -> Result<(), Error> {
+        let sha = sqlx::query("SELECT sha256 FROM items WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(row) = sha {
+            let sha: String = row.get(0);
+            sqlx::query("DELETE FROM seen WHERE sha256 = ?")
+                .bind(&sha)
+                .execute(&self.pool)
+                .await?;
+        }
+        sqlx::query("DELETE FROM items WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn meta(&self, key: &str) -> Result<Option<String>, Error> {
+        let row = sqlx::query("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    pub async fn set_meta(&self, key: &str, value: &str) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES (?, ?)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+const SELECT: &str = "SELECT id, sha256, path, name, size, state, progress, job_id, mp3_path, \
+                      error, updated_at FROM items";
+
+fn item(row: &sqlx::sqlite::SqliteRow) -> Item {
+    Item {
+        id: row.get("id"),
+        sha256: row.get("sha256"),
+        path: PathBuf::from(row.get::<String, _>("path")),
+        name: row.get("name"),
+        size: row.get::<i64, _>("size").max(0) as u64,
+        stage: Stage::parse(&row.get::<String, _>("state")),
+        progress: row.get("progress"),
+        job_id: row.get("job_id"),
+        mp3_path: row.get::<Option<String>, _>("mp3_path").map(PathBuf::from),
+        error: row.get("error"),
+        updated_at: row.get("updated_at"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_same_content_is_queued_once_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("state.db");
+        let store = Store::open(&db).await.expect("open");
+        let item = store
+            .add(Path::new("/v/a.mp4"), "abc", 10)
+            .await
+            .expect("add")
+            .expect("new");
+        assert_eq!(item.stage, Stage::Pending);
+        assert_eq!(item.name, "a.mp4");
+        assert!(
+            store
+                .add(Path::new("/v/renamed.mp4"), "abc", 10)
+                .await
+                .expect("add")
+                .is_none()
+        );
+        store
+            .set_stage(item.id, Stage::Uploading, 0.5)
+            .await
+            .expect("stage");
+        store.set_job(item.id, "job1").await.expect("job");
+        store.close().await;
+
+        let store = Store::open(&db).await.expect("reopen");
+        let again = store.by_job("job1").await.expect("get").expect("kept");
+        // An upload cut by a crash starts over.
+        assert_eq!(again.stage, Stage::Pending);
+        assert_eq!(again.progress, 0.0);
+    }
+
+    #[tokio::test]
+    async fn failures_keep_their_reason_and_other_stages_clear_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("s.db")).await.expect("open");
+        let item = store
+            .add(Path::new("/v/a.mp4"), "h", 1)
+            .await
+            .expect("add")
+            .expect("new");
+        store
+            .fail(item.id, "the file has no audio track")
+            .await
+            .expect("fail");
+        let failed = store.get(item.id).await.expect("get").expect("item");
+        assert_eq!(failed.stage, Stage::Failed);
+        assert_eq!(failed.error.as_deref(), Some("the file has no audio track"));
+        store
+            .set_stage(item.id, Stage::Pending, 0.0)
+            .await
+            .expect("retry");
+        assert_eq!(
+            store.get(item.id).await.expect("get").expect("item").error,
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn seen_files_are_recognised_by_path_size_and_mtime() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("s.db")).await.expect("open");
+        let path = Path::new("/v/a.mp4");
+        store.mark_seen(path, 5, 7, Some("h")).await.expect("mark");
+        assert_eq!(
+            store.seen(path, 5, 7).await.expect("seen").as_deref(),
+            Some("h")
+        );
+        assert_eq!(store.seen(path, 6, 7).await.expect("seen"), None);
+        store.mark_seen(path, 6, 8, None).await.expect("mark");
+        assert_eq!(
+            store.seen(path, 6, 8).await.expect("seen").as_deref(),
+            Some("")
+        );
+    }
+}

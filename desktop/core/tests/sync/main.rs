@@ -1,0 +1,7 @@
+//! The desktop core against the real local stack: auth, gateway and
+//! converter built in this process on port 0, the real RabbitMQ, the
+//! MongoDB-compatible server and FFmpeg.
+
+mod harness;
+mod offline;
+mod watching;

@@ -1,0 +1,161 @@
+//! Videos dropped into the watched folder come back as MP3s, once each.
+
+use std::io::Write;
+use std::time::Duration;
+
+use desktop_core::EngineEvent;
+use desktop_core::store::Stage;
+
+use crate::harness::{Desktop, Stack, duration_of, files_in, make_video};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_video_dropped_into_the_folder_comes_back_as_an_mp3_of_the_same_length() {
+    let stack = Stack::start().await;
+    let desktop = Desktop::start(&stack.gateway, &stack.token).await;
+
+    make_video(&desktop.watch_dir(), "holiday clip.mp4", 3.0, true);
+    let item = desktop.wait_for("holiday clip.mp4", Stage::Done).await;
+
+    let mp3 = item.mp3_path.expect("mp3 path");
+    assert_eq!(mp3, desktop.out_dir().join("holiday clip.mp3"));
+    let seconds = duration_of(&mp3);
+    assert!((seconds - 3.0).abs() < 0.15, "duration {seconds}");
+    // No partial download is left next to it.
+    assert_eq!(files_in(&desktop.out_dir()), vec!["holiday clip.mp3"]);
+    desktop.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_still_being_written_is_not_taken_before_it_is_finished() {
+    let stack = Stack::start().await;
+    let dirs = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dirs.path().join("watch")).expect("watch dir");
+    // The default settle time (3 s), longer than the pauses between writes.
+    let desktop = Desktop::start_in(dirs, &stack.gateway, &stack.token, |settings| {
+        settings.settle_ms = 3000;
+    })
+    .await;
+    let scratch = tempfile::tempdir().expect("scratch");
+    let source = make_video(scratch.path(), "slow.mp4", 2.0, true);
+    let bytes = std::fs::read(&source).expect("read video");
+
+    // Written in ten pieces over ten seconds, like a slow download.
+    let target = desktop.watch_dir().join("slow.mp4");
+    let mut file = std::fs::File::create(&target).expect("create");
+    let pieces: Vec<&[u8]> = bytes.chunks(bytes.len().div_ceil(10)).collect();
+    let mut events = desktop.engine.subscribe();
+    for piece in pieces {
+        file.write_all(piece).expect("write");
+        file.flush().expect("flush");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            desktop.items().await.is_empty(),
+            "taken while still being written"
+        );
+    }
+    drop(file);
+    desktop.wait_for("slow.mp4", Stage::Done).await;
+    // Nothing was queued while the file grew.
+    while let Ok(event) = events.try_recv() {
+        if let EngineEvent::Item { item } = event {
+            assert_eq!(item.size, bytes.len() as u64, "a partial file was taken");
+        }
+    }
+    assert_eq!(stack.job_count().await, 1);
+    desktop.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renamed_and_copied_videos_are_not_uploaded_again() {
+    let stack = Stack::start().await;
+    let desktop = Desktop::start(&stack.gateway, &stack.token).await;
+    let original = make_video(&desktop.watch_dir(), "first.mp4", 1.0, true);
+    desktop.wait_for("first.mp4", Stage::Done).await;
+
+    std::fs::copy(&original, desktop.watch_dir().join("copy of first.mp4")).expect("copy");
+    std::fs::rename(&original, desktop.watch_dir().join("renamed.mp4")).expect("rename");
+    // A new video after them: once it is done, the two were looked at.
+    make_video(&desktop.watch_dir(), "second.mp4", 1.5, true);
+    desktop.wait_for("second.mp4", Stage::Done).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let names: Vec<String> = desktop.items().await.into_iter().map(|i| i.name).collect();
+    assert_eq!(names, vec!["second.mp4", "first.mp4"]);
+    assert_eq!(stack.job_count().await, 2);
+    assert_eq!(
+        files_in(&desktop.out_dir()),
+        vec!["first.mp3", "second.mp3"]
+    );
+    desktop.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_with_spaces_unicode_and_dots_stay_inside_the_output_folder() {
+    let stack = Stack::start().await;
+    let desktop = Desktop::start(&stack.gateway, &stack.token).await;
+    // Every video differs in length: the same content would be taken once.
+    make_video(&desktop.watch_dir(), "Grüße aus Köln – 東京.mp4", 1.0, true);
+    // A backslash is an ordinary character in Linux names, and a path
+    // separator for whoever reads the name elsewhere.
+    make_video(&desktop.watch_dir(), "up\\..\\..\\escape.mp4", 1.1, true);
+    // The same stem twice: the second gets a number.
+    make_video(&desktop.watch_dir(), "twin.mkv", 1.2, true);
+    make_video(&desktop.watch_dir(), "twin.mp4", 1.4, true);
+    // Dropped files (the window's drop zone) go the same way.
+    let scratch = tempfile::tempdir().expect("scratch");
+    let dropped = make_video(scratch.path(), "dropped file.mov", 1.6, true);
+    desktop.engine.queue_paths(vec![dropped]).await;
+
+    for name in [
+        "Grüße aus Köln – 東京.mp4",
+        "up\\..\\..\\escape.mp4",
+        "twin.mkv",
+        "twin.mp4",
+        "dropped file.mov",
+    ] {
+        let item = desktop.wait_for(name, Stage::Done).await;
+        let mp3 = item.mp3_path.expect("mp3 path");
+        assert_eq!(mp3.parent(), Some(desktop.out_dir().as_path()), "{name}");
+    }
+    assert_eq!(
+        files_in(&desktop.out_dir()),
+        vec![
+            "Grüße aus Köln – 東京.mp3",
+            "dropped file.mp3",
+            "escape.mp3",
+            "twin (2).mp3",
+            "twin.mp3",
+        ]
+    );
+    assert!(
+        files_in(desktop.dirs.path())
+            .iter()
+            .all(|n| !n.ends_with(".mp3"))
+    );
+    desktop.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_video_the_server_cannot_convert_shows_failed_with_its_reason() {
+    let stack = Stack::start().await;
+    let desktop = Desktop::start(&stack.gateway, &stack.token).await;
+    make_video(&desktop.watch_dir(), "silent.mp4", 1.0, false);
+    std::fs::write(
+        desktop.watch_dir().join("notes.mp4"),
+        "these are meeting notes, not a video\n".repeat(50),
+    )
+    .expect("write");
+
+    let silent = desktop.wait_for("silent.mp4", Stage::Failed).await;
+    assert_eq!(silent.error.as_deref(), Some("the file has no audio track"));
+    let notes = desktop.wait_for("notes.mp4", Stage::Failed).await;
+    let reason = notes.error.expect("reason");
+    assert!(reason.contains("unsupported media type"), "{reason}");
+    assert!(files_in(&desktop.out_dir()).is_empty());
+    desktop.stop().await;
+    stack.stop().await;
+}
