@@ -6,7 +6,7 @@
 //! * `http-upload` / `http-download`: the same bytes through the gateway
 //!   (`POST /upload`, `GET /download?fid=`);
 //! * `jobs-load`: `GET /api/v1/jobs` from N concurrent clients;
-//! * `drop-db`: removes what the benchmark stored.
+//! * `gridfs-delete`, `drop-db`: remove what the benchmark stored.
 //!
 //! The payload is generated on the fly from a seed (never held in memory
 //! whole), so a 1 GiB upload costs the client no disk and no RAM.
@@ -80,6 +80,15 @@ enum Command {
         #[arg(long)]
         fid: String,
     },
+    /// Deletes a GridFS file and its chunks.
+    GridfsDelete {
+        #[arg(long)]
+        uri: String,
+        #[arg(long)]
+        db: String,
+        #[arg(long)]
+        fid: String,
+    },
     /// Drops the databases the benchmark used.
     DropDb {
         #[arg(long)]
@@ -120,6 +129,12 @@ async fn main() -> anyhow::Result<()> {
             seed,
         } => http_upload(&url, &token, size_mib, seed).await,
         Command::HttpDownload { url, token, fid } => http_download(&url, &token, &fid).await,
+        Command::GridfsDelete { uri, db, fid } => {
+            let bucket = database(&uri, &db).await?.gridfs_bucket(None);
+            let fid = ObjectId::parse_str(&fid).context("fid")?;
+            bucket.delete(Bson::ObjectId(fid)).await?;
+            Ok(())
+        }
         Command::DropDb { uri, db } => {
             for name in db {
                 database(&uri, &name).await?.drop().await?;
