@@ -11,6 +11,8 @@ use std::sync::OnceLock;
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
@@ -48,6 +50,7 @@ use crate::routes::{account, events, jobs};
         JobStateName,
         ConversionOptions,
         UploadForm,
+        Mp3,
         Credentials,
         TokenResponse,
         Profile,
@@ -165,6 +168,22 @@ pub struct UploadForm {
     options: Option<String>,
 }
 
+/// The bytes of an MP3 (or the requested range of them): a binary string.
+/// Documentation only: the body is streamed from GridFS.
+pub struct Mp3;
+
+impl utoipa::PartialSchema for Mp3 {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .description(Some("The bytes of the MP3, or of the requested range"))
+            .into()
+    }
+}
+
+impl ToSchema for Mp3 {}
+
 /// `{email, password}`.
 #[derive(ToSchema)]
 #[allow(dead_code)] // documentation only: the body is passed through to auth
@@ -216,7 +235,7 @@ mod tests {
             doc["components"]["securitySchemes"]["bearer"]["scheme"],
             "bearer"
         );
-        for schema in ["Job", "JobState", "ErrorBody", "ConversionOptions"] {
+        for schema in ["Job", "JobState", "ErrorBody", "ConversionOptions", "Mp3"] {
             assert!(
                 doc["components"]["schemas"][schema].is_object(),
                 "{schema} missing"

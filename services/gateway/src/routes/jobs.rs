@@ -371,8 +371,8 @@ pub async fn retry(
         ("Range" = Option<String>, Header, description = "One byte range: `bytes=0-99`, `bytes=100-`, `bytes=-100`"),
     ),
     responses(
-        (status = 200, description = "The MP3, with Content-Length, ETag and a Content-Disposition naming the original file with `.mp3`", content_type = "audio/mpeg", body = Vec<u8>),
-        (status = 206, description = "The requested range (Content-Range)", content_type = "audio/mpeg", body = Vec<u8>),
+        (status = 200, description = "The MP3, with Content-Length, ETag and a Content-Disposition naming the original file with `.mp3`", content_type = "audio/mpeg", body = crate::openapi::Mp3),
+        (status = 206, description = "The requested range (Content-Range)", content_type = "audio/mpeg", body = crate::openapi::Mp3),
         (status = 401, description = "No token", body = ErrorBody),
         (status = 403, description = "Invalid or expired token", body = ErrorBody),
         (status = 404, description = "No such job, or someone else's", body = ErrorBody),
