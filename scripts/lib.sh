@@ -33,6 +33,13 @@ SYSTEM_PACKAGES=(
   libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libavdevice-dev
   libswresample-dev libswscale-dev ffmpeg
   python3 python3-venv python3-pip rabbitmq-server curl
+  # The desktop app (Tauri v2 on WebKitGTK) and its icons.
+  libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev
+  libsoup-3.0-dev librsvg2-bin
+  # Its GUI tests: a virtual display, WebDriver, a notification daemon, a
+  # tray host, X input and screenshots, and a GTK drag source.
+  xvfb webkit2gtk-driver dunst dbus dbus-x11 xdotool trayer imagemagick
+  python3-gi gir1.2-gtk-3.0
 )
 
 ensure_system_packages() {

@@ -44,6 +44,10 @@ pub enum EngineEvent {
     Connection {
         online: bool,
     },
+    /// The settings changed (from the window, the tray or a command).
+    Settings {
+        settings: Box<Settings>,
+    },
     /// The watched folder already holds `count` videos: convert them all or
     /// only new ones? Asked once per folder.
     AskExisting {
@@ -151,6 +155,9 @@ impl Engine {
             *self.shared.api.write().await = api;
             self.shared.signed_in.send_replace(false);
         }
+        let _ = self.shared.events.send(EngineEvent::Settings {
+            settings: Box::new(settings),
+        });
         self.wake_all();
         Ok(())
     }

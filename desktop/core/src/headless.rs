@@ -120,6 +120,7 @@ pub fn describe(event: &EngineEvent) -> Option<String> {
             line
         }
         EngineEvent::Removed { id } => format!("removed item {id}"),
+        EngineEvent::Settings { .. } => return None,
         EngineEvent::Notice { notice } => format!("notice: {}: {}", notice.title, notice.body),
         EngineEvent::SignedOut => "signed out: the server refused the token".into(),
         EngineEvent::Connection { online } => {

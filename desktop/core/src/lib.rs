@@ -3,6 +3,7 @@
 //! commands over [`engine::Engine`].
 
 pub mod api;
+pub mod app;
 pub mod credentials;
 pub mod engine;
 pub mod error;

@@ -1,0 +1,320 @@
+"""The desktop app end to end, as a user sees it: under Xvfb with a tray host
+(trayer) and a D-Bus notification daemon (dunst, D-Bus-activated), driven
+through tauri-driver + WebKitWebDriver, against a real backend (auth,
+gateway, converter from this build, RabbitMQ, MongoDB-compatible server).
+
+Run by scripts/test-gui inside `xvfb-run ... dbus-run-session`. Screenshots
+go to $GUI_ARTIFACTS. Exits non-zero on the first failed check.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.options import ArgOptions
+
+BIN = Path(os.environ["GUI_BIN_DIR"])
+APP = Path(os.environ["GUI_APP"])
+ARTIFACTS = Path(os.environ["GUI_ARTIFACTS"])
+WORK = Path(tempfile.mkdtemp(prefix="mp3c-gui-"))
+PROCS = []
+
+
+def log(text):
+    print(f"[gui] {text}", flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(name, args, env=None, **kwargs):
+    out = open(WORK / f"{name}.log", "wb")
+    proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=out,
+                            stderr=subprocess.STDOUT, **kwargs)
+    PROCS.append(proc)
+    return proc
+
+
+def wait_port(port, seconds=60):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"port {port} never opened")
+
+
+def wait_until(what, check, seconds=90, every=0.25):
+    deadline = time.time() + seconds
+    last = None
+    while time.time() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except WebDriverException as err:
+            last = err
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def http(method, url, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status
+
+
+def make_video(path, seconds, freq):
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+         f"testsrc=size=320x240:rate=25:duration={seconds}", "-f", "lavfi", "-i",
+         f"sine=frequency={freq}:sample_rate=44100:duration={seconds}",
+         "-c:v", "mpeg4", "-q:v", "2", "-c:a", "aac", "-shortest", str(path)],
+        check=True)
+
+
+def start_backend():
+    prefix = "g" + uuid.uuid4().hex[:10]
+    auth_port, gateway_port = free_port(), free_port()
+    common = {
+        "AMQP_URL": os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+        "MONGODB_URI": os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27017"),
+        "VIDEO_QUEUE": f"{prefix}.video", "MP3_QUEUE": f"{prefix}.mp3",
+        "EVENTS_EXCHANGE": f"{prefix}.events",
+        "VIDEOS_DB": f"{prefix}_videos", "MP3S_DB": f"{prefix}_mp3s",
+        "RUST_LOG": "info",
+    }
+    spawn("auth", [BIN / "auth-service"], {
+        "LISTEN_ADDR": f"127.0.0.1:{auth_port}",
+        "DATABASE_URL": f"sqlite://{WORK}/auth.db?mode=rwc",
+        "JWT_SECRET": "gui-test-secret-that-is-long-enough-for-hs256",
+    })
+    wait_port(auth_port)
+    spawn("gateway", [BIN / "gateway"], {**common, "LISTEN_ADDR": f"127.0.0.1:{gateway_port}",
+                                         "AUTH_URL": f"http://127.0.0.1:{auth_port}",
+                                         "SSE_KEEP_ALIVE_MS": "2000"})
+    spawn("converter", [BIN / "converter"], {**common, "LISTEN_ADDR": f"127.0.0.1:{free_port()}"})
+    wait_port(gateway_port)
+    server = f"http://127.0.0.1:{gateway_port}"
+    email, password = f"{prefix}@example.com", "gui-test-password"
+    assert http("POST", f"{server}/api/v1/register", {"email": email, "password": password}) == 201
+    return server, email, password
+
+
+def screenshot(driver, name):
+    """The window through WebDriver and the whole screen (tray included)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+    subprocess.run(["import", "-window", "root", str(ARTIFACTS / f"{name}-screen.png")],
+                   check=False, env={**os.environ})
+    log(f"screenshot {name}")
+
+
+def window_geometry(name):
+    out = subprocess.run(["xdotool", "search", "--name", f"^{name}$", "getwindowgeometry", "--shell"],
+                         capture_output=True, text=True, check=True).stdout
+    values = dict(line.split("=", 1) for line in out.split() if "=" in line)
+    return int(values["X"]), int(values["Y"]), int(values["WIDTH"]), int(values["HEIGHT"])
+
+
+def xdotool(*args):
+    subprocess.run(["xdotool", *map(str, args)], check=True)
+
+
+def main():
+    server, email, password = start_backend()
+    log(f"backend on {server}")
+    watch, out = WORK / "watch", WORK / "out"
+    watch.mkdir()
+    out.mkdir()
+
+    # Notifications: record every Notify call on the session bus.
+    monitor_log = WORK / "notifications.log"
+    monitor = subprocess.Popen(
+        ["dbus-monitor", "--session", "interface='org.freedesktop.Notifications',member='Notify'"],
+        stdout=open(monitor_log, "wb"), stderr=subprocess.DEVNULL)
+    PROCS.append(monitor)
+    # The tray host the icon docks into.
+    spawn("trayer", ["trayer", "--edge", "top", "--align", "right", "--widthtype", "pixel",
+                     "--width", "64", "--heighttype", "pixel", "--height", "32",
+                     "--transparent", "false", "--tint", "0x333333", "--SetDockType", "false"])
+
+    driver_port = free_port()
+    spawn("tauri-driver", [os.environ.get("TAURI_DRIVER", "tauri-driver"), "--port", str(driver_port)],
+          {"MP3C_CONFIG_DIR": str(WORK / "config"), "MP3C_NO_KEYRING": "1", "RUST_LOG": "info"})
+    wait_port(driver_port)
+    options = ArgOptions()
+    options.set_capability("browserName", "wry")
+    options.set_capability("tauri:options", {"application": str(APP)})
+    driver = webdriver.Remote(command_executor=f"http://127.0.0.1:{driver_port}", options=options)
+    try:
+        run(driver, server, email, password, watch, out, monitor_log)
+    finally:
+        driver.quit()
+
+
+def run(driver, server, email, password, watch, out, monitor_log):
+    find = lambda css: driver.find_element(By.CSS_SELECTOR, css)  # noqa: E731
+
+    def stage(name):
+        # The list is redrawn on every update: read it fresh, never hold nodes.
+        return driver.execute_script(
+            "const li = [...document.querySelectorAll('#jobs li')]"
+            ".find(li => li.querySelector('.name').textContent === arguments[0]);"
+            "return li ? li.dataset.stage : null;", name)
+
+    # 1. Sign in.
+    wait_until("the sign-in form", lambda: find("#signin").is_displayed())
+    find("#server").clear()
+    find("#server").send_keys(server)
+    find("#email").send_keys(email)
+    find("#password").send_keys("wrong password")
+    find("#signin-button").click()
+    wait_until("the wrong-password message",
+               lambda: "wrong email or password" in find("#signin-error").text)
+    find("#password").clear()
+    find("#password").send_keys(password)
+    screenshot(driver, "1-sign-in")
+    find("#signin-button").click()
+    wait_until("the main window", lambda: find("#app").is_displayed())
+    log("signed in")
+
+    # Record every stage each file shows, as the user would see them.
+    driver.execute_script("""
+        window.__stages = {};
+        const note = () => document.querySelectorAll('#jobs li').forEach(li => {
+          const name = li.querySelector('.name').textContent;
+          const seen = (window.__stages[name] ||= []);
+          if (seen[seen.length - 1] !== li.dataset.stage) seen.push(li.dataset.stage);
+        });
+        new MutationObserver(note).observe(document.getElementById('jobs'),
+          {childList: true, subtree: true, attributes: true});
+    """)
+
+    # 2. Choose folders (typed; the Choose… buttons open the native picker).
+    find("#watch-dir").send_keys(str(watch))
+    find("#out-dir").send_keys(str(out))
+    find("#folders-save").click()
+    wait_until("folders saved", lambda: "Saved" in find("#folders-message").text)
+
+    # 3. A video arrives in the watched folder: uploading ... done.
+    scratch = WORK / "scratch"
+    scratch.mkdir()
+    make_video(scratch / "Concert Recording.mp4", 40, 440)
+    shutil.copy(scratch / "Concert Recording.mp4", watch / "Concert Recording.mp4.part")
+    os.rename(watch / "Concert Recording.mp4.part", watch / "Concert Recording.mp4")
+    name = "Concert Recording.mp4"
+    wait_until("the job in the list", lambda: stage(name))
+    wait_until("conversion under way",
+               lambda: stage(name) in ("converting", "downloading", "done"), every=0.1)
+    if stage(name) == "converting":
+        screenshot(driver, "2-converting")
+    wait_until("the MP3", lambda: stage(name) == "done", seconds=180)
+    stages = driver.execute_script("return window.__stages")["Concert Recording.mp4"]
+    log(f"stages seen: {stages}")
+    assert stages[-1] == "done", stages
+    assert "uploading" in stages or "pending" in stages, stages
+    assert (out / "Concert Recording.mp3").stat().st_size > 10_000
+    screenshot(driver, "3-done")
+
+    # 4. A notification reached the notification daemon.
+    wait_until("the desktop notification",
+               lambda: "MP3 ready" in monitor_log.read_text(errors="replace"), seconds=20)
+    log("notification delivered over D-Bus")
+
+    # 5. A real X drag and drop onto the window queues the file.
+    make_video(scratch / "dropped.mp4", 3, 660)
+    # The system Python has GTK's bindings (python3-gi); the venv does not.
+    source = subprocess.Popen(["/usr/bin/python3", str(Path(__file__).with_name("drag_source.py")),
+                               str(scratch / "dropped.mp4"), "1040", "640"],
+                              stdout=subprocess.PIPE, text=True)
+    PROCS.append(source)
+    assert source.stdout.readline().strip() == "ready"
+    time.sleep(1)
+    sx, sy, sw, sh = window_geometry("drag-source")
+    ax, ay, aw, ah = window_geometry("MP3 Converter")
+    start = (sx + sw // 2, sy + sh // 2)
+    target = (ax + aw // 2, ay + ah // 2)
+    xdotool("mousemove", *start)
+    xdotool("mousedown", 1)
+    for step in range(1, 21):
+        x = start[0] + (target[0] - start[0]) * step // 20
+        y = start[1] + (target[1] - start[1]) * step // 20
+        xdotool("mousemove", x, y)
+        time.sleep(0.05)
+    time.sleep(0.3)
+    xdotool("mouseup", 1)
+    wait_until("the dropped file in the list", lambda: stage("dropped.mp4"), seconds=30)
+    log("dropped file queued")
+    wait_until("the dropped file done", lambda: (out / "dropped.mp3").exists(), seconds=120)
+
+    # 6. The tray icon is docked; its menu pauses watching.
+    # trayer sits in the top right corner, 64x32, the icon at its right end.
+    width = int(subprocess.run(["xdotool", "getdisplaygeometry"], capture_output=True,
+                               text=True, check=True).stdout.split()[0])
+    screenshot(driver, "4-tray")
+    icon = (width - 16, 16)
+    xdotool("mousemove", *icon)
+    xdotool("click", 3)
+    time.sleep(1)
+    screenshot(driver, "5-tray-menu")
+    # The menu opens under the icon: Show window, Pause watching, Open
+    # output folder, Quit, one 25 px row each from y = 35.
+    xdotool("mousemove", width - 100, 72)
+    time.sleep(0.3)
+    xdotool("click", 1)
+    wait_until("paused from the tray", lambda: find("#status").text == "Paused", seconds=15)
+    log("tray menu paused watching")
+
+    # 7. Paused: a new video waits; resuming takes it.
+    make_video(scratch / "later.mp4", 2, 550)
+    shutil.copy(scratch / "later.mp4", watch / "later.mp4")
+    time.sleep(4)
+    assert stage("later.mp4") is None, "taken while paused"
+    find("#pause-button").click()
+    wait_until("resumed", lambda: find("#status").text == "Online", seconds=15)
+    wait_until("the video taken after resuming", lambda: stage("later.mp4") == "done", seconds=120)
+    screenshot(driver, "6-finished")
+
+
+def cleanup():
+    for proc in reversed(PROCS):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in PROCS:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+        log("all GUI checks passed")
+    except BaseException:
+        for name in ("tauri-driver", "gateway", "converter", "auth", "trayer"):
+            path = WORK / f"{name}.log"
+            if path.exists():
+                print(f"--- {name}.log (tail) ---")
+                print("\n".join(path.read_text(errors="replace").splitlines()[-25:]))
+        raise
+    finally:
+        cleanup()

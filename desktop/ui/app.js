@@ -1,0 +1,309 @@
+// The window: draws the core's snapshot, applies its live events and calls
+// its commands. Errors from commands arrive as {code, message}.
+"use strict";
+
+const { invoke } = window.__TAURI__.core;
+const { listen } = window.__TAURI__.event;
+
+const $ = (id) => document.getElementById(id);
+const items = new Map();
+let settings = null;
+let signedIn = false;
+let online = true;
+
+const STAGES = {
+  pending: "Waiting to upload",
+  uploading: "Uploading",
+  queued: "Queued on the server",
+  converting: "Converting",
+  downloading: "Downloading the MP3",
+  done: "Done",
+  failed: "Failed",
+};
+
+function message(err) {
+  if (err && typeof err === "object" && "message" in err) return err.message;
+  return String(err);
+}
+
+function toast(text) {
+  const el = $("toast");
+  el.textContent = text;
+  el.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { el.hidden = true; }, 3500);
+}
+
+function showError(id, err) {
+  const el = $(id);
+  el.textContent = err ? message(err) : "";
+  el.hidden = !err;
+}
+
+// ------------------------------------------------------------- rendering
+
+function render(snapshot) {
+  settings = snapshot.settings;
+  signedIn = snapshot.signed_in;
+  online = snapshot.online;
+  items.clear();
+  for (const item of snapshot.items) items.set(item.id, item);
+  if (snapshot.account) {
+    $("email").value ||= snapshot.account.email;
+  }
+  $("server").value = settings.server_url;
+  $("watch-dir").value = settings.watch_dir ?? "";
+  $("out-dir").value = settings.out_dir ?? "";
+  $("signin").hidden = signedIn;
+  $("app").hidden = !signedIn;
+  renderStatus();
+  renderItems();
+  if (!signedIn) $("password").focus();
+}
+
+function renderStatus() {
+  const status = $("status");
+  let text = "Online", cls = "online";
+  if (!signedIn) { text = "Signed out"; cls = "signedout"; }
+  else if (!online) { text = "Offline: files wait"; cls = "offline"; }
+  else if (settings?.paused) { text = "Paused"; cls = "paused"; }
+  status.textContent = text;
+  status.className = `pill ${cls}`;
+  $("pause-button").textContent = settings?.paused ? "Resume" : "Pause";
+}
+
+function stageText(item) {
+  const label = STAGES[item.stage] ?? item.stage;
+  if (item.stage === "failed") return `${label}: ${item.error ?? "unknown reason"}`;
+  if (["uploading", "converting", "downloading"].includes(item.stage)) {
+    return `${label} ${Math.round(item.progress * 100)}%`;
+  }
+  return label;
+}
+
+function button(text, action, id) {
+  const el = document.createElement("button");
+  el.type = "button";
+  el.textContent = text;
+  el.dataset.action = action;
+  el.dataset.id = id;
+  return el;
+}
+
+function renderItems() {
+  const list = $("jobs");
+  const sorted = [...items.values()].sort((a, b) => b.id - a.id);
+  list.replaceChildren(...sorted.map((item) => {
+    const li = document.createElement("li");
+    li.className = `job ${item.stage}`;
+    li.dataset.id = item.id;
+    li.dataset.stage = item.stage;
+    const name = document.createElement("div");
+    name.className = "name";
+    name.textContent = item.name;
+    const stage = document.createElement("div");
+    stage.className = `stage ${item.stage}`;
+    stage.textContent = stageText(item);
+    li.append(name, stage);
+    if (["uploading", "converting", "downloading"].includes(item.stage)) {
+      const bar = document.createElement("progress");
+      bar.max = 1;
+      bar.value = item.progress;
+      bar.setAttribute("aria-label", `${item.name}: ${stageText(item)}`);
+      li.append(bar);
+    }
+    const actions = document.createElement("div");
+    actions.className = "actions";
+    if (item.stage === "failed") actions.append(button("Retry", "retry", item.id));
+    if (item.stage === "done") {
+      actions.append(button("Open MP3", "open", item.id), button("Show in folder", "reveal", item.id));
+    }
+    actions.append(button("Remove", "remove", item.id));
+    li.append(actions);
+    return li;
+  }));
+  $("empty").hidden = items.size > 0;
+  const count = (stage) => sorted.filter((i) => i.stage === stage).length;
+  const working = sorted.length - count("done") - count("failed");
+  $("counts").textContent = sorted.length
+    ? `(${working} in progress, ${count("done")} done, ${count("failed")} failed)` : "";
+}
+
+async function refresh() {
+  try {
+    render(await invoke("snapshot"));
+  } catch (err) {
+    toast(message(err));
+  }
+}
+
+// ---------------------------------------------------------------- events
+
+listen("engine", ({ payload: event }) => {
+  switch (event.type) {
+    case "item":
+      items.set(event.item.id, event.item);
+      renderItems();
+      break;
+    case "removed":
+      items.delete(event.id);
+      renderItems();
+      break;
+    case "signed_out":
+      signedIn = false;
+      showError("signin-error", "Your session ended. Please sign in again; your queue is kept.");
+      refresh();
+      break;
+    case "settings":
+      settings = event.settings;
+      renderStatus();
+      break;
+    case "connection":
+      online = event.online;
+      renderStatus();
+      break;
+    case "ask_existing":
+      $("ask-existing-text").textContent =
+        `The watched folder already holds ${event.count} video${event.count === 1 ? "" : "s"}. Convert them too?`;
+      $("ask-existing").hidden = false;
+      break;
+    case "notice":
+      toast(`${event.notice.title}: ${event.notice.body.split("\n")[0]}`);
+      break;
+  }
+});
+
+// Native drag and drop (Tauri handles the files; the window only shows it).
+listen("tauri://drag-enter", () => $("drop").classList.add("over"));
+listen("tauri://drag-leave", () => $("drop").classList.remove("over"));
+listen("tauri://drag-drop", ({ payload }) => {
+  $("drop").classList.remove("over");
+  const count = payload?.paths?.length ?? 0;
+  if (count) toast(`Queued ${count} dropped item${count === 1 ? "" : "s"}`);
+});
+
+// --------------------------------------------------------------- actions
+
+async function signIn(register) {
+  showError("signin-error", null);
+  const args = { server: $("server").value, email: $("email").value, password: $("password").value };
+  $("signin-button").disabled = true;
+  try {
+    await invoke(register ? "register" : "sign_in", args);
+    $("password").value = "";
+    await refresh();
+  } catch (err) {
+    showError("signin-error", err);
+  } finally {
+    $("signin-button").disabled = false;
+  }
+}
+
+$("signin-form").addEventListener("submit", (e) => { e.preventDefault(); signIn(false); });
+$("register-button").addEventListener("click", () => signIn(true));
+$("signout-button").addEventListener("click", async () => { await invoke("sign_out"); refresh(); });
+
+async function save(next) {
+  await invoke("save_settings", { settings: next });
+  settings = next;
+  renderStatus();
+}
+
+$("pause-button").addEventListener("click", async () => {
+  try {
+    await invoke("set_paused", { paused: !settings.paused });
+    await refresh();
+  } catch (err) { toast(message(err)); }
+});
+
+for (const [input, pick] of [["watch-dir", "watch-pick"], ["out-dir", "out-pick"]]) {
+  $(pick).addEventListener("click", async () => {
+    const folder = await invoke("pick_folder").catch((err) => { toast(message(err)); return null; });
+    if (folder) $(input).value = folder;
+  });
+}
+
+$("folders-save").addEventListener("click", async () => {
+  const next = { ...settings, watch_dir: $("watch-dir").value.trim() || null, out_dir: $("out-dir").value.trim() || null };
+  try {
+    await save(next);
+    $("folders-message").textContent = "Saved. Watching for new videos.";
+  } catch (err) {
+    $("folders-message").textContent = message(err);
+  }
+});
+
+for (const [id, all] of [["existing-all", true], ["existing-new", false]]) {
+  $(id).addEventListener("click", async () => {
+    await invoke("choose_existing", { convertAll: all }).catch((err) => toast(message(err)));
+    $("ask-existing").hidden = true;
+    refresh();
+  });
+}
+
+$("jobs").addEventListener("click", async (e) => {
+  const target = e.target.closest("button[data-action]");
+  if (!target) return;
+  const id = Number(target.dataset.id);
+  const command = { retry: "retry", remove: "remove", open: "open_mp3", reveal: "show_in_folder" }[target.dataset.action];
+  try {
+    await invoke(command, { id });
+    if (command === "remove") { items.delete(id); renderItems(); }
+  } catch (err) { toast(message(err)); }
+});
+
+// ---------------------------------------------------------------- dialogs
+
+$("settings-button").addEventListener("click", () => {
+  const c = settings.conversion;
+  $("quality").value = c.quality;
+  $("bitrate").value = String(c.bitrate_kbps);
+  $("sample-rate").value = c.sample_rate;
+  $("channels").value = c.channels;
+  $("recursive").checked = settings.recursive;
+  $("settle").value = settings.settle_ms / 1000;
+  $("after-done").value = settings.after_done.action === "delete" ? "delete" : "keep";
+  $("notifications").checked = settings.notifications;
+  $("start-at-login").checked = settings.start_at_login;
+  showError("settings-error", null);
+  $("settings").showModal();
+});
+
+$("settings-cancel").addEventListener("click", () => $("settings").close());
+$("settings-save").addEventListener("click", async () => {
+  const next = {
+    ...settings,
+    conversion: {
+      quality: $("quality").value,
+      bitrate_kbps: Number($("bitrate").value),
+      sample_rate: $("sample-rate").value,
+      channels: $("channels").value,
+    },
+    recursive: $("recursive").checked,
+    settle_ms: Math.round(Number($("settle").value) * 1000),
+    after_done: $("after-done").value === "delete" ? { action: "delete" } : { action: "keep" },
+    notifications: $("notifications").checked,
+    start_at_login: $("start-at-login").checked,
+  };
+  try {
+    await save(next);
+    $("settings").close();
+    toast("Settings saved");
+  } catch (err) {
+    showError("settings-error", err);
+  }
+});
+
+$("about-button").addEventListener("click", async () => {
+  const about = await invoke("about");
+  const rows = [["App", about.app], ["Tauri", about.tauri], ["WebKitGTK", about.webview], ["Server", about.server]];
+  $("about-list").replaceChildren(...rows.flatMap(([k, v]) => {
+    const dt = document.createElement("dt"); dt.textContent = k;
+    const dd = document.createElement("dd"); dd.textContent = v;
+    return [dt, dd];
+  }));
+  $("about").showModal();
+});
+$("about-close").addEventListener("click", () => $("about").close());
+
+refresh();
