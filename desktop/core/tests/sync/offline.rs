@@ -80,3 +80,31 @@ async fn files_wait_while_the_server_is_down_and_go_when_it_is_back() {
     desktop.stop().await;
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_signs_out_and_keeps_the_queue_until_the_next_sign_in() {
+    let stack = Stack::start().await;
+    let desktop = Desktop::start(&stack.gateway, "expired-or-revoked-token").await;
+    let mut events = desktop.engine.subscribe();
+    make_video(&desktop.watch_dir(), "kept.mp4", 1.0, true);
+
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), events.recv()).await {
+            Ok(Ok(EngineEvent::SignedOut)) => break,
+            Ok(Ok(_)) => {}
+            other => panic!("never signed out: {other:?}"),
+        }
+    }
+    assert!(!desktop.engine.is_signed_in());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let items = desktop.items().await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].stage, Stage::Pending);
+    assert_eq!(stack.job_count().await, 0);
+
+    desktop.engine.set_token(Some(stack.token.clone())).await;
+    desktop.wait_for("kept.mp4", Stage::Done).await;
+    assert_eq!(files_in(&desktop.out_dir()), vec!["kept.mp3"]);
+    desktop.stop().await;
+    stack.stop().await;
+}

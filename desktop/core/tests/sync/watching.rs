@@ -159,3 +159,31 @@ async fn a_video_the_server_cannot_convert_shows_failed_with_its_reason() {
     desktop.stop().await;
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_video_is_moved_away_only_after_its_mp3_arrived_when_asked() {
+    let stack = Stack::start().await;
+    let dirs = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dirs.path().join("watch")).expect("watch dir");
+    let done_dir = dirs.path().join("converted videos");
+    let target = done_dir.clone();
+    let desktop = Desktop::start_in(dirs, &stack.gateway, &stack.token, move |settings| {
+        settings.after_done = desktop_core::settings::AfterDone::MoveTo(target);
+    })
+    .await;
+    let video = make_video(&desktop.watch_dir(), "tidy.mp4", 1.0, true);
+
+    let item = desktop.wait_for("tidy.mp4", Stage::Done).await;
+    assert!(item.mp3_path.expect("mp3").exists());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while video.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!video.exists(), "the video is still in the watched folder");
+    assert!(done_dir.join("tidy.mp4").exists());
+    // Moving it away is not a new file, and nothing comes back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(desktop.items().await.len(), 1);
+    desktop.stop().await;
+    stack.stop().await;
+}
