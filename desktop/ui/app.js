@@ -104,14 +104,17 @@ function renderItems() {
     const stage = document.createElement("div");
     stage.className = `stage ${item.stage}`;
     stage.textContent = stageText(item);
-    li.append(name, stage);
+    const info = document.createElement("div");
+    info.className = "info";
+    info.append(name, stage);
     if (["uploading", "converting", "downloading"].includes(item.stage)) {
       const bar = document.createElement("progress");
       bar.max = 1;
       bar.value = item.progress;
       bar.setAttribute("aria-label", `${item.name}: ${stageText(item)}`);
-      li.append(bar);
+      info.append(bar);
     }
+    li.append(info);
     const actions = document.createElement("div");
     actions.className = "actions";
     if (item.stage === "failed") actions.append(button("Retry", "retry", item.id));

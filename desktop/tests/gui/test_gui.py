@@ -22,6 +22,7 @@ from pathlib import Path
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.common.options import ArgOptions
 
 BIN = Path(os.environ["GUI_BIN_DIR"])
@@ -168,6 +169,7 @@ def main():
         run(driver, server, email, password, watch, out, monitor_log)
     finally:
         driver.quit()
+    headless(server, email, password)
 
 
 def run(driver, server, email, password, watch, out, monitor_log):
@@ -192,7 +194,8 @@ def run(driver, server, email, password, watch, out, monitor_log):
     find("#password").clear()
     find("#password").send_keys(password)
     screenshot(driver, "1-sign-in")
-    find("#signin-button").click()
+    # Keyboard only: Enter in the password field signs in.
+    find("#password").send_keys(Keys.RETURN)
     wait_until("the main window", lambda: find("#app").is_displayed())
     log("signed in")
 
@@ -292,6 +295,50 @@ def run(driver, server, email, password, watch, out, monitor_log):
     wait_until("resumed", lambda: find("#status").text == "Online", seconds=15)
     wait_until("the video taken after resuming", lambda: stage("later.mp4") == "done", seconds=120)
     screenshot(driver, "6-finished")
+
+    # 8. Readable at 200%: every size is in rem, so doubling the root font
+    # doubles the text; everything wraps, nothing runs off to the side.
+    driver.execute_script("document.documentElement.style.fontSize = '200%'")
+    time.sleep(0.5)
+    screenshot(driver, "7-zoom-200")
+    overflow = driver.execute_script(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    wide = driver.execute_script(
+        "const w = document.documentElement.clientWidth;"
+        "return [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > w + 1)"
+        ".map(e => e.tagName + '#' + e.id + '.' + e.className).slice(0, 8)")
+    assert overflow <= 0, f"{overflow} px overflow sideways at 200%: {wide}"
+    driver.execute_script("document.documentElement.style.fontSize = ''")
+
+
+def headless(server, email, password):
+    """The same binary without a window: converts, logs, stops on SIGTERM."""
+    watch, out = WORK / "headless-watch", WORK / "headless-out"
+    watch.mkdir()
+    app = subprocess.Popen(
+        [str(APP), "--headless", "--server", server, "--watch", str(watch), "--out", str(out),
+         "--state-dir", str(WORK / "headless-state"), "--settle-ms", "500"],
+        env={**os.environ, "MP3C_EMAIL": email, "MP3C_PASSWORD": password,
+             "MP3C_NO_KEYRING": "1", "RUST_LOG": "warn"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    PROCS.append(app)
+    lines = []
+    assert "watching" in app.stdout.readline()
+    make_video(watch / "server side.mp4", 2, 330)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = app.stdout.readline()
+        lines.append(line.rstrip())
+        if line.startswith("done server side.mp4"):
+            break
+    else:
+        raise AssertionError(f"headless never finished: {lines}")
+    assert (out / "server side.mp3").exists()
+    app.send_signal(signal.SIGTERM)
+    rest, _ = app.communicate(timeout=20)
+    assert app.returncode == 0, f"exit {app.returncode}: {rest}"
+    assert "stopping" in rest, rest
+    log(f"headless: {len(lines)} progress lines, clean exit on SIGTERM")
 
 
 def cleanup():
