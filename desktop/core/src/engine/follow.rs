@@ -1,0 +1,150 @@
+//! Following jobs on the server: the live event stream, and polling while
+//! it is down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use super::{SAFETY_POLL, Shared, backoff, emit_item, fail, set_online, signed_in, signed_out};
+use crate::api::{ApiClient, Job};
+use crate::error::Error;
+use crate::store::Stage;
+
+/// Moves an item to where its job is.
+pub(super) async fn apply_job(shared: &Shared, id: i64, job: &Job) -> Result<(), Error> {
+    let Some(item) = shared.store.get(id).await? else {
+        return Ok(());
+    };
+    match (job.state.as_str(), item.stage) {
+        // Already past this point locally (a replayed event).
+        (_, Stage::Done | Stage::Downloading) => {}
+        ("queued", Stage::Failed) | ("converting", Stage::Failed) => {
+            shared.store.set_stage(id, Stage::Queued, 0.0).await?;
+        }
+        (_, Stage::Failed) => {}
+        ("queued", _) => shared.store.set_stage(id, Stage::Queued, 0.0).await?,
+        ("converting", _) => {
+            shared
+                .store
+                .set_stage(id, Stage::Converting, job.progress)
+                .await?
+        }
+        ("done", _) => {
+            shared.store.set_stage(id, Stage::Downloading, 0.0).await?;
+            shared.wake_download.notify_one();
+        }
+        ("failed", _) => {
+            let reason = job
+                .error
+                .clone()
+                .unwrap_or_else(|| "the server could not convert this file".into());
+            fail(shared, &item, &reason).await;
+            return Ok(());
+        }
+        _ => {}
+    }
+    emit_item(shared, id).await;
+    Ok(())
+}
+
+pub(super) async fn follow_loop(shared: Arc<Shared>) {
+    let mut attempt = 0u32;
+    loop {
+        if !signed_in(&shared).await {
+            return;
+        }
+        let api = shared.api.read().await.clone();
+        let cursor = shared.store.meta("events_cursor").await.ok().flatten();
+        match api.events(cursor.as_deref()).await {
+            Ok(stream) => {
+                attempt = 0;
+                set_online(&shared, true);
+                // Catch up on what changed while the stream was down.
+                poll_active(&shared, &api).await;
+                let mut stream = std::pin::pin!(stream);
+                let mut safety = tokio::time::interval(SAFETY_POLL);
+                safety.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = shared.stop.cancelled() => return,
+                        _ = safety.tick() => poll_active(&shared, &api).await,
+                        event = stream.next() => match event {
+                            Some(Ok(event)) if event.event == "job" => {
+                                match serde_json::from_str::<JobEnvelope>(&event.data) {
+                                    Ok(JobEnvelope { job }) => {
+                                        tracing::debug!(job = %job.id, state = %job.state, "job event");
+                                        if let Ok(Some(item)) = shared.store.by_job(&job.id).await
+                                            && let Err(err) = apply_job(&shared, item.id, &job).await
+                                        {
+                                            tracing::warn!(error = %err, "applying a job update");
+                                        }
+                                    }
+                                    Err(err) => tracing::warn!(error = %err, "unreadable job event"),
+                                }
+                                if let Some(id) = event.id {
+                                    shared.store.set_meta("events_cursor", &id).await.ok();
+                                }
+                            }
+                            Some(Ok(_)) => {}
+                            Some(Err(err)) => {
+                                tracing::info!(error = %err, "event stream broke; reconnecting");
+                                break;
+                            }
+                            None => break,
+                        },
+                    }
+                }
+            }
+            Err(Error::Unauthorized) => {
+                signed_out(&shared);
+                continue;
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "event stream unavailable; polling");
+                if matches!(err, Error::Offline(_)) {
+                    set_online(&shared, false);
+                }
+                poll_active(&shared, &api).await;
+            }
+        }
+        attempt += 1;
+        let wait = backoff(attempt).min(Duration::from_secs(5));
+        tokio::select! {
+            _ = shared.stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// The data of an `event: job` (`{"job": {...}}`, as `GET /api/v1/jobs/{id}`).
+#[derive(serde::Deserialize)]
+struct JobEnvelope {
+    job: Job,
+}
+
+/// Asks the server for every job still waiting on it.
+async fn poll_active(shared: &Shared, api: &ApiClient) {
+    let mut active = Vec::new();
+    for stage in [Stage::Queued, Stage::Converting] {
+        active.extend(shared.store.in_stage(stage).await.unwrap_or_default());
+    }
+    for item in active {
+        let Some(job_id) = &item.job_id else { continue };
+        match api.job(job_id).await {
+            Ok(job) => {
+                if let Err(err) = apply_job(shared, item.id, &job).await {
+                    tracing::warn!(error = %err, "applying a job update");
+                }
+            }
+            Err(Error::Server { status: 404, .. }) => {
+                fail(shared, &item, "the job was deleted on the server").await;
+            }
+            Err(Error::Unauthorized) => {
+                signed_out(shared);
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+}
