@@ -296,7 +296,15 @@ def run(driver, server, email, password, watch, out, monitor_log):
     wait_until("the video taken after resuming", lambda: stage("later.mp4") == "done", seconds=120)
     screenshot(driver, "6-finished")
 
-    # 8. Readable at 200%: every size is in rem, so doubling the root font
+    # 8. A second launch only brings the first window forward, and exits.
+    second = subprocess.run([str(APP)], env={**os.environ, "MP3C_CONFIG_DIR": str(WORK / "config"),
+                                             "MP3C_NO_KEYRING": "1"},
+                            capture_output=True, timeout=30)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert find("#status").text == "Online", "the first instance is gone"
+    log("a second launch handed over to the first instance")
+
+    # 9. Readable at 200%: every size is in rem, so doubling the root font
     # doubles the text; everything wraps, nothing runs off to the side.
     driver.execute_script("document.documentElement.style.fontSize = '200%'")
     time.sleep(0.5)

@@ -187,3 +187,70 @@ async fn the_source_video_is_moved_away_only_after_its_mp3_arrived_when_asked() 
     desktop.stop().await;
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn videos_already_in_the_folder_are_asked_about_once_and_only_new_ones_go_when_told() {
+    let stack = Stack::start().await;
+    let dirs = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dirs.path().join("watch")).expect("watch dir");
+    make_video(&dirs.path().join("watch"), "old.mp4", 1.0, true);
+    let desktop = Desktop::start_in(dirs, &stack.gateway, &stack.token, |settings| {
+        settings.existing_files = None;
+    })
+    .await;
+    let mut events = desktop.engine.subscribe();
+
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
+            Ok(Ok(EngineEvent::AskExisting { count })) => {
+                assert_eq!(count, 1);
+                break;
+            }
+            Ok(Ok(_)) => {}
+            other => panic!("never asked: {other:?}"),
+        }
+    }
+    assert!(desktop.items().await.is_empty(), "taken before the answer");
+    desktop
+        .engine
+        .choose_existing(desktop_core::settings::ExistingFiles::OnlyNew)
+        .await
+        .expect("answer");
+    make_video(&desktop.watch_dir(), "new.mp4", 1.5, true);
+    desktop.wait_for("new.mp4", Stage::Done).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let names: Vec<String> = desktop.items().await.into_iter().map(|i| i.name).collect();
+    assert_eq!(names, vec!["new.mp4"]);
+    assert_eq!(stack.job_count().await, 1);
+    desktop.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_mp3_download_resumes_from_where_it_stopped() {
+    let stack = Stack::start().await;
+    let desktop = Desktop::start(&stack.gateway, &stack.token).await;
+    make_video(&desktop.watch_dir(), "resume.mp4", 4.0, true);
+    let item = desktop.wait_for("resume.mp4", Stage::Done).await;
+    let whole = std::fs::read(item.mp3_path.expect("mp3")).expect("read mp3");
+    let job = item.job_id.expect("job");
+
+    // Half a file left by an interrupted download: the rest comes by Range.
+    let part = desktop.dirs.path().join("again.mp3.part");
+    std::fs::write(&part, &whole[..whole.len() / 2]).expect("write half");
+    let api = desktop.engine.api().await;
+    let seen_from = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+    let first = seen_from.clone();
+    let total = api
+        .download_mp3(&job, &part, move |got, _| {
+            first.fetch_min(got, std::sync::atomic::Ordering::Relaxed);
+        })
+        .await
+        .expect("resumed download");
+    assert_eq!(total, whole.len() as u64);
+    assert_eq!(std::fs::read(&part).expect("read part"), whole);
+    // The first progress report already counted the half we had.
+    assert!(seen_from.load(std::sync::atomic::Ordering::Relaxed) > (whole.len() / 2) as u64);
+    desktop.stop().await;
+    stack.stop().await;
+}
