@@ -81,6 +81,31 @@ impl Job {
     }
 }
 
+/// Which of a job's emails a notification claim is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notification {
+    /// "Your MP3 is ready".
+    Ready,
+    /// "We could not convert ...".
+    Failed,
+}
+
+impl Notification {
+    fn sent_field(self) -> &'static str {
+        match self {
+            Notification::Ready => "notified_at",
+            Notification::Failed => "failure_notified_at",
+        }
+    }
+
+    fn claim_field(self) -> &'static str {
+        match self {
+            Notification::Ready => "notify_claimed_at",
+            Notification::Failed => "failure_notify_claimed_at",
+        }
+    }
+}
+
 /// Typed access to the `jobs` collection.
 #[derive(Debug, Clone)]
 pub struct JobStore {
@@ -261,6 +286,45 @@ impl JobStore {
     pub async fn mark_failure_notified(&self, id: ObjectId) -> Result<()> {
         self.set(id, doc! { "failure_notified_at": DateTime::now() })
             .await
+    }
+
+    /// Claims the right to send one of a job's emails. Exactly one caller
+    /// gets `true` until the send is recorded, the claim is released, or it
+    /// is older than `lease` (its holder died). Two deliveries of the same
+    /// message handled at once therefore send one email.
+    pub async fn claim_notification(
+        &self,
+        id: ObjectId,
+        kind: Notification,
+        lease: std::time::Duration,
+    ) -> Result<bool> {
+        let now = DateTime::now();
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let stale = DateTime::from_millis(now.timestamp_millis().saturating_sub(lease_ms));
+        let claim = kind.claim_field();
+        let result = self
+            .collection
+            .update_one(
+                doc! {
+                    "_id": id,
+                    kind.sent_field(): null,
+                    "$or": [ { claim: null }, { claim: { "$lt": stale } } ],
+                },
+                doc! { "$set": { claim: now } },
+            )
+            .await?;
+        Ok(result.modified_count == 1)
+    }
+
+    /// Gives a claim back after a failed send, so the retry may send.
+    pub async fn release_notification(&self, id: ObjectId, kind: Notification) -> Result<()> {
+        self.collection
+            .update_one(
+                doc! { "_id": id },
+                doc! { "$unset": { kind.claim_field(): "" } },
+            )
+            .await?;
+        Ok(())
     }
 
     async fn set(&self, id: ObjectId, mut fields: bson::Document) -> Result<()> {

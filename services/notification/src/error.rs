@@ -15,6 +15,9 @@ pub enum Error {
     Smtp(#[from] lettre::transport::smtp::Error),
     #[error(transparent)]
     Common(#[from] common::Error),
+    /// Another delivery of the same message is sending this email right now.
+    #[error("another delivery is sending this email")]
+    InFlight,
 }
 
 impl Error {
@@ -26,7 +29,7 @@ impl Error {
             Self::BadMessage(_) | Self::BadAddress(_) | Self::Build(_) | Self::Template(_) => true,
             Self::Smtp(err) => err.is_permanent(),
             Self::Common(common::Error::Json(_)) => true,
-            Self::Common(_) => false,
+            Self::Common(_) | Self::InFlight => false,
         }
     }
 }

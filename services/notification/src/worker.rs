@@ -7,6 +7,7 @@ use mongodb::bson::oid::ObjectId;
 
 use common::amqp::{Disposition, Incoming};
 use common::config::MongoStores;
+use common::jobs::Notification;
 use common::messages::{ConversionMessage, JobEvent};
 
 use crate::error::Error;
@@ -19,6 +20,10 @@ pub enum Outcome {
     /// The user turned email off, or was already notified for this job.
     Skipped(&'static str),
 }
+
+/// How long a claim on a job's email holds if its holder dies mid-send
+/// (well over an SMTP send with its timeouts).
+const CLAIM_LEASE: std::time::Duration = std::time::Duration::from_secs(300);
 
 #[derive(Clone)]
 pub struct Worker {
@@ -55,6 +60,7 @@ impl Worker {
         {
             return Ok(Outcome::Skipped("already notified"));
         }
+        self.claim(job_id, Notification::Ready).await?;
         let size = match message
             .mp3_fid
             .as_deref()
@@ -64,7 +70,7 @@ impl Worker {
             None => None,
         };
         let email = self.mailer.ready_email(&message, size)?;
-        self.mailer.send(email).await?;
+        self.send(email, job_id, Notification::Ready).await?;
         metrics::counter!("notification_emails_sent_total", "kind" => "ready").increment(1);
         if let Some(id) = job_id
             && let Err(err) = self.mongo.jobs.mark_notified(id).await
@@ -89,8 +95,9 @@ impl Worker {
         {
             return Ok(Outcome::Skipped("already notified"));
         }
+        self.claim(job_id, Notification::Failed).await?;
         let email = self.mailer.failed_email(&event)?;
-        self.mailer.send(email).await?;
+        self.send(email, job_id, Notification::Failed).await?;
         metrics::counter!("notification_emails_sent_total", "kind" => "failed").increment(1);
         if let Some(id) = job_id
             && let Err(err) = self.mongo.jobs.mark_failure_notified(id).await
@@ -98,6 +105,39 @@ impl Worker {
             tracing::warn!(error = %err, "sent, but could not record failure_notified_at");
         }
         Ok(Outcome::Sent)
+    }
+
+    /// Takes the job's claim for this email, or reports that another
+    /// delivery holds it (retried later, when the send is recorded).
+    async fn claim(&self, job_id: Option<ObjectId>, kind: Notification) -> Result<(), Error> {
+        let Some(id) = job_id else { return Ok(()) };
+        if self
+            .mongo
+            .jobs
+            .claim_notification(id, kind, CLAIM_LEASE)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::InFlight)
+        }
+    }
+
+    /// Sends under a claim; a failed send gives the claim back.
+    async fn send(
+        &self,
+        email: lettre::Message,
+        job_id: Option<ObjectId>,
+        kind: Notification,
+    ) -> Result<(), Error> {
+        let result = self.mailer.send(email).await;
+        if result.is_err()
+            && let Some(id) = job_id
+            && let Err(err) = self.mongo.jobs.release_notification(id, kind).await
+        {
+            tracing::warn!(error = %err, "could not release the notification claim");
+        }
+        result
     }
 
     /// The MP3's size for the email, from its GridFS record.

@@ -126,3 +126,36 @@ async fn email_turned_off_sends_nothing_and_acks() {
     assert!(harness.job(quiet).await.notified_at.is_none());
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_deliveries_of_one_message_at_the_same_time_send_one_mail() {
+    let (sink, port) = MailSink::start().await;
+    let harness = Harness::start(port, 200).await;
+    let job = harness.insert_job("at-once.mp4").await;
+    let message = harness.ready_message(job, "at-once.mp4");
+
+    // Both in flight together (the consumer handles several at once).
+    tokio::join!(
+        harness.publish_ready(&message),
+        harness.publish_ready(&message)
+    );
+    sink.wait_for("at-once.mp4", WAIT).await;
+    harness.wait_for_job(job, |j| j.notified_at.is_some()).await;
+    // The loser is retried after the delay, sees the recorded send and
+    // stops; a marker behind it proves the queue moved on.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let marker = harness.insert_job("after.mp4").await;
+    harness
+        .publish_ready(&harness.ready_message(marker, "after.mp4"))
+        .await;
+    sink.wait_for("after.mp4", WAIT).await;
+
+    let sent = sink
+        .all()
+        .await
+        .iter()
+        .filter(|m| m.text().contains("at-once.mp4"))
+        .count();
+    assert_eq!(sent, 1);
+    harness.stop().await;
+}
