@@ -144,6 +144,9 @@ pub async fn run(args: HeadlessArgs) -> Result<(), Error> {
         args.server
     );
     let mut events = engine.subscribe();
+    // Per item: the stage and tenth of progress last printed.
+    let mut printed: std::collections::HashMap<i64, (&'static str, u8)> =
+        std::collections::HashMap::new();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(Error::io("installing the SIGTERM handler"))?;
     loop {
@@ -152,7 +155,13 @@ pub async fn run(args: HeadlessArgs) -> Result<(), Error> {
             _ = tokio::signal::ctrl_c() => break,
             event = events.recv() => match event {
                 Ok(event) => {
-                    // Upload/download progress is one line per change of 10%.
+                    // Progress is one line per stage and per 10%.
+                    if let EngineEvent::Item { item } = &event {
+                        let step = (item.stage.as_str(), (item.progress * 10.0) as u8);
+                        if printed.insert(item.id, step) == Some(step) {
+                            continue;
+                        }
+                    }
                     if let Some(line) = describe(&event) {
                         println!("{line}");
                     }
