@@ -135,6 +135,23 @@ def window_geometry(name):
     return int(values["X"]), int(values["Y"]), int(values["WIDTH"]), int(values["HEIGHT"])
 
 
+def tray_dots():
+    """Pixels of the tray icon's state dot: (working blue, error red).
+    trayer docks the icon in the top right corner."""
+    width = int(subprocess.run(["xdotool", "getdisplaygeometry"], capture_output=True,
+                               text=True, check=True).stdout.split()[0])
+    out = subprocess.run(["import", "-window", "root", "-crop", f"64x32+{width - 64}+0", "txt:-"],
+                         capture_output=True, text=True, check=True).stdout
+    blue = red = 0
+    for match in re.finditer(r"\((\d+),(\d+),(\d+)", out):
+        r, g, b = (int(v) for v in match.groups())
+        if r < 80 and 100 <= g <= 150 and b > 170:
+            blue += 1
+        elif r > 180 and g < 90 and b < 90:
+            red += 1
+    return blue, red
+
+
 def xdotool(*args):
     subprocess.run(["xdotool", *map(str, args)], check=True)
 
@@ -225,6 +242,8 @@ def run(driver, server, email, password, watch, out, monitor_log):
     os.rename(watch / "Concert Recording.mp4.part", watch / "Concert Recording.mp4")
     name = "Concert Recording.mp4"
     wait_until("the job in the list", lambda: stage(name))
+    # The tray icon shows work in progress (its blue dot).
+    wait_until("the tray's working dot", lambda: tray_dots()[0] > 0, seconds=10, every=0.1)
     wait_until("conversion under way",
                lambda: stage(name) in ("converting", "downloading", "done"), every=0.1)
     if stage(name) == "converting":
@@ -295,6 +314,20 @@ def run(driver, server, email, password, watch, out, monitor_log):
     wait_until("resumed", lambda: find("#status").text == "Online", seconds=15)
     wait_until("the video taken after resuming", lambda: stage("later.mp4") == "done", seconds=120)
     screenshot(driver, "6-finished")
+
+    # The tray is idle again: no dot.
+    wait_until("an idle tray icon", lambda: tray_dots() == (0, 0), seconds=15)
+
+    # A file the server refuses shows failed with its reason, the tray turns red.
+    (watch / "meeting notes.mp4").write_text("these are notes, not a video\n" * 40)
+    wait_until("the refused file", lambda: stage("meeting notes.mp4") == "failed", seconds=60)
+    reason = driver.execute_script(
+        "return [...document.querySelectorAll('#jobs li')].find(li => li.dataset.stage === 'failed')"
+        ".querySelector('.stage').textContent")
+    assert "unsupported media type" in reason, reason
+    wait_until("the tray's error dot", lambda: tray_dots()[1] > 0, seconds=15)
+    screenshot(driver, "6b-failed")
+    log(f"failure shown: {reason!r}; tray icon red")
 
     # 8. A second launch only brings the first window forward, and exits.
     second = subprocess.run([str(APP)], env={**os.environ, "MP3C_CONFIG_DIR": str(WORK / "config"),
