@@ -216,6 +216,8 @@ async fn videos_already_in_the_folder_are_asked_about_once_and_only_new_ones_go_
         .choose_existing(desktop_core::settings::ExistingFiles::OnlyNew)
         .await
         .expect("answer");
+    // Let the answer's scan record what was there before the new video.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     make_video(&desktop.watch_dir(), "new.mp4", 1.5, true);
     desktop.wait_for("new.mp4", Stage::Done).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
