@@ -11,7 +11,13 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 VENV="$CACHE/venv"
 mkdir -p "$VAR/log" "$VAR/run" "$VAR/mail" "$CACHE"
 
-log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+# Every step is stamped with the time since the outermost script started, so a
+# slow CI run shows where its minutes went.
+export MP3C_STARTED_AT=${MP3C_STARTED_AT:-$(date +%s)}
+log() {
+  local elapsed=$(( $(date +%s) - MP3C_STARTED_AT ))
+  printf '\033[1m==> [%dm%02ds] %s\033[0m\n' $((elapsed / 60)) $((elapsed % 60)) "$*" >&2
+}
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
