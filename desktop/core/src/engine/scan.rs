@@ -1,6 +1,6 @@
 //! Taking finished videos from the watched folder and from drops.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,33 +11,69 @@ use crate::error::Error;
 use crate::settings::{ExistingFiles, Settings};
 use crate::watcher::{FolderWatch, Seen, Settler, scan, stat};
 
+/// What the loop knows about the folder it watches. It lives as long as the
+/// folder stays the same, whether or not the OS watch could be created
+/// (inotify instances run out; network shares have none), so a failed watch
+/// never makes the loop forget what it has seen or asked.
+struct Watched {
+    dir: PathBuf,
+    settler: Settler,
+    /// The OS watch; `None` while it cannot be created (rescans still run).
+    watch: Option<FolderWatch>,
+    /// The files the "videos already in the folder" question was about:
+    /// answering "only new" skips exactly these, so a video that arrives
+    /// while the question is open is still converted.
+    asked: Option<Vec<Seen>>,
+}
+
+impl Watched {
+    fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            settler: Settler::default(),
+            watch: None,
+            asked: None,
+        }
+    }
+
+    fn ensure_watch(&mut self, settings: &Settings, wake: Arc<tokio::sync::Notify>) {
+        if self.watch.is_some() {
+            return;
+        }
+        match FolderWatch::start(&self.dir, settings.recursive, wake) {
+            Ok(watch) => self.watch = Some(watch),
+            Err(err) => {
+                tracing::warn!(dir = %self.dir.display(), error = %err, "cannot watch the folder; rescanning only");
+            }
+        }
+    }
+}
+
 pub(super) async fn scan_loop(shared: Arc<Shared>) {
-    let mut settler = Settler::default();
-    let mut watch: Option<FolderWatch> = None;
+    let mut watched: Option<Watched> = None;
     loop {
         let settings = shared.settings.read().await.clone();
         let mut next = settings.rescan();
         take_dropped(&shared).await;
-        if let (Some(dir), false) = (&settings.watch_dir, settings.paused) {
-            if watch.as_ref().map(|w| &w.dir) != Some(dir) {
-                settler = Settler::default();
-                watch = match FolderWatch::start(dir, settings.recursive, shared.wake_scan.clone())
-                {
-                    Ok(watch) => Some(watch),
-                    Err(err) => {
-                        tracing::warn!(dir = %dir.display(), error = %err, "cannot watch the folder; rescanning only");
-                        None
-                    }
+        match &settings.watch_dir {
+            Some(dir) => {
+                let state = match &mut watched {
+                    Some(state) if &state.dir == dir => state,
+                    _ => watched.insert(Watched::new(dir)),
                 };
+                if settings.paused {
+                    state.watch = None;
+                } else {
+                    state.ensure_watch(&settings, shared.wake_scan.clone());
+                    if let Err(err) = scan_once(&shared, &settings, state).await {
+                        tracing::warn!(error = %err, "scanning the watched folder");
+                    }
+                    if state.settler.has_unsettled() {
+                        next = next.min((settings.settle() / 3).max(Duration::from_millis(200)));
+                    }
+                }
             }
-            if let Err(err) = scan_once(&shared, &settings, dir, &mut settler).await {
-                tracing::warn!(error = %err, "scanning the watched folder");
-            }
-            if settler.has_unsettled() {
-                next = next.min((settings.settle() / 3).max(Duration::from_millis(200)));
-            }
-        } else {
-            watch = None;
+            None => watched = None,
         }
         if !pause(&shared, &shared.wake_scan, next).await {
             return;
@@ -48,11 +84,10 @@ pub(super) async fn scan_loop(shared: Arc<Shared>) {
 async fn scan_once(
     shared: &Arc<Shared>,
     settings: &Settings,
-    dir: &Path,
-    settler: &mut Settler,
+    state: &mut Watched,
 ) -> Result<(), Error> {
     let (dir_owned, recursive, extensions, skip) = (
-        dir.to_owned(),
+        state.dir.clone(),
         settings.recursive,
         settings.extensions.clone(),
         settings.out_dir.clone(),
@@ -63,29 +98,27 @@ async fn scan_once(
     .await
     .map_err(|err| Error::Invalid(err.to_string()))?;
 
-    let baseline_key = format!("baseline:{}", dir.display());
+    let baseline_key = format!("baseline:{}", state.dir.display());
     if shared.store.meta(&baseline_key).await?.is_none() {
-        let mut unknown = Vec::new();
-        for file in &files {
-            if shared
-                .store
-                .seen(&file.path, file.size, file.mtime_ns)
-                .await?
-                .is_none()
-            {
-                unknown.push(file);
-            }
-        }
         match settings.existing_files {
-            _ if unknown.is_empty() => {}
             None => {
-                let _ = shared.events.send(EngineEvent::AskExisting {
-                    count: unknown.len(),
-                });
-                return Ok(());
+                if state.asked.is_none() {
+                    state.asked = Some(unknown_files(shared, &files).await?);
+                }
+                let count = state.asked.as_ref().map_or(0, Vec::len);
+                if count > 0 {
+                    // Repeated while unanswered, for a window opened later.
+                    let _ = shared.events.send(EngineEvent::AskExisting { count });
+                    return Ok(());
+                }
             }
             Some(ExistingFiles::OnlyNew) => {
-                for file in unknown {
+                let existing = match state.asked.take() {
+                    Some(asked) => asked,
+                    // Answered before any question (settings given up front).
+                    None => unknown_files(shared, &files).await?,
+                };
+                for file in existing {
                     shared
                         .store
                         .mark_seen(&file.path, file.size, file.mtime_ns, None)
@@ -95,15 +128,35 @@ async fn scan_once(
             Some(ExistingFiles::ConvertAll) => {}
         }
         shared.store.set_meta(&baseline_key, "taken").await?;
+        state.asked = None;
     }
 
-    for file in settler.observe(Instant::now(), files, settings.settle()) {
+    for file in state
+        .settler
+        .observe(Instant::now(), files, settings.settle())
+    {
         if let Err(err) = take(shared, &file).await {
             tracing::warn!(path = %file.path.display(), error = %err, "could not take the file yet");
-            settler.forget(&file.path);
+            state.settler.forget(&file.path);
         }
     }
     Ok(())
+}
+
+/// The files of a scan that the local state has never seen.
+async fn unknown_files(shared: &Arc<Shared>, files: &[Seen]) -> Result<Vec<Seen>, Error> {
+    let mut unknown = Vec::new();
+    for file in files {
+        if shared
+            .store
+            .seen(&file.path, file.size, file.mtime_ns)
+            .await?
+            .is_none()
+        {
+            unknown.push(file.clone());
+        }
+    }
+    Ok(unknown)
 }
 
 /// Dropped files are complete already: taken at once, folders searched.
