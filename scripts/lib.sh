@@ -38,7 +38,7 @@ SYSTEM_PACKAGES=(
   build-essential pkg-config clang libclang-dev
   libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libavdevice-dev
   libswresample-dev libswscale-dev ffmpeg
-  python3 python3-venv python3-pip rabbitmq-server curl
+  python3 python3-venv python3-pip rabbitmq-server curl shellcheck
   # The desktop app (Tauri v2 on WebKitGTK) and its icons.
   libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev
   libsoup-3.0-dev librsvg2-bin
@@ -46,6 +46,8 @@ SYSTEM_PACKAGES=(
   # tray host, X input and screenshots, and a GTK drag source.
   xvfb webkit2gtk-driver dunst dbus dbus-x11 xdotool trayer imagemagick
   python3-gi gir1.2-gtk-3.0
+  # The desktop keyring test: a Secret Service and its command-line client.
+  gnome-keyring libsecret-tools
 )
 
 ensure_system_packages() {
@@ -69,6 +71,18 @@ ensure_venv() {
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --upgrade pip
     "$VENV/bin/pip" install -q --pre secantusdb aiosmtpd
+  fi
+}
+
+# Fails, saying why, when RabbitMQ has raised a resource alarm (free disk
+# under its limit, or memory over its watermark): it then blocks publishers.
+check_broker_alarms() {
+  command -v rabbitmq-diagnostics >/dev/null || return 0
+  if ! as_root rabbitmq-diagnostics -q check_local_alarms >/dev/null 2>&1; then
+    echo "error: RabbitMQ has a resource alarm and blocks publishing:" >&2
+    as_root rabbitmq-diagnostics -q alarms >&2 || true
+    df -h / >&2
+    return 1
   fi
 }
 
