@@ -11,7 +11,6 @@ pub mod password;
 pub mod rate_limit;
 pub mod routes;
 pub mod secret;
-pub mod server;
 pub mod state;
 pub mod store;
 pub mod token;
@@ -19,10 +18,12 @@ pub mod token;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
+use common::server::HeaderLimits;
 pub use config::Config;
 pub use error::Error;
 
@@ -33,6 +34,17 @@ use secret::Secret;
 use state::AppState;
 use store::UserStore;
 use token::TokenKeys;
+
+/// Request headers: a token and a few proxies' worth fit several times over
+/// in 16 KiB (431 beyond); a client has 10 s to send them (slow-loris).
+pub const HEADER_LIMITS: HeaderLimits = HeaderLimits {
+    max_bytes: 16 * 1024,
+    read_timeout: Some(Duration::from_secs(10)),
+};
+
+/// How long shutdown waits for in-flight requests before dropping them
+/// (under Kubernetes' default 30 s termination grace period).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// A ready-to-run server: database connected and migrated, keys loaded,
 /// port bound.
@@ -121,7 +133,14 @@ impl App {
                 limits.forget_idle();
             }
         });
-        server::serve(self.listener, self.router, shutdown).await;
+        common::server::serve(
+            self.listener,
+            self.router,
+            HEADER_LIMITS,
+            shutdown,
+            common::server::Shutdown::within(SHUTDOWN_GRACE),
+        )
+        .await;
         sweeper.abort();
         self.store.close().await;
         tracing::info!("auth service stopped");

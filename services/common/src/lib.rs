@@ -1,7 +1,8 @@
 //! Code every service shares: the wire contract (message and job types), the
 //! AMQP topology with publisher confirms, GridFS helpers, telemetry, the
-//! shutdown signal and the small operations HTTP server (`/healthz`,
-//! `/readyz`, `/metrics`).
+//! shutdown signal, the HTTP server loop with bounded headers and graceful
+//! shutdown, and the small operations HTTP server (`/healthz`, `/readyz`,
+//! `/metrics`).
 
 pub mod amqp;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod jobs;
 pub mod messages;
 pub mod ops;
 pub mod options;
+pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "test-support")]

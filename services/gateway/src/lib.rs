@@ -9,7 +9,6 @@ pub mod events;
 pub mod openapi;
 pub mod range;
 mod routes;
-mod server;
 pub mod sniff;
 pub mod state;
 pub mod token;
@@ -25,6 +24,14 @@ use tower_http::trace::TraceLayer;
 
 pub use config::Config;
 use state::AppState;
+
+/// Request headers: a token, a multipart boundary and a few proxies' worth
+/// fit in 64 KiB (431 beyond). 30 s to send them is hyper's own default,
+/// kept: uploads from slow links start with these headers too.
+const HEADER_LIMITS: common::server::HeaderLimits = common::server::HeaderLimits {
+    max_bytes: 64 * 1024,
+    read_timeout: Some(std::time::Duration::from_secs(30)),
+};
 
 /// A gateway bound to its port, ready to serve.
 pub struct App {
@@ -103,7 +110,7 @@ impl App {
     ) -> anyhow::Result<()> {
         tracing::info!(port = self.port(), "gateway listening");
         let stopping = self.stopping;
-        let on_shutdown = server::Shutdown {
+        let on_shutdown = common::server::Shutdown {
             grace: self.grace,
             // Live event streams never end by themselves: end them so the
             // graceful shutdown does not wait for their clients.
@@ -112,7 +119,14 @@ impl App {
             }),
             background: self.background,
         };
-        server::serve(self.listener, self.router, shutdown, on_shutdown).await;
+        common::server::serve(
+            self.listener,
+            self.router,
+            HEADER_LIMITS,
+            shutdown,
+            on_shutdown,
+        )
+        .await;
         tracing::info!("gateway stopped");
         Ok(())
     }
