@@ -9,6 +9,7 @@ use clap::Parser;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use common::testing::{amqp_url, mongodb_uri, stopper};
 use desktop_core::Engine;
 use desktop_core::api::ApiClient;
 use desktop_core::settings::{ExistingFiles, Settings};
@@ -22,20 +23,6 @@ pub struct Stack {
     stops: Vec<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
     _workdir: tempfile::TempDir,
-}
-
-fn env_or(key: &str, default: &str) -> String {
-    std::env::var(key).unwrap_or_else(|_| default.to_owned())
-}
-
-fn stopper() -> (
-    oneshot::Sender<()>,
-    impl Future<Output = ()> + Send + 'static,
-) {
-    let (tx, rx) = oneshot::channel::<()>();
-    (tx, async move {
-        let _ = rx.await;
-    })
 }
 
 impl Stack {
@@ -70,7 +57,7 @@ impl Stack {
 
         let shared: Vec<String> = [
             "--amqp-url",
-            &env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            &amqp_url(),
             "--video-queue",
             &format!("{prefix}.video"),
             "--mp3-queue",
@@ -78,7 +65,7 @@ impl Stack {
             "--events-exchange",
             &format!("{prefix}.events"),
             "--mongodb-uri",
-            &env_or("MONGODB_URI", "mongodb://127.0.0.1:27017"),
+            &mongodb_uri(),
             "--videos-db",
             &format!("{prefix}_videos"),
             "--mp3s-db",

@@ -20,13 +20,7 @@ use common::config::MongoStores;
 use common::jobs::Job;
 use common::messages::ConversionMessage;
 
-pub fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-pub fn mongodb_uri() -> String {
-    std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into())
-}
+pub use common::testing::{amqp_url, mongodb_uri};
 
 /// Names and handles of one test's world.
 pub struct World {

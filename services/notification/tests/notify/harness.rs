@@ -16,9 +16,7 @@ use common::config::MongoStores;
 use common::jobs::{Job, JobState};
 use common::messages::{ConversionMessage, JobEvent};
 
-pub fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
+pub use common::testing::amqp_url;
 
 pub struct Harness {
     pub prefix: String,
