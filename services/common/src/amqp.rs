@@ -21,7 +21,27 @@ use crate::error::{Error, Result};
 /// Opens a connection named after the service (visible in the management UI).
 pub async fn connect(url: &str, name: &str) -> Result<Connection> {
     let props = ConnectionProperties::default().with_connection_name(name.to_owned().into());
-    Ok(Connection::connect(url, props).await?)
+    bounded("the connection", OPEN_TIMEOUT, async {
+        Ok(Connection::connect(url, props).await?)
+    })
+    .await
+}
+
+/// How long opening a connection (TCP and the AMQP handshake) or setting up
+/// a channel may take. A link that silently drops packets would otherwise
+/// hold the caller forever: heartbeats only start once the connection is up.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `work`, or [`Error::Unresponsive`] when the broker has not answered
+/// `what` within `after`.
+async fn bounded<T>(
+    what: &'static str,
+    after: Duration,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(after, work)
+        .await
+        .map_err(|_| Error::Unresponsive { what, after })?
 }
 
 /// Declares a durable topic exchange (job events, routing key `job.<state>`).
@@ -105,16 +125,20 @@ impl Publisher {
             return Ok(channel.clone());
         }
         let conn = connect(&self.url, &self.name).await?;
-        let channel = conn.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        for queue in &self.queues {
-            declare_queue(&channel, queue).await?;
-        }
-        for exchange in &self.exchanges {
-            declare_topic_exchange(&channel, exchange).await?;
-        }
+        let channel = bounded("the channel set-up", OPEN_TIMEOUT, async {
+            let channel = conn.create_channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            for queue in &self.queues {
+                declare_queue(&channel, queue).await?;
+            }
+            for exchange in &self.exchanges {
+                declare_topic_exchange(&channel, exchange).await?;
+            }
+            Ok(channel)
+        })
+        .await?;
         *guard = Some((conn, channel.clone()));
         Ok(channel)
     }
@@ -129,7 +153,26 @@ impl Publisher {
     /// (request id, attempt count).
     pub async fn publish(&self, queue: &str, body: &[u8], headers: FieldTable) -> Result<()> {
         let channel = self.channel().await?;
-        publish_on(&channel, "", queue, body, headers, true).await
+        let published = publish_on(&channel, "", queue, body, headers, true).await;
+        self.forget_stalled(&published).await;
+        published
+    }
+
+    /// After a confirm that never came, the next publish starts on a new
+    /// connection: a silently dead link (a dropped network path) heals that
+    /// way, and a blocked broker costs nothing more.
+    async fn forget_stalled(&self, published: &Result<()>) {
+        if matches!(published, Err(Error::Unresponsive { .. }))
+            && let Some((conn, _)) = self.channel.lock().await.take()
+        {
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    conn.close(200, "publish not confirmed".into()),
+                )
+                .await;
+            });
+        }
     }
 
     /// Publishes an event to a topic exchange (confirmed). Events nobody
@@ -141,7 +184,7 @@ impl Publisher {
         body: &[u8],
     ) -> Result<()> {
         let channel = self.channel().await?;
-        publish_on(
+        let published = publish_on(
             &channel,
             exchange,
             routing_key,
@@ -149,7 +192,9 @@ impl Publisher {
             FieldTable::default(),
             false,
         )
-        .await
+        .await;
+        self.forget_stalled(&published).await;
+        published
     }
 }
 
@@ -464,8 +509,13 @@ async fn declare_delay_queue(
     declare_durable(channel, name, args).await
 }
 
-/// Publishes persistently on a channel in confirm mode and waits for the ack.
-/// Stamps the publish time (the `timestamp` property in seconds and
+/// How long a publish waits for the broker's confirm. A broker short of disk
+/// or memory blocks publishers without closing their connection, and a dead
+/// network path looks the same: without a bound an upload would hang.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Publishes persistently on a channel in confirm mode and waits for the ack
+/// (at most [`CONFIRM_TIMEOUT`]). Stamps the publish time (the `timestamp` property in seconds and
 /// [`PUBLISHED_MS_HEADER`]) so consumers can measure their queue lag.
 async fn publish_on(
     channel: &Channel,
@@ -487,19 +537,24 @@ async fn publish_on(
         .with_content_type("application/json".into())
         .with_timestamp(now.as_secs())
         .with_headers(headers);
-    let confirm = channel
-        .basic_publish(
-            exchange.into(),
-            routing_key.into(),
-            BasicPublishOptions {
-                mandatory,
-                ..BasicPublishOptions::default()
-            },
-            body,
-            properties,
+    let publish = async {
+        Ok::<_, Error>(
+            channel
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    BasicPublishOptions {
+                        mandatory,
+                        ..BasicPublishOptions::default()
+                    },
+                    body,
+                    properties,
+                )
+                .await?
+                .await?,
         )
-        .await?
-        .await?;
+    };
+    let confirm = bounded("the publish", CONFIRM_TIMEOUT, publish).await?;
     match confirm {
         // A returned (unroutable) message is acked but went nowhere.
         Confirmation::Ack(None) => Ok(()),

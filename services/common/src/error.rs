@@ -7,6 +7,13 @@ pub enum Error {
     Amqp(#[from] lapin::Error),
     #[error("the broker did not confirm the message (nack)")]
     NotConfirmed,
+    #[error(
+        "the broker did not answer {what} within {after:?} (blocked by a disk or memory alarm, or unreachable)"
+    )]
+    Unresponsive {
+        what: &'static str,
+        after: std::time::Duration,
+    },
     #[error("MongoDB: {0}")]
     Mongo(#[from] mongodb::error::Error),
     #[error("invalid message JSON: {0}")]

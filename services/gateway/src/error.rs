@@ -172,9 +172,9 @@ impl From<common::Error> for ApiError {
     fn from(err: common::Error) -> Self {
         match err {
             common::Error::Mongo(_) => Self::Unavailable("storage (MongoDB)"),
-            common::Error::Amqp(_) | common::Error::NotConfirmed => {
-                Self::Unavailable("message broker")
-            }
+            common::Error::Amqp(_)
+            | common::Error::NotConfirmed
+            | common::Error::Unresponsive { .. } => Self::Unavailable("message broker"),
             other => Self::Internal(other.into()),
         }
     }

@@ -24,13 +24,8 @@ pub enum AuthDb {
     Postgres,
 }
 
-pub fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-pub fn mongodb_uri() -> String {
-    std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into())
-}
+use common::testing::stopper;
+pub use common::testing::{amqp_url, mongodb_uri};
 
 fn postgres_admin_url() -> String {
     std::env::var("TEST_POSTGRES_URL")
@@ -84,16 +79,6 @@ pub struct TestStack {
     gateway_service: Option<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
     stops: Vec<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
-}
-
-fn stopper() -> (
-    oneshot::Sender<()>,
-    impl Future<Output = ()> + Send + 'static,
-) {
-    let (tx, rx) = oneshot::channel::<()>();
-    (tx, async move {
-        let _ = rx.await;
-    })
 }
 
 impl TestStack {
@@ -555,11 +540,23 @@ pub fn mp3_id_from_mail(data: &str) -> String {
         .unwrap_or_else(|| panic!("no MP3 id in mail:\n{data}"))
 }
 
+/// What a [`CuttableProxy`] does with traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProxyMode {
+    Open,
+    /// Connections stay open but nothing moves either way: what a client
+    /// sees of a broker that blocks publishers (disk or memory alarm) or of
+    /// a network that drops packets.
+    Stalled,
+    Down,
+}
+
 /// A TCP proxy to RabbitMQ that can be cut: while down it refuses new
-/// connections, and cutting it closes the ones it carries.
+/// connections, and cutting it closes the ones it carries. It can also
+/// stall them.
 pub struct CuttableProxy {
     pub port: u16,
-    down: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    mode: std::sync::Arc<tokio::sync::watch::Sender<ProxyMode>>,
 }
 
 impl CuttableProxy {
@@ -577,32 +574,48 @@ impl CuttableProxy {
             .next()
             .unwrap_or("127.0.0.1:5672")
             .to_owned();
-        let (down, _) = tokio::sync::watch::channel(false);
-        let down = std::sync::Arc::new(down);
-        let watcher = down.clone();
+        let (mode, _) = tokio::sync::watch::channel(ProxyMode::Open);
+        let mode = std::sync::Arc::new(mode);
+        let watcher = mode.clone();
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
-                if *watcher.borrow() {
+                if *watcher.borrow() == ProxyMode::Down {
                     drop(client);
                     continue;
                 }
                 let target = target.clone();
-                let mut cut = watcher.subscribe();
+                let mut changed = watcher.subscribe();
                 tokio::spawn(async move {
                     if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
-                        tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                            _ = cut.wait_for(|down| *down) => {}
+                        let stalled = tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
+                            mode = changed.wait_for(|mode| *mode != ProxyMode::Open) => {
+                                mode.is_ok_and(|mode| *mode == ProxyMode::Stalled)
+                            }
+                        };
+                        if stalled {
+                            // Hold both ends, move nothing, until the stall
+                            // ends; then close.
+                            let _ = changed.wait_for(|mode| *mode != ProxyMode::Stalled).await;
                         }
                     }
                 });
             }
         });
-        CuttableProxy { port, down }
+        CuttableProxy { port, mode }
     }
 
     pub fn set_down(&self, down: bool) {
-        self.down.send_replace(down);
+        self.mode.send_replace(if down {
+            ProxyMode::Down
+        } else {
+            ProxyMode::Open
+        });
+    }
+
+    /// Stalls the connections it carries (new ones are stalled too).
+    pub fn stall(&self) {
+        self.mode.send_replace(ProxyMode::Stalled);
     }
 
     /// The broker URL through this proxy (same credentials and vhost).

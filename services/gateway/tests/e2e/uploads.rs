@@ -267,3 +267,54 @@ async fn an_unreachable_broker_means_503_and_no_orphan() {
     assert_eq!(stack.jobs_of("jack@example.com").await, 1);
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_that_never_confirms_means_503_in_bounded_time_and_no_orphan() {
+    let proxy = CuttableProxy::start().await;
+    let stack = TestStack::start_with(
+        AuthDb::Sqlite,
+        StackOptions {
+            gateway_amqp_url: Some(proxy.url()),
+            ..StackOptions::default()
+        },
+    )
+    .await;
+    stack.add_user("kate@example.com", "kate-password").await;
+    let bearer = format!(
+        "Bearer {}",
+        stack.token("kate@example.com", "kate-password").await
+    );
+    let video = std::fs::read(media_dir().join("puremagic__test.mp4")).expect("sample");
+
+    // Act: the connection stays open but nothing comes back, as from a
+    // broker that blocks publishers when its disk or memory runs low.
+    proxy.stall();
+    let started = std::time::Instant::now();
+    let stalled = stack
+        .upload_bytes("/upload", &bearer, "stalled.mp4", video.clone())
+        .await;
+    let waited = started.elapsed();
+
+    // Assert: a 503 once the confirm wait is over, not a hang; and nothing
+    // left behind.
+    assert_eq!(stalled.status(), 503);
+    assert_eq!(
+        stalled.text().await.expect("body"),
+        "service unavailable: message broker"
+    );
+    assert!(
+        waited >= common::amqp::CONFIRM_TIMEOUT,
+        "answered before the confirm wait: {waited:?}"
+    );
+    stack.assert_nothing_stored("kate@example.com").await;
+
+    // Once the link works again, the next upload goes through on a new
+    // connection.
+    proxy.set_down(false);
+    let again = stack
+        .upload_bytes("/upload", &bearer, "flowing.mp4", video)
+        .await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(stack.jobs_of("kate@example.com").await, 1);
+    stack.stop().await;
+}
