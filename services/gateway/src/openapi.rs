@@ -29,6 +29,7 @@ use crate::routes::{account, events, jobs};
     ),
     paths(
         account::login,
+        account::registration,
         account::register,
         account::me,
         account::preferences,
@@ -54,6 +55,7 @@ use crate::routes::{account, events, jobs};
         Credentials,
         TokenResponse,
         Profile,
+        RegistrationStatus,
         Preferences,
     )),
     modifiers(&BearerAuth),
@@ -202,6 +204,14 @@ pub struct TokenResponse {
     token: String,
     /// When it stops being accepted (RFC 3339, UTC).
     expires_at: String,
+}
+
+/// Whether registration is open.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only: auth's answer is passed through
+pub struct RegistrationStatus {
+    /// `true` when `POST /api/v1/register` accepts new accounts.
+    enabled: bool,
 }
 
 /// A user as they may see themselves.

@@ -84,6 +84,21 @@ pub async fn login(
     Ok(response)
 }
 
+/// `GET /api/v1/register`'s answer.
+#[derive(Debug, Serialize)]
+pub struct RegistrationStatus {
+    /// Whether `POST /api/v1/register` accepts new accounts.
+    enabled: bool,
+}
+
+/// `GET /api/v1/register` -> `{enabled}`: lets a client offer "create an
+/// account" only where it would work, instead of a link that ends in 403.
+pub async fn registration(State(state): State<AppState>) -> Json<RegistrationStatus> {
+    Json(RegistrationStatus {
+        enabled: state.allow_registration,
+    })
+}
+
 /// `POST /api/v1/register` `{email, password}` -> 201 and the new profile.
 pub async fn register(
     State(state): State<AppState>,

@@ -53,7 +53,10 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES));
     let api = Router::new()
         .route("/api/v1/login", post(api::login))
-        .route("/api/v1/register", post(api::register))
+        .route(
+            "/api/v1/register",
+            get(api::registration).post(api::register),
+        )
         .route("/api/v1/me", get(api::me))
         .route("/api/v1/me/preferences", put(api::set_preferences))
         // Unknown paths (anywhere) get a JSON 404.

@@ -15,6 +15,7 @@ backend_tests!(
     register_refuses_invalid_emails,
     register_refuses_passwords_under_eight_characters,
     register_can_be_disabled,
+    registration_says_whether_it_is_open,
     me_returns_the_profile_from_the_database,
     me_needs_a_valid_bearer_token,
     me_refuses_a_user_disabled_after_login,
@@ -231,6 +232,17 @@ async fn register_can_be_disabled(backend: Backend) {
     .await;
     let row = app.db.fetch_one("SELECT COUNT(*) AS n FROM users").await;
     assert_eq!(row.get::<i64, _>("n"), 0);
+}
+
+async fn registration_says_whether_it_is_open(backend: Backend) {
+    for (flag, enabled) in [("true", true), ("false", false)] {
+        let app = spawn_app_with(backend, Signing::Ed25519, &["--allow-registration", flag]).await;
+        let response = app.get("/api/v1/register").await;
+        assert_eq!(response.status(), 200, "{flag}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body, json!({ "enabled": enabled }), "{flag}");
+        app.stop().await;
+    }
 }
 
 async fn me_returns_the_profile_from_the_database(backend: Backend) {

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 
 use crate::error::{ErrorBody, JsonError};
-use crate::openapi::{Credentials, Preferences, Profile, TokenResponse};
+use crate::openapi::{Credentials, Preferences, Profile, RegistrationStatus, TokenResponse};
 use crate::state::AppState;
 
 /// What every account route needs to forward a request.
@@ -52,6 +52,31 @@ pub async fn login(
     body: Bytes,
 ) -> Result<Response, JsonError> {
     forward((state, peer, headers), Method::POST, "/api/v1/login", body).await
+}
+
+/// `GET /api/v1/register` -> `{enabled}`: whether registration is open, so
+/// clients show "create an account" only where it works.
+#[utoipa::path(
+    get,
+    path = "/api/v1/register",
+    tag = "account",
+    responses(
+        (status = 200, description = "Whether `POST /api/v1/register` accepts new accounts", body = RegistrationStatus),
+        (status = 503, description = "Auth service unreachable", body = ErrorBody),
+    )
+)]
+pub async fn registration(
+    state: State<AppState>,
+    peer: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, JsonError> {
+    forward(
+        (state, peer, headers),
+        Method::GET,
+        "/api/v1/register",
+        Bytes::new(),
+    )
+    .await
 }
 
 /// `POST /api/v1/register` `{email, password}` -> 201 and the new profile.

@@ -36,7 +36,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/download", get(download::download))
         .route("/api/v1/login", api(post(account::login)))
-        .route("/api/v1/register", api(post(account::register)))
+        .route(
+            "/api/v1/register",
+            api(get(account::registration).post(account::register)),
+        )
         .route("/api/v1/me", api(get(account::me)))
         .route("/api/v1/me/preferences", api(put(account::preferences)))
         .route(

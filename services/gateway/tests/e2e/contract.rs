@@ -127,6 +127,18 @@ async fn the_openapi_document_covers_every_design_route() {
             );
         }
     }
+    // Beyond DESIGN.md: whether registration is open, passed through from
+    // auth (which registers by default), so clients can hide the link.
+    let registration: serde_json::Value = stack
+        .http
+        .get(format!("{}/api/v1/register", stack.gateway))
+        .send()
+        .await
+        .expect("registration request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(registration, serde_json::json!({ "enabled": true }));
     stack.stop().await;
 }
 
