@@ -2,13 +2,10 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{
-    EngineEvent, PROGRESS_EVERY, Shared, backoff, emit_item, fail, pause, set_online, signed_in,
-    signed_out,
-};
+use super::progress::ProgressReporter;
+use super::{Shared, backoff, emit_item, fail, pause, set_online, signed_in, signed_out};
 use crate::error::Error;
 use crate::names::{part_path, unique_mp3_path};
 use crate::settings::AfterDone;
@@ -80,36 +77,9 @@ async fn download(shared: &Arc<Shared>, item: &Item, out_dir: &Path) -> Result<(
     };
     let part = part_path(&target);
     let api = shared.api.read().await.clone();
-    let received = Arc::new(AtomicU64::new(0));
-    let fraction = Arc::new(AtomicU64::new(0));
-    let reporter = {
-        let (shared, item, fraction) = (shared.clone(), item.clone(), fraction.clone());
-        tokio::spawn(async move {
-            let mut last = u64::MAX;
-            loop {
-                tokio::time::sleep(PROGRESS_EVERY).await;
-                let permille = fraction.load(Ordering::Relaxed);
-                if permille == last {
-                    continue;
-                }
-                last = permille;
-                let mut update = item.clone();
-                update.stage = Stage::Downloading;
-                update.progress = permille as f64 / 1000.0;
-                let _ = shared.events.send(EngineEvent::Item { item: update });
-            }
-        })
-    };
-    let counter = received.clone();
-    let result = api
-        .download_mp3(&job_id, &part, move |got, total| {
-            counter.store(got, Ordering::Relaxed);
-            if let Some(permille) = (got * 1000).checked_div(total) {
-                fraction.store(permille, Ordering::Relaxed);
-            }
-        })
-        .await;
-    reporter.abort();
+    let reporter = ProgressReporter::start(shared, item, Stage::Downloading);
+    let result = api.download_mp3(&job_id, &part, reporter.recorder()).await;
+    drop(reporter);
     let size = result?;
     if size == 0 || !looks_like_mp3(&part).await {
         tokio::fs::remove_file(&part).await.ok();

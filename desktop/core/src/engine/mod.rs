@@ -22,6 +22,7 @@ use crate::store::{Item, Stage, Store};
 
 mod download;
 mod follow;
+mod progress;
 mod scan;
 mod upload;
 

@@ -1,14 +1,11 @@
 //! Uploading queued files, one at a time, with progress and backoff.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::follow::apply_job;
-use super::{
-    EngineEvent, PROGRESS_EVERY, Shared, backoff, emit_item, fail, pause, reset, set_online,
-    signed_in, signed_out,
-};
+use super::progress::ProgressReporter;
+use super::{Shared, backoff, emit_item, fail, pause, reset, set_online, signed_in, signed_out};
 use crate::error::Error;
 use crate::store::{Item, Stage};
 
@@ -84,43 +81,19 @@ async fn upload(shared: &Arc<Shared>, item: &Item) -> Result<(), Error> {
         .set_stage(item.id, Stage::Uploading, 0.0)
         .await?;
     emit_item(shared, item.id).await;
-    let sent = Arc::new(AtomicU64::new(0));
-    let reporter = upload_reporter(shared.clone(), item.clone(), sent.clone());
-    let counter = sent.clone();
+    let reporter = ProgressReporter::start(shared, item, Stage::Uploading);
+    let record = reporter.recorder();
+    let size = item.size;
     let result = api
-        .create_job(&item.path, &item.name, &options, move |bytes| {
-            counter.store(bytes, Ordering::Relaxed);
+        .create_job(&item.path, &item.name, &options, move |sent| {
+            record(sent, size)
         })
         .await;
-    reporter.abort();
+    drop(reporter);
     let created = result?;
     shared.store.set_job(item.id, &created.job.id).await?;
     if created.deduplicated {
         tracing::info!(file = %item.name, job = %created.job.id, "the server had this video already");
     }
     apply_job(shared, item.id, &created.job).await
-}
-
-/// Sends upload progress events until aborted.
-fn upload_reporter(
-    shared: Arc<Shared>,
-    item: Item,
-    sent: Arc<AtomicU64>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut last = u64::MAX;
-        loop {
-            tokio::time::sleep(PROGRESS_EVERY).await;
-            let now = sent.load(Ordering::Relaxed);
-            let total = item.size.max(1);
-            if now == last {
-                continue;
-            }
-            last = now;
-            let mut update = item.clone();
-            update.stage = Stage::Uploading;
-            update.progress = (now as f64 / total as f64).min(1.0);
-            let _ = shared.events.send(EngineEvent::Item { item: update });
-        }
-    })
 }
