@@ -38,6 +38,7 @@ function showError(id, err) {
   const el = $(id);
   el.textContent = err ? message(err) : "";
   el.hidden = !err;
+  if (err) el.scrollIntoView({ block: "nearest" });
 }
 
 // ------------------------------------------------------------- rendering
@@ -58,8 +59,32 @@ function render(snapshot) {
   $("app").hidden = !signedIn;
   renderStatus();
   renderItems();
-  if (!signedIn) $("password").focus();
+  if (!signedIn) {
+    checkRegistration();
+    $("password").focus();
+  }
 }
+
+// "Create an account" shows only when the server says registration is open.
+let registrationCheckedFor = null;
+async function checkRegistration() {
+  const server = $("server").value.trim();
+  if (server === registrationCheckedFor) return;
+  registrationCheckedFor = server;
+  let open = false;
+  try {
+    open = await invoke("registration_open", { server });
+  } catch (_) {
+    // Unreachable or not a server of ours: no link.
+  }
+  if ($("server").value.trim() === server) $("register-button").hidden = !open;
+}
+
+let serverTyping;
+$("server").addEventListener("input", () => {
+  clearTimeout(serverTyping);
+  serverTyping = setTimeout(checkRegistration, 400);
+});
 
 function renderStatus() {
   const status = $("status");

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
-use tauri::{AppHandle, State};
+use tauri::{AppHandle, Manager as _, State};
 use tauri_plugin_autostart::ManagerExt as _;
 use tauri_plugin_dialog::DialogExt;
 use tauri_plugin_opener::OpenerExt;
@@ -34,6 +34,11 @@ pub async fn sign_in(
 }
 
 #[tauri::command]
+pub async fn registration_open(app: State<'_, DesktopApp>, server: String) -> Result<bool> {
+    Ok(app.registration_open(&server).await?)
+}
+
+#[tauri::command]
 pub async fn register(
     app: State<'_, DesktopApp>,
     server: String,
@@ -55,17 +60,34 @@ pub async fn save_settings(
     app: State<'_, DesktopApp>,
     settings: Settings,
 ) -> Result<()> {
+    // First, so a setting the system refused is not saved as if it held.
     let autostart = handle.autolaunch();
-    let result = if settings.start_at_login {
-        autostart.enable()
-    } else {
-        autostart.disable()
+    let changed = match (settings.start_at_login, autostart.is_enabled()) {
+        (true, Ok(false)) | (true, Err(_)) => {
+            ensure_autostart_dir(&handle);
+            autostart.enable()
+        }
+        (false, Ok(true)) => autostart.disable(),
+        _ => Ok(()),
     };
-    if let Err(err) = result {
-        tracing::warn!(error = %err, "could not change start at login");
-    }
+    changed.map_err(|err| failed(format!("could not change \"start at login\": {err}")))?;
     Ok(app.save_settings(settings).await?)
 }
+
+/// The autostart plugin (auto-launch 0.5) creates `~/.config/autostart` but
+/// not `~/.config`, so on an account without one enabling fails; make both.
+#[cfg(target_os = "linux")]
+fn ensure_autostart_dir(handle: &AppHandle) {
+    if let Ok(home) = handle.path().home_dir() {
+        let dir = home.join(".config").join("autostart");
+        if let Err(err) = std::fs::create_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %err, "cannot create the autostart folder");
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn ensure_autostart_dir(_handle: &AppHandle) {}
 
 /// The native folder picker; `None` when cancelled.
 #[tauri::command]

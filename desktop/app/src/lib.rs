@@ -12,6 +12,10 @@ use desktop_core::app::DesktopApp;
 use desktop_core::credentials::Credentials;
 use desktop_core::headless::HeadlessArgs;
 
+/// The flag "start at login" launches with: the app starts in the tray,
+/// without opening its window over whatever the user is doing.
+const START_IN_TRAY: &str = "--minimized";
+
 /// Entry point of the binary.
 pub fn main() -> anyhow::Result<()> {
     init_logging();
@@ -40,7 +44,7 @@ pub fn run() -> anyhow::Result<()> {
         }))
         .plugin(tauri_plugin_autostart::init(
             tauri_plugin_autostart::MacosLauncher::LaunchAgent,
-            None,
+            Some(vec![START_IN_TRAY]),
         ))
         .plugin(tauri_plugin_dialog::init())
         .plugin(tauri_plugin_opener::init())
@@ -62,6 +66,11 @@ pub fn run() -> anyhow::Result<()> {
             });
             app.manage(desktop);
             tray::create(app.handle())?;
+            if std::env::args().any(|arg| arg == START_IN_TRAY) {
+                if let Some(window) = app.get_webview_window("main") {
+                    window.hide().ok();
+                }
+            }
             Ok(())
         })
         .on_window_event(|window, event| match event {
@@ -82,6 +91,7 @@ pub fn run() -> anyhow::Result<()> {
         .invoke_handler(tauri::generate_handler![
             commands::snapshot,
             commands::sign_in,
+            commands::registration_open,
             commands::register,
             commands::sign_out,
             commands::save_settings,

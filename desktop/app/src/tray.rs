@@ -1,16 +1,18 @@
-//! The tray icon: its picture says idle, working or error, its tooltip
-//! counts the files, and its menu shows the window, pauses watching, opens
-//! the output folder or quits.
+//! The tray icon: its picture says idle, working or error; its tooltip and
+//! the first line of its menu count the files (Linux tray icons have no
+//! tooltip); the menu shows the window, pauses watching, opens the output
+//! folder or quits.
 
 use tauri::image::Image;
-use tauri::menu::{Menu, MenuItem};
+use tauri::menu::{Menu, MenuItem, PredefinedMenuItem};
 use tauri::tray::{TrayIcon, TrayIconBuilder, TrayIconEvent};
 use tauri::{AppHandle, Manager};
 use tauri_plugin_opener::OpenerExt;
 
 use desktop_core::Settings;
 use desktop_core::app::DesktopApp;
-use desktop_core::store::{Item, Stage};
+use desktop_core::status::{Summary, TrayState};
+use desktop_core::store::Item;
 
 const TRAY_ID: &str = "main";
 const IDLE: &[u8] = include_bytes!("../../../icons/tray-idle.png");
@@ -28,13 +30,19 @@ pub fn show_window(app: &AppHandle) {
 /// The tray menu's pause item, relabelled whenever the settings change.
 pub struct PauseItem(pub MenuItem<tauri::Wry>);
 
+/// The menu's first line: the counts, not clickable.
+pub struct StatusItem(pub MenuItem<tauri::Wry>);
+
 pub fn create(app: &AppHandle) -> tauri::Result<TrayIcon> {
+    let status = MenuItem::with_id(app, "status", "MP3 Converter", false, None::<&str>)?;
+    let separator = PredefinedMenuItem::separator(app)?;
     let show = MenuItem::with_id(app, "show", "Show window", true, None::<&str>)?;
     let pause = MenuItem::with_id(app, "pause", "Pause watching", true, None::<&str>)?;
     let open = MenuItem::with_id(app, "open", "Open output folder", true, None::<&str>)?;
     let quit = MenuItem::with_id(app, "quit", "Quit", true, None::<&str>)?;
-    let menu = Menu::with_items(app, &[&show, &pause, &open, &quit])?;
+    let menu = Menu::with_items(app, &[&status, &separator, &show, &pause, &open, &quit])?;
     app.manage(PauseItem(pause));
+    app.manage(StatusItem(status));
     TrayIconBuilder::with_id(TRAY_ID)
         .icon(Image::from_bytes(IDLE)?)
         .tooltip("MP3 Converter")
@@ -85,29 +93,24 @@ pub fn settings_changed(app: &AppHandle, settings: &Settings) {
     }
 }
 
-/// Redraws the icon and tooltip from the items.
+/// Redraws the icon, the tooltip and the menu's status line from the items.
 pub fn update(app: &AppHandle, items: &[Item], signed_in: bool, settings: &Settings) {
     let Some(tray) = app.tray_by_id(TRAY_ID) else {
         return;
     };
-    let working = items
-        .iter()
-        .filter(|i| !matches!(i.stage, Stage::Done | Stage::Failed))
-        .count();
-    let done = items.iter().filter(|i| i.stage == Stage::Done).count();
-    let failed = items.iter().filter(|i| i.stage == Stage::Failed).count();
-    let newest_failed = items.first().is_some_and(|i| i.stage == Stage::Failed);
-    let (icon, state) = if !signed_in || newest_failed {
-        (ERROR, "needs attention")
-    } else if working > 0 {
-        (WORKING, "working")
-    } else {
-        (IDLE, if settings.paused { "paused" } else { "idle" })
+    let summary = Summary::of(items, signed_in, settings.paused);
+    let icon = match summary.state {
+        TrayState::Idle => IDLE,
+        TrayState::Working => WORKING,
+        TrayState::Attention => ERROR,
     };
     if let Ok(image) = Image::from_bytes(icon) {
         tray.set_icon(Some(image)).ok();
     }
-    let tooltip =
-        format!("MP3 Converter: {state}\n{working} in progress, {done} done, {failed} failed");
-    tray.set_tooltip(Some(tooltip)).ok();
+    let line = summary.line();
+    tray.set_tooltip(Some(format!("MP3 Converter\n{line}")))
+        .ok();
+    if let Some(status) = app.try_state::<StatusItem>() {
+        status.0.set_text(line).ok();
+    }
 }

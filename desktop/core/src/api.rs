@@ -130,6 +130,29 @@ impl ApiClient {
         checked(response).await.map(drop)
     }
 
+    /// Whether the server accepts new accounts. A server that does not say
+    /// (older, or registration routed elsewhere) counts as closed, so the
+    /// window never offers a link that ends in an error.
+    pub async fn registration_open(&self) -> Result<bool, Error> {
+        #[derive(Deserialize)]
+        struct Status {
+            enabled: bool,
+        }
+        let response = self
+            .http
+            .get(self.url("/api/v1/register"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await?;
+        if matches!(
+            response.status(),
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+        ) {
+            return Ok(false);
+        }
+        Ok(json::<Status>(response).await?.enabled)
+    }
+
     /// Uploads `path` as a new job, streaming it from disk; `progress`
     /// receives the bytes sent so far.
     pub async fn create_job(

@@ -88,6 +88,14 @@ impl DesktopApp {
         Ok(())
     }
 
+    /// Whether `server` lets new users register (for the sign-in screen's
+    /// "create an account" button).
+    pub async fn registration_open(&self, server: &str) -> Result<bool, Error> {
+        ApiClient::new(server.trim(), None)?
+            .registration_open()
+            .await
+    }
+
     /// Creates an account, then signs in with it.
     pub async fn register(&self, server: &str, email: &str, password: &str) -> Result<(), Error> {
         if password.chars().count() < 8 {

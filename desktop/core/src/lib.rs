@@ -13,6 +13,7 @@ pub mod names;
 pub mod notices;
 pub mod settings;
 pub mod sse;
+pub mod status;
 pub mod store;
 pub mod watcher;
 

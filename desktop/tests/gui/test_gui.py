@@ -176,7 +176,10 @@ def main():
 
     driver_port = free_port()
     spawn("tauri-driver", [os.environ.get("TAURI_DRIVER", "tauri-driver"), "--port", str(driver_port)],
-          {"MP3C_CONFIG_DIR": str(WORK / "config"), "MP3C_NO_KEYRING": "1", "RUST_LOG": "info"})
+          {"MP3C_CONFIG_DIR": str(WORK / "config"), "MP3C_NO_KEYRING": "1", "RUST_LOG": "info",
+           # A home of its own: "Start at login" writes its autostart entry
+           # to ~/.config/autostart, which must not be the user's.
+           "HOME": str(WORK / "home")})
     wait_port(driver_port)
     options = ArgOptions()
     options.set_capability("browserName", "wry")
@@ -201,8 +204,14 @@ def run(driver, server, email, password, watch, out, monitor_log):
 
     # 1. Sign in.
     wait_until("the sign-in form", lambda: find("#signin").is_displayed())
-    find("#server").clear()
-    find("#server").send_keys(server)
+    # "Create an account" shows only where the server accepts registrations:
+    # not for a server that does not answer, yes for ours (it is open).
+    register_shown = lambda: find("#register-button").is_displayed()  # noqa: E731
+    for url, shown in ((server, True), (f"http://127.0.0.1:{free_port()}", False), (server, True)):
+        find("#server").clear()
+        find("#server").send_keys(url)
+        wait_until(f"the create-an-account button {'shown' if shown else 'hidden'} for {url}",
+                   lambda: register_shown() == shown)
     find("#email").send_keys(email)
     find("#password").send_keys("wrong password")
     find("#signin-button").click()
@@ -233,6 +242,51 @@ def run(driver, server, email, password, watch, out, monitor_log):
     find("#out-dir").send_keys(str(out))
     find("#folders-save").click()
     wait_until("folders saved", lambda: "Saved" in find("#folders-message").text)
+
+    # "Start at login": an XDG autostart entry that starts the app in the
+    # tray, there while the setting is on and gone when it is off.
+    autostart = WORK / "home" / ".config" / "autostart"
+
+    def set_start_at_login(on):
+        """Saves the setting; the error the dialog shows, if any (then
+        the dialog is cancelled)."""
+        find("#settings-button").click()
+        wait_until("the settings dialog", lambda: find("#settings").is_displayed())
+        box = find("#start-at-login")
+        if box.is_selected() != on:
+            # Scrolled to the middle, as a user would: at the dialog's edge
+            # it sits under the buttons that stay in view.
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", box)
+            box.click()
+        find("#settings-save").click()
+        wait_until("the settings dialog closed or an error",
+                   lambda: not find("#settings").is_displayed() or find("#settings-error").text)
+        error = find("#settings-error").text if find("#settings").is_displayed() else ""
+        if error:
+            # In view (the dialog is taller than the window, its buttons
+            # stay at its foot) and, like the message, on the screenshot.
+            screenshot(driver, "settings-error")
+            find("#settings-cancel").click()
+            wait_until("the settings dialog closed", lambda: not find("#settings").is_displayed())
+        return error
+
+    # A fresh account has no ~/.config at all: it works there too.
+    assert set_start_at_login(True) == ""
+    entries = list(autostart.glob("*.desktop"))
+    assert len(entries) == 1, entries
+    entry = entries[0].read_text()
+    assert f"Exec={APP} --minimized" in entry, entry
+    assert set_start_at_login(False) == ""
+    assert not list(autostart.glob("*.desktop")), "the autostart entry stayed"
+    # Refused by the system (a file where the folder should be): said in the
+    # dialog, and not saved as if it held.
+    autostart.rmdir()
+    autostart.write_text("in the way")
+    error = set_start_at_login(True)
+    assert "start at login" in error, error
+    assert driver.execute_script("return settings.start_at_login") is False
+    autostart.unlink()
+    log("start at login: entry written and removed")
 
     # 3. A video arrives in the watched folder: uploading ... done.
     scratch = WORK / "scratch"
@@ -296,12 +350,15 @@ def run(driver, server, email, password, watch, out, monitor_log):
     xdotool("mousemove", *icon)
     xdotool("click", 3)
     time.sleep(1)
+    # The menu: the status line (counts; not selectable), a separator, Show
+    # window, Pause watching, Open output folder, Quit. By keyboard, as a
+    # user may: the first Down selects Show window, the second Pause.
+    xdotool("key", "Down")
+    time.sleep(0.2)
+    xdotool("key", "Down")
+    time.sleep(0.2)
     screenshot(driver, "5-tray-menu")
-    # The menu opens under the icon: Show window, Pause watching, Open
-    # output folder, Quit, one 25 px row each from y = 35.
-    xdotool("mousemove", width - 100, 72)
-    time.sleep(0.3)
-    xdotool("click", 1)
+    xdotool("key", "Return")
     wait_until("paused from the tray", lambda: find("#status").text == "Paused", seconds=15)
     log("tray menu paused watching")
 

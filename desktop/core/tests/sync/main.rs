@@ -2,6 +2,7 @@
 //! converter built in this process on port 0, the real RabbitMQ, the
 //! MongoDB-compatible server and FFmpeg.
 
+mod account;
 mod harness;
 mod offline;
 mod watching;
