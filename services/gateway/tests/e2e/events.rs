@@ -264,15 +264,7 @@ async fn events_follow_a_conversion_privately_and_replay_after_a_reconnect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn events_need_a_valid_token_and_resubscribe_after_losing_the_broker() {
-    let proxy = CuttableProxy::start().await;
-    let stack = TestStack::start_with(
-        AuthDb::Sqlite,
-        StackOptions {
-            gateway_amqp_url: Some(proxy.url()),
-            ..StackOptions::default()
-        },
-    )
-    .await;
+    let (proxy, stack) = CuttableProxy::with_stack().await;
 
     let anonymous = stack
         .http

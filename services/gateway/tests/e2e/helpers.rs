@@ -613,6 +613,21 @@ impl CuttableProxy {
         });
     }
 
+    /// A stack whose gateway reaches RabbitMQ through a new proxy (the
+    /// converter and notification services connect directly).
+    pub async fn with_stack() -> (CuttableProxy, TestStack) {
+        let proxy = CuttableProxy::start().await;
+        let stack = TestStack::start_with(
+            AuthDb::Sqlite,
+            StackOptions {
+                gateway_amqp_url: Some(proxy.url()),
+                ..StackOptions::default()
+            },
+        )
+        .await;
+        (proxy, stack)
+    }
+
     /// Stalls the connections it carries (new ones are stalled too).
     pub fn stall(&self) {
         self.mode.send_replace(ProxyMode::Stalled);

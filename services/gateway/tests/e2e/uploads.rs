@@ -222,15 +222,7 @@ async fn a_client_that_aborts_mid_upload_leaves_no_file_and_no_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unreachable_broker_means_503_and_no_orphan() {
-    let proxy = CuttableProxy::start().await;
-    let stack = TestStack::start_with(
-        AuthDb::Sqlite,
-        StackOptions {
-            gateway_amqp_url: Some(proxy.url()),
-            ..StackOptions::default()
-        },
-    )
-    .await;
+    let (proxy, stack) = CuttableProxy::with_stack().await;
     stack.add_user("jack@example.com", "jack-password").await;
     let bearer = format!(
         "Bearer {}",
@@ -270,15 +262,7 @@ async fn an_unreachable_broker_means_503_and_no_orphan() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_that_never_confirms_means_503_in_bounded_time_and_no_orphan() {
-    let proxy = CuttableProxy::start().await;
-    let stack = TestStack::start_with(
-        AuthDb::Sqlite,
-        StackOptions {
-            gateway_amqp_url: Some(proxy.url()),
-            ..StackOptions::default()
-        },
-    )
-    .await;
+    let (proxy, stack) = CuttableProxy::with_stack().await;
     stack.add_user("kate@example.com", "kate-password").await;
     let bearer = format!(
         "Bearer {}",
