@@ -91,8 +91,11 @@ def make_video(path, seconds, freq):
         check=True)
 
 
+PREFIX = "g" + uuid.uuid4().hex[:10]
+
+
 def start_backend():
-    prefix = "g" + uuid.uuid4().hex[:10]
+    prefix = PREFIX
     auth_port, gateway_port = free_port(), free_port()
     common = {
         "AMQP_URL": os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
@@ -448,6 +451,11 @@ def cleanup():
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+    # The backend's queues: quorum queues left behind cost the broker memory
+    # on every later run. Best effort (rabbitmqctl needs root).
+    for queue in ("video", "video.dlq", "mp3", "mp3.dlq"):
+        subprocess.run(["rabbitmqctl", "-q", "delete_queue", f"{PREFIX}.{queue}"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ pub const WAIT: Duration = Duration::from_secs(90);
 pub struct Stack {
     pub gateway: String,
     pub token: String,
+    /// Names this test's queues and databases.
+    prefix: String,
     stops: Vec<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
     _workdir: tempfile::TempDir,
@@ -114,6 +116,7 @@ impl Stack {
         Stack {
             gateway: gateway_url,
             token,
+            prefix,
             stops,
             tasks,
             _workdir: workdir,
@@ -141,6 +144,7 @@ impl Stack {
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
         }
+        common::testing::clean_up(&self.prefix).await;
     }
 }
 

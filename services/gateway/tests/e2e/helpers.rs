@@ -420,14 +420,7 @@ impl TestStack {
                 other => panic!("a service did not stop cleanly: {other:?}"),
             }
         }
-        for queue in ["video", "mp3", "job-failed"] {
-            let queue = format!("{}.{queue}", self.prefix);
-            let dlq = common::amqp::dead_letter_queue(&queue);
-            let _ = common::amqp::delete_queue(&amqp_url(), &queue).await;
-            let _ = common::amqp::delete_queue(&amqp_url(), &dlq).await;
-        }
-        let _ = self.mongo.videos.drop().await;
-        let _ = self.mongo.mp3s.drop().await;
+        common::testing::clean_up(&self.prefix).await;
         if let Some(db) = &self.postgres_db {
             let pool = sqlx_pg(&postgres_admin_url()).await;
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))

@@ -274,8 +274,7 @@ impl Harness {
             let delay = common::amqp::delay_queue(&mp3, policy.delay_after(attempt));
             let _ = common::amqp::delete_queue(&url, &delay).await;
         }
-        let _ = self.mongo.videos.drop().await;
-        let _ = self.mongo.mp3s.drop().await;
+        common::testing::clean_up(&self.prefix).await;
     }
 }
 
