@@ -85,17 +85,17 @@ async fn files_wait_while_the_server_is_down_and_go_when_it_is_back() {
 async fn a_refused_token_signs_out_and_keeps_the_queue_until_the_next_sign_in() {
     let stack = Stack::start().await;
     let desktop = Desktop::start(&stack.gateway, "expired-or-revoked-token").await;
-    let mut events = desktop.engine.subscribe();
     make_video(&desktop.watch_dir(), "kept.mp4", 1.0, true);
 
-    loop {
-        match tokio::time::timeout(Duration::from_secs(60), events.recv()).await {
-            Ok(Ok(EngineEvent::SignedOut)) => break,
-            Ok(Ok(_)) => {}
-            other => panic!("never signed out: {other:?}"),
-        }
+    // The state, not the event: the live-events request may be refused (and
+    // `SignedOut` sent) before this test could subscribe.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while desktop.engine.is_signed_in() {
+        assert!(std::time::Instant::now() < deadline, "never signed out");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!desktop.engine.is_signed_in());
+    // Taken, and kept waiting while signed out: nothing reaches the server.
+    desktop.wait_for("kept.mp4", Stage::Pending).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let items = desktop.items().await;
     assert_eq!(items.len(), 1);
