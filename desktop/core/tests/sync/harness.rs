@@ -141,8 +141,16 @@ impl Stack {
         for stop in self.stops {
             let _ = stop.send(());
         }
-        for task in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+        for mut task in self.tasks {
+            if tokio::time::timeout(Duration::from_secs(20), &mut task)
+                .await
+                .is_err()
+            {
+                // Still running: stop it for good, or it would declare its
+                // queues again after the clean-up below.
+                task.abort();
+                let _ = task.await;
+            }
         }
         common::testing::clean_up(&self.prefix).await;
     }
