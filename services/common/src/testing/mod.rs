@@ -60,6 +60,37 @@ pub async fn clean_up(prefix: &str) {
     }
 }
 
+/// Runs the `ffmpeg` CLI (quiet, overwriting) with `args` split on
+/// whitespace and then `tail` as is (paths with spaces); panics on failure.
+/// Tests make their inputs and check their outputs with the real tools.
+pub fn ffmpeg(args: &str, tail: &[&str]) {
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-y"])
+        .args(args.split_whitespace())
+        .args(tail)
+        .status()
+        .expect("ffmpeg CLI runs");
+    assert!(status.success(), "ffmpeg {args} {tail:?} failed");
+}
+
+/// `ffprobe` of a file as JSON (format and streams); panics on failure.
+pub fn ffprobe(path: &std::path::Path) -> serde_json::Value {
+    let output = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs");
+    assert!(output.status.success(), "ffprobe {} failed", path.display());
+    serde_json::from_slice(&output.stdout).expect("ffprobe prints JSON")
+}
+
 /// A shutdown signal for a service run in a test, and the sender that
 /// fires it (dropping the sender fires it too).
 pub fn stopper() -> (

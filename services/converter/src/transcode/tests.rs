@@ -14,33 +14,7 @@ use ffmpeg::format::Sample;
 
 use serde_json::{Value, json};
 
-/// Runs the `ffmpeg` CLI: `args` split on whitespace, then `tail` as is.
-fn ffmpeg_cli(args: &str, tail: &[&str]) {
-    let status = Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-y"])
-        .args(args.split_whitespace())
-        .args(tail)
-        .status()
-        .expect("ffmpeg CLI runs");
-    assert!(status.success(), "ffmpeg {args} {tail:?} failed");
-}
-
-fn ffprobe(path: &Path) -> Value {
-    let output = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-print_format",
-            "json",
-            "-show_format",
-            "-show_streams",
-        ])
-        .arg(path)
-        .output()
-        .expect("ffprobe runs");
-    assert!(output.status.success(), "ffprobe {} failed", path.display());
-    serde_json::from_slice(&output.stdout).expect("ffprobe prints JSON")
-}
+use common::testing::{ffmpeg as ffmpeg_cli, ffprobe};
 
 fn audio_stream(probe: &Value) -> &Value {
     probe["streams"]

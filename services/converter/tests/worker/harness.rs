@@ -20,7 +20,7 @@ use common::config::MongoStores;
 use common::jobs::Job;
 use common::messages::ConversionMessage;
 
-pub use common::testing::{amqp_url, mongodb_uri};
+pub use common::testing::{amqp_url, ffmpeg, ffprobe, mongodb_uri};
 
 /// Names and handles of one test's world.
 pub struct World {
@@ -367,35 +367,6 @@ impl Running {
         let _ = self.stop.send(());
         self.task.await.expect("join").expect("clean stop");
     }
-}
-
-/// Runs the `ffmpeg` CLI with `args` (split on whitespace) and then `tail`.
-pub fn ffmpeg(args: &str, tail: &[&str]) {
-    let status = Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-y"])
-        .args(args.split_whitespace())
-        .args(tail)
-        .status()
-        .expect("run ffmpeg");
-    assert!(status.success(), "ffmpeg {args} {tail:?} failed");
-}
-
-/// `ffprobe` of a file as JSON (format and streams).
-pub fn ffprobe(path: &Path) -> serde_json::Value {
-    let output = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-print_format",
-            "json",
-            "-show_format",
-            "-show_streams",
-        ])
-        .arg(path)
-        .output()
-        .expect("run ffprobe");
-    assert!(output.status.success(), "ffprobe {} failed", path.display());
-    serde_json::from_slice(&output.stdout).expect("ffprobe prints JSON")
 }
 
 /// Whatever is left in a directory.
