@@ -152,16 +152,35 @@ impl Publisher {
     /// has taken responsibility for it. `headers` travel with the message
     /// (request id, attempt count).
     pub async fn publish(&self, queue: &str, body: &[u8], headers: FieldTable) -> Result<()> {
-        let channel = self.channel().await?;
-        let published = publish_on(&channel, "", queue, body, headers, true).await;
-        self.forget_stalled(&published).await;
-        published
+        self.send("", queue, body, headers, true).await
     }
 
-    /// After a confirm that never came, the next publish starts on a new
-    /// connection: a silently dead link (a dropped network path) heals that
-    /// way, and a blocked broker costs nothing more.
-    async fn forget_stalled(&self, published: &Result<()>) {
+    /// Publishes an event to a topic exchange (confirmed). Events nobody
+    /// listens for are fine, so the message is not `mandatory`.
+    pub async fn publish_event(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+    ) -> Result<()> {
+        self.send(exchange, routing_key, body, FieldTable::default(), false)
+            .await
+    }
+
+    /// Publishes on the shared channel. After a confirm that never came, the
+    /// next publish starts on a new connection: a silently dead link (a
+    /// dropped network path) heals that way, and a blocked broker costs
+    /// nothing more.
+    async fn send(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        headers: FieldTable,
+        mandatory: bool,
+    ) -> Result<()> {
+        let channel = self.channel().await?;
+        let published = publish_on(&channel, exchange, routing_key, body, headers, mandatory).await;
         if matches!(published, Err(Error::Unresponsive { .. }))
             && let Some((conn, _)) = self.channel.lock().await.take()
         {
@@ -173,27 +192,6 @@ impl Publisher {
                 .await;
             });
         }
-    }
-
-    /// Publishes an event to a topic exchange (confirmed). Events nobody
-    /// listens for are fine, so the message is not `mandatory`.
-    pub async fn publish_event(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        body: &[u8],
-    ) -> Result<()> {
-        let channel = self.channel().await?;
-        let published = publish_on(
-            &channel,
-            exchange,
-            routing_key,
-            body,
-            FieldTable::default(),
-            false,
-        )
-        .await;
-        self.forget_stalled(&published).await;
         published
     }
 }
@@ -515,8 +513,9 @@ async fn declare_delay_queue(
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Publishes persistently on a channel in confirm mode and waits for the ack
-/// (at most [`CONFIRM_TIMEOUT`]). Stamps the publish time (the `timestamp` property in seconds and
-/// [`PUBLISHED_MS_HEADER`]) so consumers can measure their queue lag.
+/// (at most [`CONFIRM_TIMEOUT`]). Stamps the publish time (the `timestamp`
+/// property in seconds and [`PUBLISHED_MS_HEADER`]) so consumers can measure
+/// their queue lag.
 async fn publish_on(
     channel: &Channel,
     exchange: &str,
@@ -734,18 +733,6 @@ async fn open_subscription(
         )
         .await?;
     Ok((conn, consumer))
-}
-
-/// Deletes a queue (tests use per-test queues and clean up after themselves).
-/// A queue that does not exist is fine.
-pub async fn delete_queue(url: &str, queue: &str) -> Result<()> {
-    let conn = connect(url, "cleanup").await?;
-    let channel = conn.create_channel().await?;
-    channel
-        .queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
-        .await?;
-    let _ = conn.close(200, "done".into()).await;
-    Ok(())
 }
 
 #[cfg(test)]

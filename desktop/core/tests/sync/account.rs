@@ -18,12 +18,11 @@ async fn registration_is_offered_only_where_the_server_accepts_it() {
     assert!(!elsewhere.registration_open().await.expect("answer"));
 
     // Nobody listening: an error (the window shows no link).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let nobody = ApiClient::new(&format!("http://127.0.0.1:{port}"), None).expect("client");
+    let nobody = ApiClient::new(
+        &format!("http://127.0.0.1:{}", common::testing::free_port()),
+        None,
+    )
+    .expect("client");
     assert!(nobody.registration_open().await.is_err());
     stack.stop().await;
 }

@@ -152,7 +152,7 @@ impl Stack {
                 let _ = task.await;
             }
         }
-        common::testing::clean_up(&self.prefix).await;
+        common::testing::clean_up(&self.prefix, &[]).await;
     }
 }
 

@@ -54,10 +54,7 @@ async fn forward(listener: TcpListener, gateway: String) {
 async fn files_wait_while_the_server_is_down_and_go_when_it_is_back() {
     let stack = Stack::start().await;
     // A port nobody listens on yet: the server is "down".
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        probe.local_addr().expect("addr").port()
-    };
+    let port = common::testing::free_port();
     let server = format!("http://127.0.0.1:{port}");
     let desktop = Desktop::start(&server, &stack.token).await;
     make_video(&desktop.watch_dir(), "offline.mp4", 1.0, true);

@@ -20,11 +20,13 @@ pub fn mongodb_uri() -> String {
 
 /// Removes what a test's services declared and stored under `prefix`: the
 /// queues `<prefix>.video`, `.mp3` and `.job-failed` with their dead-letter
-/// and delay queues (for the retry delays the services use by default), and
-/// the MongoDB databases `<prefix>_videos` and `<prefix>_mp3s`. Quorum queues
-/// left behind cost the broker memory on every later run. Best effort.
-pub async fn clean_up(prefix: &str) {
-    let mut queues = Vec::new();
+/// and delay queues (for the retry delays the services use by default),
+/// `extra_queues` (delay queues of a test's own retry policy), and the
+/// MongoDB databases `<prefix>_videos` and `<prefix>_mp3s`. Quorum queues
+/// left behind cost the broker memory on every later run. Best effort, over
+/// one connection.
+pub async fn clean_up(prefix: &str, extra_queues: &[String]) {
+    let mut queues = extra_queues.to_vec();
     for name in ["video", "mp3", "job-failed"] {
         let queue = format!("{prefix}.{name}");
         queues.push(crate::amqp::dead_letter_queue(&queue));
@@ -89,6 +91,15 @@ pub fn ffprobe(path: &std::path::Path) -> serde_json::Value {
         .expect("ffprobe runs");
     assert!(output.status.success(), "ffprobe {} failed", path.display());
     serde_json::from_slice(&output.stdout).expect("ffprobe prints JSON")
+}
+
+/// A port nothing listens on yet (bound and released): a server that is
+/// down, or one to start later.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free local port")
+        .port()
 }
 
 /// A shutdown signal for a service run in a test, and the sender that

@@ -3,7 +3,6 @@
 //! inputs, and a TCP proxy that can make MongoDB unreachable on demand.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -239,39 +238,24 @@ impl World {
 
     /// Removes the test's queues and databases.
     pub async fn clean_up(&self, delays_ms: &[u64]) {
-        let url = amqp_url();
         let video = self.video_queue();
-        let mut queues = vec![
-            video.clone(),
-            common::amqp::dead_letter_queue(&video),
-            format!("{}.mp3", self.prefix),
-        ];
-        queues.extend(
-            delays_ms
-                .iter()
-                .map(|ms| common::amqp::delay_queue(&video, Duration::from_millis(*ms))),
-        );
-        for queue in queues {
-            let _ = common::amqp::delete_queue(&url, &queue).await;
-        }
-        let _ = self.mongo.videos.drop().await;
-        let _ = self.mongo.mp3s.drop().await;
+        let delays: Vec<String> = delays_ms
+            .iter()
+            .map(|ms| common::amqp::delay_queue(&video, Duration::from_millis(*ms)))
+            .collect();
+        common::testing::clean_up(&self.prefix, &delays).await;
     }
 }
 
 /// A test video: `seconds` of a tone (AAC in MP4), made by the FFmpeg CLI.
 pub fn make_audio(dir: &Path, name: &str, seconds: u32) -> PathBuf {
     let path = dir.join(name);
-    let status = Command::new("ffmpeg")
-        .args(["-y", "-v", "error", "-f", "lavfi", "-i"])
-        .arg(format!(
-            "sine=frequency=440:sample_rate=44100:duration={seconds}"
-        ))
-        .args(["-c:a", "aac", "-b:a", "64k"])
-        .arg(&path)
-        .status()
-        .expect("run ffmpeg");
-    assert!(status.success());
+    ffmpeg(
+        &format!(
+            "-f lavfi -i sine=frequency=440:sample_rate=44100:duration={seconds} -c:a aac -b:a 64k"
+        ),
+        &[path.to_str().expect("utf-8 path")],
+    );
     path
 }
 

@@ -420,7 +420,7 @@ impl TestStack {
                 other => panic!("a service did not stop cleanly: {other:?}"),
             }
         }
-        common::testing::clean_up(&self.prefix).await;
+        common::testing::clean_up(&self.prefix, &[]).await;
         if let Some(db) = &self.postgres_db {
             let pool = sqlx_pg(&postgres_admin_url()).await;
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))

@@ -16,7 +16,7 @@ use common::config::MongoStores;
 use common::jobs::{Job, JobState};
 use common::messages::{ConversionMessage, JobEvent};
 
-pub use common::testing::amqp_url;
+pub use common::testing::{amqp_url, free_port};
 
 pub struct Harness {
     pub prefix: String,
@@ -256,32 +256,15 @@ impl Harness {
                 "service did not stop cleanly: {stopped:?}"
             );
         }
-        let url = amqp_url();
+        // The delay queues of this test's own (short) retry base.
         let mp3 = self.mp3_queue();
-        for queue in [
-            mp3.clone(),
-            common::amqp::dead_letter_queue(&mp3),
-            format!("{}.job-failed", self.prefix),
-            format!("{}.job-failed.dlq", self.prefix),
-        ] {
-            let _ = common::amqp::delete_queue(&url, &queue).await;
-        }
         let policy = common::amqp::RetryPolicy {
             max_attempts: 8,
             base_delay: Duration::from_millis(self.retry_base_ms),
         };
-        for attempt in 1..8 {
-            let delay = common::amqp::delay_queue(&mp3, policy.delay_after(attempt));
-            let _ = common::amqp::delete_queue(&url, &delay).await;
-        }
-        common::testing::clean_up(&self.prefix).await;
+        let delays: Vec<String> = (1..8)
+            .map(|attempt| common::amqp::delay_queue(&mp3, policy.delay_after(attempt)))
+            .collect();
+        common::testing::clean_up(&self.prefix, &delays).await;
     }
-}
-
-/// A port nothing listens on yet (bound and released), for "SMTP is down".
-pub async fn free_port() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    listener.local_addr().expect("addr").port()
 }

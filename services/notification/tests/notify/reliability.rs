@@ -9,7 +9,7 @@ use crate::harness::{Harness, free_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_down_at_first_delivers_exactly_once_after_it_comes_back() {
-    let port = free_port().await;
+    let port = free_port();
     let harness = Harness::start(port, 300).await;
     let job = harness.insert_job("patience.mp4").await;
 
