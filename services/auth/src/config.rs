@@ -42,6 +42,11 @@ pub struct Config {
     )]
     pub database_url: Secret,
 
+    /// Seconds start-up waits for the database to answer (it may start
+    /// after this service on a cluster) before giving up.
+    #[arg(long, env = "DATABASE_WAIT_SECS", default_value_t = 60)]
+    pub database_wait_secs: u64,
+
     /// HS256 signing secret, for compatibility with the original deployment
     /// (at least 32 random bytes). When set, tokens are HS256 and the JWKS is
     /// empty; gateways then need the same secret or `POST /validate`.

@@ -74,9 +74,12 @@ impl App {
             config.jwt_ttl,
         )
         .context("loading the JWT signing key")?;
-        let store = UserStore::connect(config.database_url.expose())
-            .await
-            .context("opening the user database")?;
+        let store = UserStore::connect_waiting(
+            config.database_url.expose(),
+            Duration::from_secs(config.database_wait_secs),
+        )
+        .await
+        .context("opening the user database")?;
         let passwords = Passwords::new()
             .await
             .context("preparing the password hasher")?;

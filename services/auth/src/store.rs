@@ -124,6 +124,26 @@ impl UserStore {
         Ok(Self { pool, backend })
     }
 
+    /// Like [`UserStore::connect`], but while the database does not answer
+    /// yet (refused, unreachable, timed out) it tries again for up to
+    /// `wait`: on a cluster the database may start after this service.
+    pub async fn connect_waiting(database_url: &str, wait: Duration) -> Result<Self, Error> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut pause = Duration::from_millis(500);
+        loop {
+            match Self::connect(database_url).await {
+                Err(Error::Database(err @ (sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)))
+                    if tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tracing::warn!(error = %err, retry_in = ?pause, "the user database does not answer yet");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                result => return result,
+            }
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

@@ -284,14 +284,16 @@ fn jwk_thumbprint(x: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
 }
 
+/// Warns when anyone may read the key. Group access is fine: a Kubernetes
+/// Secret volume with `fsGroup` is how a pod's user gets read access.
 #[cfg(unix)]
 fn warn_if_readable_by_others(path: &Path) {
     use std::os::unix::fs::PermissionsExt as _;
-    let shared = std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0);
+    let shared = std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o007 != 0);
     if shared {
         tracing::warn!(
             path = %path.display(),
-            "the JWT private key file is readable by other users; chmod 600 it"
+            "the JWT private key file is readable by every user; chmod 600 it"
         );
     }
 }

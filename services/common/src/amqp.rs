@@ -98,13 +98,18 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Connects now so a wrong URL is reported at start-up.
+    /// Checks the URL and connects. A malformed URL is an error at start-up;
+    /// a broker that does not answer yet is not: on a cluster the services
+    /// and the broker start in any order, so the publisher connects again on
+    /// first use (and `/readyz` says "not ready" until it has).
     pub async fn connect(
         url: &str,
         name: &str,
         queues: &[&str],
         exchanges: &[&str],
     ) -> Result<Self> {
+        url.parse::<lapin::uri::AMQPUri>()
+            .map_err(Error::InvalidUrl)?;
         let publisher = Self {
             url: url.to_owned(),
             name: name.to_owned(),
@@ -112,7 +117,9 @@ impl Publisher {
             exchanges: exchanges.iter().map(|e| (*e).to_owned()).collect(),
             channel: Mutex::new(None),
         };
-        publisher.channel().await?;
+        if let Err(err) = publisher.channel().await {
+            tracing::warn!(error = %err, "RabbitMQ does not answer yet; connecting again on first use");
+        }
         Ok(publisher)
     }
 
@@ -738,6 +745,23 @@ async fn open_subscription(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_malformed_url_fails_at_once_an_absent_broker_does_not() {
+        let malformed = Publisher::connect("amqp://user@host:notaport/%2f", "test", &[], &[]).await;
+        assert!(matches!(malformed, Err(Error::InvalidUrl(_))));
+
+        // Bound and released: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+        let absent = Publisher::connect(&url, "test", &[], &[])
+            .await
+            .expect("a broker that is not up yet is no start-up error");
+        assert!(!absent.is_connected().await);
+    }
 
     #[test]
     fn delays_double_from_the_base() {

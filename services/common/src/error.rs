@@ -5,6 +5,8 @@
 pub enum Error {
     #[error("message broker: {0}")]
     Amqp(#[from] lapin::Error),
+    #[error("invalid AMQP URL: {0}")]
+    InvalidUrl(String),
     #[error("the broker did not confirm the message (nack)")]
     NotConfirmed,
     #[error(

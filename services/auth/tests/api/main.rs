@@ -12,5 +12,6 @@ mod login;
 mod ops;
 mod process;
 mod rate_limit;
+mod startup;
 mod users;
 mod validate;

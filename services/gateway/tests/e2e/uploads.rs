@@ -302,3 +302,60 @@ async fn a_broker_that_never_confirms_means_503_in_bounded_time_and_no_orphan() 
     assert_eq!(stack.jobs_of("kate@example.com").await, 1);
     stack.stop().await;
 }
+
+/// On a cluster the gateway may start before the broker: it must come up
+/// "not ready" instead of exiting, and serve uploads once the broker answers.
+#[tokio::test]
+async fn a_gateway_started_before_the_broker_becomes_ready_when_it_answers() {
+    // Arrange: the gateway's only way to the broker is down at start-up.
+    let proxy = CuttableProxy::start().await;
+    proxy.set_down(true);
+    let stack = TestStack::start_with(
+        AuthDb::Sqlite,
+        StackOptions {
+            gateway_amqp_url: Some(proxy.url()),
+            ..StackOptions::default()
+        },
+    )
+    .await;
+    let readyz = format!("{}/readyz", stack.gateway);
+    let not_ready = stack.http.get(&readyz).send().await.expect("readyz");
+    assert_eq!(not_ready.status(), 503);
+    let body = not_ready.text().await.expect("body");
+    assert!(
+        body.contains("RabbitMQ"),
+        "the probe names what is missing: {body}"
+    );
+
+    // Act: the broker becomes reachable.
+    proxy.set_down(false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = stack
+            .http
+            .get(&readyz)
+            .send()
+            .await
+            .expect("readyz")
+            .status();
+        if status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never became ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Assert: uploads go through without a restart.
+    stack.add_user("lena@example.com", "lena-password").await;
+    let bearer = format!(
+        "Bearer {}",
+        stack.token("lena@example.com", "lena-password").await
+    );
+    let video = std::fs::read(media_dir().join("puremagic__test.mp4")).expect("sample");
+    let upload = stack
+        .upload_bytes("/upload", &bearer, "late-broker.mp4", video)
+        .await;
+    assert_eq!(upload.status(), 200);
+    assert_eq!(stack.jobs_of("lena@example.com").await, 1);
+    stack.stop().await;
+}
