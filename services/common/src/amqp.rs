@@ -746,6 +746,28 @@ async fn open_subscription(
 mod tests {
     use super::*;
 
+    /// Production brokers are reached over TLS (`amqps://`): a TLS
+    /// handshake is attempted (and fails against a plain-text listener).
+    #[tokio::test]
+    async fn amqps_urls_speak_tls() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let hello = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt as _;
+            let (mut socket, _) = listener.accept().await.expect("a connection");
+            let mut first = [0u8; 3];
+            socket.read_exact(&mut first).await.expect("first bytes");
+            first
+        });
+        let url = format!("amqps://guest:guest@localhost:{port}/%2f");
+        let _ = tokio::time::timeout(Duration::from_secs(5), connect(&url, "tls-test")).await;
+        // 0x16 0x03: a TLS handshake record; plain AMQP would send "AMQ".
+        let first = hello.await.expect("listener task");
+        assert_eq!(&first[..2], &[0x16, 0x03], "sent {first:?}");
+    }
+
     #[tokio::test]
     async fn a_malformed_url_fails_at_once_an_absent_broker_does_not() {
         let malformed = Publisher::connect("amqp://user@host:notaport/%2f", "test", &[], &[]).await;
