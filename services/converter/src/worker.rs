@@ -124,6 +124,8 @@ impl Worker {
         }
         let options = Options::from_json(&message.options)?;
         self.mongo.jobs.mark_converting(job_id).await?;
+        // With the span's job_id: which replica took which job.
+        tracing::info!("conversion started");
         self.emit(message, "converting", None, None).await;
 
         let videos = common::gridfs::bucket(&self.mongo.videos);

@@ -171,10 +171,16 @@ impl IntoResponse for JsonError {
 impl From<common::Error> for ApiError {
     fn from(err: common::Error) -> Self {
         match err {
-            common::Error::Mongo(_) => Self::Unavailable("storage (MongoDB)"),
-            common::Error::Amqp(_)
+            common::Error::Mongo(err) => {
+                tracing::warn!(error = %err, "a MongoDB request failed");
+                Self::Unavailable("storage (MongoDB)")
+            }
+            err @ (common::Error::Amqp(_)
             | common::Error::NotConfirmed
-            | common::Error::Unresponsive { .. } => Self::Unavailable("message broker"),
+            | common::Error::Unresponsive { .. }) => {
+                tracing::warn!(error = %err, "a broker request failed");
+                Self::Unavailable("message broker")
+            }
             other => Self::Internal(other.into()),
         }
     }

@@ -422,13 +422,9 @@ async fn store(
                 return Err(ApiError::TooLarge(state.max_upload_bytes));
             }
             hasher.update(&chunk);
-            sink.write_all(&chunk)
-                .await
-                .map_err(|_| ApiError::Unavailable("storage (MongoDB)"))?;
+            sink.write_all(&chunk).await.map_err(storage_failed)?;
         }
-        sink.close()
-            .await
-            .map_err(|_| ApiError::Unavailable("storage (MongoDB)"))
+        sink.close().await.map_err(storage_failed)
     }
     .await;
     if let Err(err) = copied {
@@ -454,11 +450,17 @@ async fn store(
         size,
         sha256,
     };
-    if recorded.is_err() {
+    if let Err(err) = recorded {
         discard(state, Some(&video)).await;
-        return Err(ApiError::Unavailable("storage (MongoDB)"));
+        return Err(storage_failed(err));
     }
     Ok(video)
+}
+
+/// A failed write to GridFS: logged with its cause, answered 503.
+fn storage_failed(err: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %err, "writing the upload to MongoDB failed");
+    ApiError::Unavailable("storage (MongoDB)")
 }
 
 /// Records the job and hands the video to the converter.

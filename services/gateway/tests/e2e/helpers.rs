@@ -610,15 +610,21 @@ impl CuttableProxy {
     /// converter and notification services connect directly).
     pub async fn with_stack() -> (CuttableProxy, TestStack) {
         let proxy = CuttableProxy::start().await;
-        let stack = TestStack::start_with(
+        let stack = proxy.stack_through().await;
+        (proxy, stack)
+    }
+
+    /// A stack whose gateway reaches RabbitMQ through this proxy, in
+    /// whatever state the proxy is now.
+    pub async fn stack_through(&self) -> TestStack {
+        TestStack::start_with(
             AuthDb::Sqlite,
             StackOptions {
-                gateway_amqp_url: Some(proxy.url()),
+                gateway_amqp_url: Some(self.url()),
                 ..StackOptions::default()
             },
         )
-        .await;
-        (proxy, stack)
+        .await
     }
 
     /// Stalls the connections it carries (new ones are stalled too).

@@ -310,14 +310,7 @@ async fn a_gateway_started_before_the_broker_becomes_ready_when_it_answers() {
     // Arrange: the gateway's only way to the broker is down at start-up.
     let proxy = CuttableProxy::start().await;
     proxy.set_down(true);
-    let stack = TestStack::start_with(
-        AuthDb::Sqlite,
-        StackOptions {
-            gateway_amqp_url: Some(proxy.url()),
-            ..StackOptions::default()
-        },
-    )
-    .await;
+    let stack = proxy.stack_through().await;
     let readyz = format!("{}/readyz", stack.gateway);
     let not_ready = stack.http.get(&readyz).send().await.expect("readyz");
     assert_eq!(not_ready.status(), 503);
