@@ -38,7 +38,7 @@ SYSTEM_PACKAGES=(
   build-essential pkg-config clang libclang-dev
   libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libavdevice-dev
   libswresample-dev libswscale-dev ffmpeg
-  python3 python3-venv python3-pip rabbitmq-server curl shellcheck
+  python3 python3-venv python3-pip rabbitmq-server curl shellcheck openssl
   # The desktop app (Tauri v2 on WebKitGTK) and its icons.
   libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev
   libsoup-3.0-dev librsvg2-bin
@@ -50,9 +50,10 @@ SYSTEM_PACKAGES=(
   gnome-keyring libsecret-tools
 )
 
-ensure_system_packages() {
+# Installs whichever of these Debian packages are missing.
+install_missing_packages() {
   local missing=() pkg
-  for pkg in "${SYSTEM_PACKAGES[@]}"; do
+  for pkg in "$@"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then
@@ -60,17 +61,22 @@ ensure_system_packages() {
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
+}
+
+ensure_system_packages() {
+  install_missing_packages "${SYSTEM_PACKAGES[@]}"
   command -v cargo >/dev/null || { echo "error: cargo not found; install Rust with rustup" >&2; return 1; }
 }
 
 # A Python venv with SecantusDB (a MongoDB-wire-compatible server, for
-# machines without mongod) and aiosmtpd (the local SMTP catcher).
+# machines without mongod), aiosmtpd (the local SMTP catcher) and PyYAML (the
+# container runner reads the rendered manifests).
 ensure_venv() {
-  if [ ! -x "$VENV/bin/secantusd-py" ] || ! "$VENV/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
+  if [ ! -x "$VENV/bin/secantusd-py" ] || ! "$VENV/bin/python" -c 'import aiosmtpd, yaml' 2>/dev/null; then
     log "creating the Python venv in $VENV"
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --upgrade pip
-    "$VENV/bin/pip" install -q --pre secantusdb aiosmtpd
+    "$VENV/bin/pip" install -q --pre secantusdb aiosmtpd pyyaml
   fi
 }
 
@@ -156,3 +162,79 @@ ensure_smtp_catcher() {
 }
 
 running() { [ -f "$VAR/run/$1.pid" ] && kill -0 "$(cat "$VAR/run/$1.pid")" 2>/dev/null; }
+
+# --- Containers (scripts/images, cluster-up, cluster-down) -----------------
+
+# The container engine: docker when its daemon answers, else podman (Debian's,
+# installed when missing) with the project's containers.conf.
+# ENGINE=docker or ENGINE=podman picks one.
+ensure_container_engine() {
+  if [ "${ENGINE:-}" = docker ] || { [ -z "${ENGINE:-}" ] && command -v docker >/dev/null && docker info >/dev/null 2>&1; }; then
+    ENGINE=docker
+    return 0
+  fi
+  ENGINE=podman
+  install_missing_packages podman runc debootstrap
+  export CONTAINERS_CONF=${CONTAINERS_CONF:-$ROOT/scripts/containers.conf}
+}
+
+# debian:bookworm-slim, the base of every image: pulled where a registry
+# answers, else made from Debian's packages with debootstrap (about a
+# minute) and trimmed the way the official slim image is.
+DEBIAN_SLIM=docker.io/library/debian:bookworm-slim
+ensure_debian_base_image() {
+  "$ENGINE" image inspect "$DEBIAN_SLIM" >/dev/null 2>&1 && return 0
+  if timeout 60 "$ENGINE" pull -q "$DEBIAN_SLIM" >/dev/null 2>&1; then
+    return 0
+  fi
+  grep -q '^12' /etc/debian_version 2>/dev/null || {
+    echo "error: $DEBIAN_SLIM cannot be pulled, and only a Debian 12 host can make it" >&2
+    return 1
+  }
+  log "no registry answers: making $DEBIAN_SLIM from Debian's packages (debootstrap)"
+  local rootfs mirror
+  rootfs=$(mktemp -d "${TMPDIR:-/tmp}/debian-base.XXXXXX")
+  # The mirror this machine's apt already uses.
+  mirror=$(grep -rhoE '^(URIs:|deb) +https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
+    | awk '{print $2}' | head -n 1 || true)
+  as_root debootstrap --variant=minbase bookworm "$rootfs" "${mirror:-http://deb.debian.org/debian}" \
+    >"$VAR/log/debootstrap.log" 2>&1 || {
+    echo "error: debootstrap failed; see $VAR/log/debootstrap.log" >&2
+    as_root rm -rf "$rootfs"
+    return 1
+  }
+  # As the official image: the host's apt sources (updates and security
+  # too), no docs, man pages or translations from later installs, apt's
+  # downloads removed after each install, no service started by a package.
+  as_root rm -f "$rootfs/etc/apt/sources.list"
+  as_root cp -a /etc/apt/sources.list.d/. "$rootfs/etc/apt/sources.list.d/"
+  [ ! -s /etc/apt/sources.list ] || as_root cp /etc/apt/sources.list "$rootfs/etc/apt/sources.list"
+  as_root tee "$rootfs/etc/dpkg/dpkg.cfg.d/docker" >/dev/null <<'CFG'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+CFG
+  as_root tee "$rootfs/etc/apt/apt.conf.d/docker-clean" >/dev/null <<'CFG'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+CFG
+  printf '#!/bin/sh\nexit 101\n' | as_root tee "$rootfs/usr/sbin/policy-rc.d" >/dev/null
+  as_root chmod 755 "$rootfs/usr/sbin/policy-rc.d"
+  as_root find "$rootfs/usr/share/doc" -mindepth 1 ! -name copyright ! -type d -delete
+  as_root find "$rootfs/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
+  as_root rm -rf "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* \
+    "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* "$rootfs"/var/log/*.log
+  as_root tar -C "$rootfs" -c . | "$ENGINE" import --change 'CMD ["bash"]' - "$DEBIAN_SLIM" >/dev/null
+  as_root rm -rf "$rootfs"
+  log "made $DEBIAN_SLIM ($(image_size "$DEBIAN_SLIM"))"
+}
+
+# An image's size, in MB.
+image_size() {
+  "$ENGINE" image inspect --format '{{.Size}}' "$1" | awk '{printf "%.1f MB", $1 / 1000000}'
+}
