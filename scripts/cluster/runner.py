@@ -315,7 +315,7 @@ def image_of(pod: Pod, standins: dict) -> str:
     folder = STANDINS.get(repository(image))
     if folder is None:
         raise Unsupported(f"{pod.name}: image {image} is not built (scripts/images builds the services' images)")
-    log(f"{pod.name}: {image} cannot be pulled here; running the stand-in {standins[folder]} instead")
+    log(f"{pod.name}: {image} cannot be pulled here; running the stand-in {standins[folder]} instead (without the manifest's CPU and memory limits)")
     return standins[folder]
 
 
@@ -330,7 +330,10 @@ def start_pod(pod: Pod, standins: dict) -> dict:
     args = ["run", "-d", "--name", pod.name, "--hostname", pod.name, "--pull=never", "--restart=always"]
     args += ["--network", NETWORK] + [f"--network-alias={a}" for a in pod.aliases()]
     args += ["--label", f"{LABEL}=1", "--label", f"{LABEL}.workload={pod.workload['metadata']['name']}"]
-    args += security_args(pod, image_user) + resource_args(pod) + volume_args(pod)
+    args += security_args(pod, image_user) + volume_args(pod)
+    # The limits were chosen for the official image; a stand-in (SecantusDB
+    # holds far more in memory than mongod) runs without them.
+    args += resource_args(pod) if image == pod.container["image"] else []
     # Values travel in the environment of `podman run`, never on its command line.
     args += [f"--env={name}" for name in env]
     command, container_args = pod.container.get("command"), pod.container.get("args", [])

@@ -85,7 +85,16 @@ def wait_for(what: str, probe, seconds: float):
         if value:
             return value
         time.sleep(0.5)
+    diagnose()
     fail(f"{what} did not happen within {seconds:.0f}s")
+
+
+def diagnose() -> None:
+    """What an operator would look at first: the pods and the last log lines."""
+    print(subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}} {{.Status}}"], capture_output=True, text=True).stdout, file=sys.stderr)
+    for pod in pods("converter") + pods("gateway"):
+        logs = subprocess.run(["podman", "logs", "--tail", "8", pod], capture_output=True, text=True)
+        print(f"--- {pod}\n{logs.stdout}{logs.stderr}", file=sys.stderr)
 
 
 def mails_about(filename: str) -> list[dict]:
@@ -232,11 +241,15 @@ def spread(media: pathlib.Path, work: pathlib.Path, token: str) -> None:
     step(f"spread: 8 jobs over the converters {gained}")
 
 
-def sigkill_mid_conversion(work: pathlib.Path, token: str) -> None:
-    video = work / f"long-{RUN}.mkv"
+def long_job(work: pathlib.Path, token: str, attempt: int) -> tuple[str, pathlib.Path, str | None]:
+    """Uploads an hour of audio (new bytes each time: no deduplication) and
+    returns its job, its file and the converter that logged "conversion
+    started" for it while it converts (None if it ended first)."""
+    video = work / f"long-{RUN}-{attempt}.mkv"
     subprocess.run(
         ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=c=black:s=64x64:r=1", "-f", "lavfi",
-         "-i", "sine=frequency=440:sample_rate=48000", "-t", "3600", "-c:v", "libx264", "-c:a", "flac", "-shortest", str(video)],
+         "-i", "sine=frequency=440:sample_rate=48000", "-t", "3600", "-c:v", "libx264", "-c:a", "flac",
+         "-metadata", f"comment={video.name}", "-shortest", str(video)],
         check=True,
     )
     headers = work / "long-headers.txt"
@@ -245,15 +258,28 @@ def sigkill_mid_conversion(work: pathlib.Path, token: str) -> None:
 
     def converting_on():
         status, body = api("GET", f"/api/v1/jobs/{job_id}", token)
-        if status != 200 or json.loads(body)["job"]["state"] != "converting":
+        job = json.loads(body)["job"] if status == 200 else {}
+        if job.get("state") in ("done", "failed"):
+            return "ended"
+        if job.get("state") != "converting":
             return None
-        # The replica that logged "conversion started" for this job.
         return next((p for p in pods("converter") if any(
             "conversion started" in line and job_id in line
-            for line in subprocess.run(["podman", "logs", p], capture_output=True, text=True).stdout.splitlines()
+            for line in subprocess.run(["podman", "logs", "--since", "2m", p], capture_output=True, text=True).stdout.splitlines()
         )), None)
 
     victim = wait_for("the long job converting", converting_on, 60)
+    return job_id, video, None if victim == "ended" else victim
+
+
+def sigkill_mid_conversion(work: pathlib.Path, token: str) -> None:
+    for attempt in range(3):
+        job_id, video, victim = long_job(work, token, attempt)
+        if victim:
+            break
+        step(f"SIGKILL: job {job_id} ended before it could be killed; another one")
+    else:
+        fail("three long jobs ended before a converter could be killed")
     restarts = int(podman("inspect", "--format", "{{.RestartCount}}", victim))
     pid = int(podman("inspect", "--format", "{{.State.Pid}}", victim))
     os.kill(pid, signal.SIGKILL)
