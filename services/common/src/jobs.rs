@@ -81,6 +81,47 @@ impl Job {
     }
 }
 
+impl Job {
+    /// The job's options as JSON (as the API shows them and the queue
+    /// carries them).
+    pub fn options_json(&self) -> serde_json::Value {
+        bson::Bson::Document(self.options.clone()).into_relaxed_extjson()
+    }
+
+    /// The `video` message for this job: every field from the record, so
+    /// what a worker acts on is what the job says.
+    pub fn video_message(&self) -> crate::messages::ConversionMessage {
+        crate::messages::ConversionMessage {
+            video_fid: self.video_fid.to_hex(),
+            mp3_fid: None,
+            username: self.owner.clone(),
+            job_id: self.id.to_hex(),
+            filename: self.filename.clone(),
+            options: self.options_json(),
+            notify_email: self.notify_email,
+            duration_s: None,
+        }
+    }
+
+    /// Whether a queue message speaks of this job as it is: the same video,
+    /// the same owner (and the same MP3 once there is one). `None` when it
+    /// does, else what differs, for the dead-letter reason.
+    pub fn mismatch(&self, message: &crate::messages::ConversionMessage) -> Option<&'static str> {
+        if message.video_fid != self.video_fid.to_hex() {
+            return Some("the message's video is not the job's");
+        }
+        if message.username != self.owner {
+            return Some("the message's user is not the job's owner");
+        }
+        if let Some(mp3_fid) = &message.mp3_fid
+            && self.mp3_fid.map(|fid| fid.to_hex()).as_deref() != Some(mp3_fid.as_str())
+        {
+            return Some("the message's MP3 is not the job's");
+        }
+        None
+    }
+}
+
 /// Which of a job's emails a notification claim is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Notification {
@@ -239,10 +280,21 @@ impl JobStore {
         Ok(())
     }
 
-    /// Marks the job as being converted.
-    pub async fn mark_converting(&self, id: ObjectId) -> Result<()> {
-        self.set(
-            id,
+    /// Removes the job and returns it as it was at that moment: the files
+    /// to remove are the ones it named then. A converter finishing later
+    /// finds no job to mark done and removes its MP3 itself.
+    pub async fn take(&self, id: ObjectId) -> Result<Option<Job>> {
+        Ok(self
+            .collection
+            .find_one_and_delete(doc! { "_id": id })
+            .await?)
+    }
+
+    /// Marks a queued job (or one whose converter died) as being converted;
+    /// `false` when the job is gone or in another state.
+    pub async fn mark_converting(&self, id: ObjectId) -> Result<bool> {
+        self.set_if(
+            doc! { "_id": id, "state": { "$in": ["queued", "converting"] } },
             doc! { "state": "converting", "progress": 0.0, "error": null },
         )
         .await
@@ -250,14 +302,24 @@ impl JobStore {
 
     /// Records conversion progress (0..1) while converting.
     pub async fn set_progress(&self, id: ObjectId, progress: f64) -> Result<()> {
-        self.set(id, doc! { "progress": progress.clamp(0.0, 1.0) })
-            .await
+        self.set_if(
+            doc! { "_id": id, "state": "converting" },
+            doc! { "progress": progress.clamp(0.0, 1.0) },
+        )
+        .await?;
+        Ok(())
     }
 
-    /// Records the finished MP3.
-    pub async fn mark_done(&self, id: ObjectId, mp3_fid: ObjectId, duration_s: f64) -> Result<()> {
-        self.set(
-            id,
+    /// Records the finished MP3; `false` when the job is no longer being
+    /// converted (deleted meanwhile): the MP3 then belongs to nobody.
+    pub async fn mark_done(
+        &self,
+        id: ObjectId,
+        mp3_fid: ObjectId,
+        duration_s: f64,
+    ) -> Result<bool> {
+        self.set_if(
+            doc! { "_id": id, "state": "converting" },
             doc! {
                 "state": "done", "progress": 1.0, "mp3_fid": mp3_fid,
                 "duration_s": duration_s, "error": null,
@@ -327,11 +389,19 @@ impl JobStore {
         Ok(())
     }
 
-    async fn set(&self, id: ObjectId, mut fields: bson::Document) -> Result<()> {
-        fields.insert("updated_at", DateTime::now());
-        self.collection
-            .update_one(doc! { "_id": id }, doc! { "$set": fields })
-            .await?;
+    async fn set(&self, id: ObjectId, fields: bson::Document) -> Result<()> {
+        self.set_if(doc! { "_id": id }, fields).await?;
         Ok(())
+    }
+
+    /// Sets `fields` (and `updated_at`) on the job `filter` matches; `true`
+    /// when one did.
+    async fn set_if(&self, filter: bson::Document, mut fields: bson::Document) -> Result<bool> {
+        fields.insert("updated_at", DateTime::now());
+        let updated = self
+            .collection
+            .update_one(filter, doc! { "$set": fields })
+            .await?;
+        Ok(updated.matched_count == 1)
     }
 }

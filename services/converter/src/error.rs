@@ -7,6 +7,11 @@ use crate::transcode::TranscodeError;
 pub enum Error {
     #[error("invalid message: {0}")]
     BadMessage(String),
+    /// The message does not speak of a job as it is recorded (unknown,
+    /// deleted, someone else's video or owner, not waiting for a
+    /// conversion): it changes nothing and goes to the dead-letter queue.
+    #[error("refused: {0}")]
+    Mismatch(String),
     #[error("the uploaded video no longer exists")]
     VideoMissing,
     #[error("{0}")]
@@ -30,7 +35,7 @@ impl Error {
     /// Permanent failures fail the same way on every attempt.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Self::BadMessage(_) | Self::VideoMissing => true,
+            Self::BadMessage(_) | Self::VideoMissing | Self::Mismatch(_) => true,
             Self::Transcode(err) => err.is_permanent(),
             Self::Common(common::Error::Json(_)) => true,
             // A panic inside FFmpeg glue would repeat on every attempt.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use lapin::types::{AMQPValue, FieldTable};
 use mongodb::bson::{doc, oid::ObjectId};
+use tracing::Instrument as _;
 
 use common::amqp::{Disposition, Incoming, Publisher};
 use common::config::MongoStores;
@@ -26,6 +27,8 @@ pub enum Outcome {
     },
     /// A redelivery for a job that was already finished.
     AlreadyDone,
+    /// The job was deleted while it converted: its MP3 was removed again.
+    Discarded,
 }
 
 #[derive(Clone)]
@@ -62,13 +65,32 @@ impl Worker {
         {
             metrics::histogram!("converter_queue_lag_seconds").record(lag.as_secs_f64());
         }
+        // Attached to the future, not entered across its awaits: a span
+        // entered on a thread would wrap the log lines of whatever other
+        // job that thread polls meanwhile.
         let span = tracing::info_span!("convert", job_id = %message.job_id, video_fid = %message.video_fid, request_id = %request_id, attempt = incoming.attempt);
-        let _entered = span.enter();
-        match self.handle(&message, &request_id).await {
+        self.decide(&message, &request_id, incoming.last_attempt)
+            .instrument(span)
+            .await
+    }
+
+    async fn decide(
+        &self,
+        message: &ConversionMessage,
+        request_id: &str,
+        last_attempt: bool,
+    ) -> Disposition {
+        match self.handle(message, request_id).await {
             Ok(outcome) => {
                 tracing::info!(?outcome, "video handled");
                 count("ok");
                 Disposition::Ack
+            }
+            // A message that does not match its job changes no job.
+            Err(Error::Mismatch(reason)) => {
+                tracing::warn!(%reason, "message refused: it does not match the job record");
+                count("invalid");
+                Disposition::DeadLetter(format!("refused: {reason}"))
             }
             // Stopped by the time limit: failed for good, and dead-lettered
             // so an operator can replay it with a larger limit.
@@ -76,7 +98,7 @@ impl Worker {
                 tracing::warn!(error = %err, "conversion stopped by its time limit");
                 count("timed_out");
                 let reason = err.to_string();
-                match self.fail_job(&message, &reason).await {
+                match self.fail_job(message, &reason).await {
                     Ok(()) => Disposition::DeadLetter(reason),
                     Err(record) => Disposition::Retry(record.to_string()),
                 }
@@ -84,16 +106,16 @@ impl Worker {
             Err(err) if err.is_permanent() => {
                 tracing::warn!(error = %err, "conversion failed permanently");
                 count("failed");
-                match self.fail_job(&message, &err.to_string()).await {
+                match self.fail_job(message, &err.to_string()).await {
                     Ok(()) => Disposition::Ack,
                     // The failure must be recorded; try again later.
                     Err(record) => Disposition::Retry(record.to_string()),
                 }
             }
-            Err(err) if incoming.last_attempt => {
+            Err(err) if last_attempt => {
                 count("gave_up");
                 let reason = format!("the conversion kept failing: {err}");
-                if let Err(record) = self.fail_job(&message, &reason).await {
+                if let Err(record) = self.fail_job(message, &reason).await {
                     tracing::error!(error = %record, "could not record the failure on the job");
                 }
                 Disposition::DeadLetter(reason)
@@ -116,14 +138,32 @@ impl Worker {
         let video_fid = common::gridfs::parse_fid(&message.video_fid).ok_or_else(|| {
             Error::BadMessage(format!("video_fid {:?} is not an id", message.video_fid))
         })?;
-        let job = self.mongo.jobs.get(job_id).await?;
-        if let Some(job) = &job
-            && job.state == JobState::Done
-        {
-            return self.finish_redelivered(job, message, request_id).await;
+        // The job record, not the message, says what to convert for whom.
+        let job = self
+            .mongo
+            .jobs
+            .get(job_id)
+            .await?
+            .ok_or_else(|| Error::Mismatch("no such job (unknown, or deleted)".into()))?;
+        if let Some(what) = job.mismatch(message) {
+            return Err(Error::Mismatch(what.into()));
         }
+        match job.state {
+            JobState::Done => return self.finish_redelivered(&job, request_id).await,
+            JobState::Failed => {
+                return Err(Error::Mismatch(
+                    "the job has failed; only a retry queues it again".into(),
+                ));
+            }
+            JobState::Queued | JobState::Converting => {}
+        }
+        let message = &job.video_message();
         let options = Options::from_json(&message.options)?;
-        self.mongo.jobs.mark_converting(job_id).await?;
+        if !self.mongo.jobs.mark_converting(job_id).await? {
+            return Err(Error::Mismatch(
+                "the job was deleted or changed before its conversion started".into(),
+            ));
+        }
         // With the span's job_id: which replica took which job.
         tracing::info!("conversion started");
         self.emit(message, "converting", None, None).await;
@@ -196,15 +236,25 @@ impl Worker {
         .await?;
         drop(workdir);
 
-        if let Err(err) = self
+        match self
             .mongo
             .jobs
             .mark_done(job_id, mp3_fid, report.duration_s)
             .await
         {
+            Ok(true) => {}
+            // Deleted while it converted: the MP3 belongs to nobody, and
+            // nobody is told.
+            Ok(false) => {
+                common::gridfs::delete(&mp3s, mp3_fid).await?;
+                metrics::counter!("converter_discarded_total").increment(1);
+                return Ok(Outcome::Discarded);
+            }
             // Without the job pointing at it the MP3 would be an orphan.
-            let _ = common::gridfs::delete(&mp3s, mp3_fid).await;
-            return Err(err.into());
+            Err(err) => {
+                let _ = common::gridfs::delete(&mp3s, mp3_fid).await;
+                return Err(err.into());
+            }
         }
         self.announce(message, mp3_fid, report.duration_s, request_id)
             .await?;
@@ -218,17 +268,12 @@ impl Worker {
 
     /// A job that is already done is never converted again; its `mp3`
     /// message is published only if it never went out.
-    async fn finish_redelivered(
-        &self,
-        job: &Job,
-        message: &ConversionMessage,
-        request_id: &str,
-    ) -> Result<Outcome, Error> {
+    async fn finish_redelivered(&self, job: &Job, request_id: &str) -> Result<Outcome, Error> {
         if job.published_at.is_none()
             && let Some(mp3_fid) = job.mp3_fid
         {
             self.announce(
-                message,
+                &job.video_message(),
                 mp3_fid,
                 job.duration_s.unwrap_or_default(),
                 request_id,
@@ -264,13 +309,17 @@ impl Worker {
         Ok(())
     }
 
+    /// Fails the message's job, as recorded (a message for no job fails none).
     async fn fail_job(&self, message: &ConversionMessage, reason: &str) -> Result<(), Error> {
         let Some(job_id) = common::gridfs::parse_fid(&message.job_id) else {
             return Ok(());
         };
+        let Some(job) = self.mongo.jobs.get(job_id).await? else {
+            return Ok(());
+        };
         self.mongo.jobs.mark_failed(job_id, reason).await?;
         // The failure email depends on this event, so it must go out.
-        let event = job_event(message, "failed", Some(reason), None);
+        let event = job_event(&job.video_message(), "failed", Some(reason), None);
         self.publisher
             .publish_event(&self.events_exchange, &event.routing_key(), &event.to_vec())
             .await?;

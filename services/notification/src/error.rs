@@ -15,6 +15,10 @@ pub enum Error {
     Smtp(#[from] lettre::transport::smtp::Error),
     #[error(transparent)]
     Common(#[from] common::Error),
+    /// The message does not speak of a job as it is recorded (unknown,
+    /// deleted, someone else's, not in the state the email is about).
+    #[error("refused: {0}")]
+    Mismatch(String),
     /// Another delivery of the same message is sending this email right now.
     #[error("another delivery is sending this email")]
     InFlight,
@@ -26,7 +30,11 @@ impl Error {
     /// and 4xx answers are transient.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Self::BadMessage(_) | Self::BadAddress(_) | Self::Build(_) | Self::Template(_) => true,
+            Self::BadMessage(_)
+            | Self::BadAddress(_)
+            | Self::Build(_)
+            | Self::Template(_)
+            | Self::Mismatch(_) => true,
             Self::Smtp(err) => err.is_permanent(),
             Self::Common(common::Error::Json(_)) => true,
             Self::Common(_) | Self::InFlight => false,

@@ -4,10 +4,11 @@
 //! lapin loop lives in `common::amqp::consume`.
 
 use mongodb::bson::oid::ObjectId;
+use tracing::Instrument as _;
 
 use common::amqp::{Disposition, Incoming};
 use common::config::MongoStores;
-use common::jobs::Notification;
+use common::jobs::{Job, JobState, Notification};
 use common::messages::{ConversionMessage, JobEvent};
 
 use crate::error::Error;
@@ -34,105 +35,137 @@ pub struct Worker {
 impl Worker {
     /// Handles a message from the `mp3` queue.
     pub async fn process_ready(&self, incoming: Incoming) -> Disposition {
-        disposition(self.handle_ready(&incoming.body).await, &incoming, "ready")
+        let span = tracing::info_span!("notify_ready", job_id = tracing::field::Empty);
+        let result = self.handle_ready(&incoming.body).instrument(span).await;
+        disposition(result, &incoming, "ready")
     }
 
     /// Handles a `job.failed` event.
     pub async fn process_failed(&self, incoming: Incoming) -> Disposition {
-        disposition(
-            self.handle_failed(&incoming.body).await,
-            &incoming,
-            "failed",
-        )
+        let span = tracing::info_span!("notify_failed", job_id = tracing::field::Empty);
+        let result = self.handle_failed(&incoming.body).instrument(span).await;
+        disposition(result, &incoming, "failed")
     }
 
+    /// "Your MP3 is ready", to the job's owner, about the job as recorded:
+    /// only for a job that is done with the message's MP3.
     pub async fn handle_ready(&self, body: &[u8]) -> Result<Outcome, Error> {
         let message = ConversionMessage::from_slice(body)?;
-        let span = tracing::info_span!("notify_ready", job_id = %message.job_id);
-        let _entered = span.enter();
-        if !message.notify_email {
+        tracing::Span::current().record("job_id", message.job_id.as_str());
+        if message.mp3_fid.is_none() {
+            return Err(Error::BadMessage("mp3_fid is missing".into()));
+        }
+        let job = self.recorded_job(&message.job_id).await?;
+        if let Some(what) = job.mismatch(&message) {
+            return Err(Error::Mismatch(what.into()));
+        }
+        if job.state != JobState::Done {
+            return Err(Error::Mismatch("the job is not done".into()));
+        }
+        if !job.notify_email {
             return Ok(Outcome::Skipped("email turned off"));
         }
-        let job_id = common::gridfs::parse_fid(&message.job_id);
-        if let Some(id) = job_id
-            && let Some(job) = self.mongo.jobs.get(id).await?
-            && job.notified_at.is_some()
-        {
+        if job.notified_at.is_some() {
             return Ok(Outcome::Skipped("already notified"));
         }
-        self.claim(job_id, Notification::Ready).await?;
-        let size = match message
-            .mp3_fid
-            .as_deref()
-            .and_then(common::gridfs::parse_fid)
-        {
+        self.claim(job.id, Notification::Ready).await?;
+        let size = match job.mp3_fid {
             Some(fid) => self.mp3_size(fid).await?,
             None => None,
         };
-        let email = self.mailer.ready_email(&message, size)?;
-        self.send(email, job_id, Notification::Ready).await?;
+        let ready = ConversionMessage {
+            mp3_fid: job.mp3_fid.map(|fid| fid.to_hex()),
+            duration_s: job.duration_s,
+            ..job.video_message()
+        };
+        let email = self.mailer.ready_email(&ready, size)?;
+        self.send(email, job.id, Notification::Ready).await?;
         metrics::counter!("notification_emails_sent_total", "kind" => "ready").increment(1);
-        if let Some(id) = job_id
-            && let Err(err) = self.mongo.jobs.mark_notified(id).await
-        {
+        if let Err(err) = self.mongo.jobs.mark_notified(job.id).await {
             // The mail went out: acking is right even if the mark is lost.
             tracing::warn!(error = %err, "sent, but could not record notified_at");
         }
         Ok(Outcome::Sent)
     }
 
+    /// "We could not convert ...", to the job's owner, with the reason on
+    /// the job: only for a job that has failed.
     pub async fn handle_failed(&self, body: &[u8]) -> Result<Outcome, Error> {
         let event = JobEvent::from_slice(body)?;
-        let span = tracing::info_span!("notify_failed", job_id = %event.job_id);
-        let _entered = span.enter();
-        if !event.notify_email {
+        tracing::Span::current().record("job_id", event.job_id.as_str());
+        let job = self.recorded_job(&event.job_id).await?;
+        if event.username != job.owner {
+            return Err(Error::Mismatch(
+                "the event's user is not the job's owner".into(),
+            ));
+        }
+        if job.state != JobState::Failed {
+            return Err(Error::Mismatch("the job has not failed".into()));
+        }
+        if !job.notify_email {
             return Ok(Outcome::Skipped("email turned off"));
         }
-        let job_id = common::gridfs::parse_fid(&event.job_id);
-        if let Some(id) = job_id
-            && let Some(job) = self.mongo.jobs.get(id).await?
-            && job.failure_notified_at.is_some()
-        {
+        if job.failure_notified_at.is_some() {
             return Ok(Outcome::Skipped("already notified"));
         }
-        self.claim(job_id, Notification::Failed).await?;
-        let email = self.mailer.failed_email(&event)?;
-        self.send(email, job_id, Notification::Failed).await?;
+        self.claim(job.id, Notification::Failed).await?;
+        let failed = JobEvent {
+            job_id: job.id.to_hex(),
+            state: "failed".to_owned(),
+            username: job.owner.clone(),
+            filename: job.filename.clone(),
+            progress: job.progress,
+            error: job.error.clone(),
+            mp3_fid: None,
+            notify_email: job.notify_email,
+        };
+        let email = self.mailer.failed_email(&failed)?;
+        self.send(email, job.id, Notification::Failed).await?;
         metrics::counter!("notification_emails_sent_total", "kind" => "failed").increment(1);
-        if let Some(id) = job_id
-            && let Err(err) = self.mongo.jobs.mark_failure_notified(id).await
-        {
+        if let Err(err) = self.mongo.jobs.mark_failure_notified(job.id).await {
             tracing::warn!(error = %err, "sent, but could not record failure_notified_at");
         }
         Ok(Outcome::Sent)
     }
 
+    /// The job a message names, as recorded; a message for no job is refused.
+    async fn recorded_job(&self, job_id: &str) -> Result<Job, Error> {
+        let id = common::gridfs::parse_fid(job_id)
+            .ok_or_else(|| Error::Mismatch(format!("job_id {job_id:?} is not an id")))?;
+        self.mongo
+            .jobs
+            .get(id)
+            .await?
+            .ok_or_else(|| Error::Mismatch("no such job (unknown, or deleted)".into()))
+    }
+
     /// Takes the job's claim for this email, or reports that another
     /// delivery holds it (retried later, when the send is recorded).
-    async fn claim(&self, job_id: Option<ObjectId>, kind: Notification) -> Result<(), Error> {
-        let Some(id) = job_id else { return Ok(()) };
+    async fn claim(&self, id: ObjectId, kind: Notification) -> Result<(), Error> {
         if self
             .mongo
             .jobs
             .claim_notification(id, kind, CLAIM_LEASE)
             .await?
         {
-            Ok(())
-        } else {
-            Err(Error::InFlight)
+            return Ok(());
         }
+        // Deleted since it was read: nobody to tell, and nothing to retry.
+        if self.mongo.jobs.get(id).await?.is_none() {
+            return Err(Error::Mismatch("no such job (deleted)".into()));
+        }
+        Err(Error::InFlight)
     }
 
     /// Sends under a claim; a failed send gives the claim back.
     async fn send(
         &self,
         email: lettre::Message,
-        job_id: Option<ObjectId>,
+        id: ObjectId,
         kind: Notification,
     ) -> Result<(), Error> {
         let result = self.mailer.send(email).await;
         if result.is_err()
-            && let Some(id) = job_id
             && let Err(err) = self.mongo.jobs.release_notification(id, kind).await
         {
             tracing::warn!(error = %err, "could not release the notification claim");
@@ -167,6 +200,7 @@ fn disposition(
             Disposition::Ack
         }
         Err(err) if err.is_permanent() => {
+            tracing::warn!(error = %err, kind, "message dead-lettered");
             count("dead_lettered");
             Disposition::DeadLetter(err.to_string())
         }

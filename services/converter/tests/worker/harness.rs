@@ -99,35 +99,35 @@ impl World {
 
     /// [`World::submit`] with job options.
     pub async fn submit_with(&self, video: &Path, options: serde_json::Value) -> ObjectId {
+        let job = self.store(video, "ana@example.com", options).await;
+        self.publish(&job.video_message()).await;
+        job.id
+    }
+
+    /// Stores `video` in GridFS and records a queued job for it, owned by
+    /// `owner`, without publishing anything.
+    pub async fn store(&self, video: &Path, owner: &str, options: serde_json::Value) -> Job {
         let name = video
             .file_name()
             .expect("name")
             .to_string_lossy()
             .into_owned();
         let bucket = common::gridfs::bucket(&self.mongo.videos);
-        let video_fid =
-            common::gridfs::upload_file(&bucket, video, &name, doc! { "owner": "ana@example.com" })
-                .await
-                .expect("store video");
-        let id = ObjectId::new();
-        self.mongo
-            .jobs
-            .insert(&Job {
-                notify_email: false,
-                ..Job::queued(id, "ana@example.com", &name, video_fid)
-            })
+        let video_fid = common::gridfs::upload_file(&bucket, video, &name, doc! { "owner": owner })
             .await
-            .expect("insert job");
-        let message = ConversionMessage {
-            video_fid: video_fid.to_hex(),
-            mp3_fid: None,
-            username: "ana@example.com".into(),
-            job_id: id.to_hex(),
-            filename: name,
-            options,
+            .expect("store video");
+        // The options live on the job, as the gateway records them.
+        let job = Job {
             notify_email: false,
-            duration_s: None,
+            options: mongodb::bson::to_document(&options).expect("options as a document"),
+            ..Job::queued(ObjectId::new(), owner, &name, video_fid)
         };
+        self.mongo.jobs.insert(&job).await.expect("insert job");
+        job
+    }
+
+    /// Publishes a `video` message, whatever it says.
+    pub async fn publish(&self, message: &ConversionMessage) {
         self.publisher
             .publish(
                 &self.video_queue(),
@@ -136,7 +136,6 @@ impl World {
             )
             .await
             .expect("publish");
-        id
     }
 
     /// Waits until the job satisfies `done`.
@@ -184,31 +183,31 @@ impl World {
         let conn = common::amqp::connect(&amqp_url(), "dlq-reader")
             .await
             .expect("connect");
-        let channel = conn.create_channel().await.expect("channel");
+        let mut channel = conn.create_channel().await.expect("channel");
         let dlq = common::amqp::dead_letter_queue(&self.video_queue());
         let deadline = tokio::time::Instant::now() + timeout;
         let mut reason = None;
         while tokio::time::Instant::now() < deadline {
-            // The queue exists once the converter dead-lettered something.
+            // The queue exists once the converter consumes; until then a
+            // get closes the channel, and the next try takes a new one.
+            if !channel.status().connected() {
+                channel = conn.create_channel().await.expect("channel");
+            }
             let got = channel
                 .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: true })
                 .await;
-            match got {
-                Ok(Some(message)) => {
-                    let headers = message
-                        .delivery
-                        .properties
-                        .headers()
-                        .clone()
-                        .unwrap_or_default();
-                    reason = Some(match headers.inner().get(common::amqp::REASON_HEADER) {
-                        Some(lapin::types::AMQPValue::LongString(text)) => text.to_string(),
-                        _ => String::new(),
-                    });
-                    break;
-                }
-                Ok(None) => {}
-                Err(_) => break,
+            if let Ok(Some(message)) = got {
+                let headers = message
+                    .delivery
+                    .properties
+                    .headers()
+                    .clone()
+                    .unwrap_or_default();
+                reason = Some(match headers.inner().get(common::amqp::REASON_HEADER) {
+                    Some(lapin::types::AMQPValue::LongString(text)) => text.to_string(),
+                    _ => String::new(),
+                });
+                break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -4,6 +4,7 @@
 
 mod corpus;
 mod crash;
+mod forged;
 mod harness;
 mod limits;
 mod retries;

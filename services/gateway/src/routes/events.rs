@@ -142,14 +142,15 @@ impl Feed {
         }
     }
 
+    /// An event only says which job changed; whose it is and what it looks
+    /// like now come from the job record (an event naming another user, or
+    /// another user's job, shows nothing to anyone it does not belong to).
     async fn on_event(&mut self, event: &JobEvent) -> bool {
-        if !self.claims.admin && event.username != self.claims.username {
-            return true;
-        }
         let Some(id) = common::gridfs::parse_fid(&event.job_id) else {
             return true;
         };
         match self.state.mongo.jobs.get(id).await {
+            Ok(Some(job)) if !self.claims.admin && job.owner != self.claims.username => true,
             Ok(Some(job)) => self.send(&job).await,
             // Deleted since: nothing to show.
             Ok(None) => true,

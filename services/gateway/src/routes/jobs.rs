@@ -17,7 +17,6 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use common::jobs::{Job, JobState};
-use common::messages::ConversionMessage;
 
 use crate::auth_client::Claims;
 use crate::error::{ApiError, ErrorBody, JsonError};
@@ -260,6 +259,18 @@ pub async fn delete(
 ) -> Result<Response, JsonError> {
     let claims = state.auth.validate(&headers).await?;
     let job = owned_job(&state, &claims, job_id(&id)?).await?;
+    // The record goes first, atomically, and its files as it named them
+    // then: a conversion that ends later finds no job to finish, removes
+    // its own MP3 and sends nothing.
+    let Some(job) = state
+        .mongo
+        .jobs
+        .take(job.id)
+        .await
+        .map_err(ApiError::from)?
+    else {
+        return Err(ApiError::NotFound.into());
+    };
     common::gridfs::delete(&state.videos_bucket(), job.video_fid)
         .await
         .map_err(ApiError::from)?;
@@ -268,12 +279,6 @@ pub async fn delete(
             .await
             .map_err(ApiError::from)?;
     }
-    state
-        .mongo
-        .jobs
-        .delete(job.id)
-        .await
-        .map_err(ApiError::from)?;
     tracing::info!(job_id = %job.id, user = %claims.username, "job deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -323,16 +328,7 @@ pub async fn retry(
     if let Ok(Some(queued)) = state.mongo.jobs.get(job.id).await {
         crate::events::announce(&state, &queued, "queued").await;
     }
-    let message = ConversionMessage {
-        video_fid: job.video_fid.to_hex(),
-        mp3_fid: None,
-        username: job.owner.clone(),
-        job_id: job.id.to_hex(),
-        filename: job.filename.clone(),
-        options: Bson::Document(job.options.clone()).into_relaxed_extjson(),
-        notify_email: job.notify_email,
-        duration_s: None,
-    };
+    let message = job.video_message();
     let mut amqp_headers = FieldTable::default();
     if let Some(request_id) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
         amqp_headers.insert(

@@ -23,7 +23,7 @@ enum Item {
 }
 
 /// A small SSE reader over a response's byte stream.
-struct SseReader {
+pub(crate) struct SseReader {
     body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
     buffer: String,
     event: String,
@@ -82,7 +82,7 @@ impl SseReader {
     }
 
     /// The next `job` event (comments skipped): its id and job.
-    async fn next_job(&mut self, within: Duration) -> Option<(String, Value)> {
+    pub(crate) async fn next_job(&mut self, within: Duration) -> Option<(String, Value)> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -99,7 +99,7 @@ impl SseReader {
 }
 
 impl TestStack {
-    async fn events(&self, token: &str, last_event_id: Option<&str>) -> SseReader {
+    pub(crate) async fn events(&self, token: &str, last_event_id: Option<&str>) -> SseReader {
         let mut request = self
             .http
             .get(format!("{}/api/v1/events", self.gateway))

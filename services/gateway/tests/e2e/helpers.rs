@@ -63,6 +63,8 @@ impl Default for StackOptions {
 /// A running system plus what the tests need to look inside it.
 pub struct TestStack {
     pub gateway: String,
+    /// Base URL of the converter's operations port (`/metrics`).
+    pub converter: String,
     /// Base URL of the auth service.
     pub auth: String,
     pub http: reqwest::Client,
@@ -202,6 +204,7 @@ impl TestStack {
         )
         .await
         .expect("converter starts");
+        let converter_url = format!("http://127.0.0.1:{}", converter_app.port());
         let (stop, signal) = stopper();
         stops.push(stop);
         tasks.push(tokio::spawn(converter_app.run(signal)));
@@ -229,6 +232,7 @@ impl TestStack {
 
         TestStack {
             gateway: gateway_url,
+            converter: converter_url,
             auth: auth_url,
             auth_service: Some((auth_stop, auth_task)),
             gateway_service: Some((gateway_stop, gateway_task)),
@@ -379,6 +383,28 @@ impl TestStack {
     }
 
     /// The gateway's port.
+    /// The topic exchange this stack's job events travel on.
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+
+    /// A counter from the converter's `/metrics` (0 when absent).
+    pub async fn converter_counter(&self, series: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.converter))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub fn gateway_port(&self) -> u16 {
         self.gateway
             .rsplit(':')

@@ -10,4 +10,5 @@ mod helpers;
 mod metrics;
 mod shutdown;
 mod tokens;
+mod trust;
 mod uploads;

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
+use common::jobs::{Job, JobState};
 use common::testing::smtp::MailSink;
+use mongodb::bson::oid::ObjectId;
 
 use crate::harness::Harness;
 
@@ -13,7 +15,7 @@ async fn ready_mail_has_recipient_subject_both_parts_link_and_id() {
     let (sink, port) = MailSink::start().await;
     let harness = Harness::start(port, 200).await;
     let job = harness.insert_job("Grüße aus Köln.mp4").await;
-    let message = harness.ready_message(job, "Grüße aus Köln.mp4");
+    let message = harness.ready_message(job).await;
     let fid = message.mp3_fid.clone().expect("fid");
 
     harness.publish_ready(&message).await;
@@ -80,7 +82,7 @@ async fn a_redelivered_message_for_a_notified_job_sends_nothing_twice() {
     let (sink, port) = MailSink::start().await;
     let harness = Harness::start(port, 200).await;
     let job = harness.insert_job("twice.mp4").await;
-    let message = harness.ready_message(job, "twice.mp4");
+    let message = harness.ready_message(job).await;
 
     harness.publish_ready(&message).await;
     sink.wait_for("twice.mp4", WAIT).await;
@@ -92,7 +94,7 @@ async fn a_redelivered_message_for_a_notified_job_sends_nothing_twice() {
     // duplicate has been handled too (one consumer, in order).
     let marker = harness.insert_job("marker.mp4").await;
     harness
-        .publish_ready(&harness.ready_message(marker, "marker.mp4"))
+        .publish_ready(&harness.ready_message(marker).await)
         .await;
     sink.wait_for("marker.mp4", WAIT).await;
 
@@ -110,14 +112,28 @@ async fn a_redelivered_message_for_a_notified_job_sends_nothing_twice() {
 async fn email_turned_off_sends_nothing_and_acks() {
     let (sink, port) = MailSink::start().await;
     let harness = Harness::start(port, 200).await;
-    let quiet = harness.insert_job("quiet.mp4").await;
-    let mut message = harness.ready_message(quiet, "quiet.mp4");
-    message.notify_email = false;
+    // The preference is on the job (the gateway copies it there), and the
+    // message says the same.
+    let quiet = harness
+        .insert(Job {
+            state: JobState::Done,
+            mp3_fid: Some(ObjectId::new()),
+            notify_email: false,
+            ..Job::queued(
+                ObjectId::new(),
+                "ana@example.com",
+                "quiet.mp4",
+                ObjectId::new(),
+            )
+        })
+        .await;
+    let message = harness.ready_message(quiet).await;
+    assert!(!message.notify_email);
 
     harness.publish_ready(&message).await;
     let marker = harness.insert_job("marker.mp4").await;
     harness
-        .publish_ready(&harness.ready_message(marker, "marker.mp4"))
+        .publish_ready(&harness.ready_message(marker).await)
         .await;
     sink.wait_for("marker.mp4", WAIT).await;
 
@@ -132,7 +148,7 @@ async fn two_deliveries_of_one_message_at_the_same_time_send_one_mail() {
     let (sink, port) = MailSink::start().await;
     let harness = Harness::start(port, 200).await;
     let job = harness.insert_job("at-once.mp4").await;
-    let message = harness.ready_message(job, "at-once.mp4");
+    let message = harness.ready_message(job).await;
 
     // Both in flight together (the consumer handles several at once).
     tokio::join!(
@@ -146,7 +162,7 @@ async fn two_deliveries_of_one_message_at_the_same_time_send_one_mail() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let marker = harness.insert_job("after.mp4").await;
     harness
-        .publish_ready(&harness.ready_message(marker, "after.mp4"))
+        .publish_ready(&harness.ready_message(marker).await)
         .await;
     sink.wait_for("after.mp4", WAIT).await;
 

@@ -124,34 +124,36 @@ impl Harness {
         panic!("the service never started consuming its failure events");
     }
 
-    /// A job document, as the gateway would have created it.
+    /// A job document as the converter leaves it: done, with its MP3.
     pub async fn insert_job(&self, filename: &str) -> ObjectId {
-        let id = ObjectId::new();
-        self.mongo
-            .jobs
-            .insert(&Job {
-                state: JobState::Done,
-                progress: 1.0,
-                duration_s: Some(61.0),
-                size_bytes: 1,
-                ..Job::queued(id, "ana@example.com", filename, ObjectId::new())
-            })
-            .await
-            .expect("insert job");
-        id
+        self.insert(Job {
+            state: JobState::Done,
+            progress: 1.0,
+            mp3_fid: Some(ObjectId::new()),
+            duration_s: Some(61.0),
+            size_bytes: 1,
+            ..Job::queued(
+                ObjectId::new(),
+                "ana@example.com",
+                filename,
+                ObjectId::new(),
+            )
+        })
+        .await
     }
 
-    /// The `mp3` message for a job.
-    pub fn ready_message(&self, job_id: ObjectId, filename: &str) -> ConversionMessage {
+    pub async fn insert(&self, job: Job) -> ObjectId {
+        self.mongo.jobs.insert(&job).await.expect("insert job");
+        job.id
+    }
+
+    /// The `mp3` message the converter publishes for a job, from its record.
+    pub async fn ready_message(&self, job_id: ObjectId) -> ConversionMessage {
+        let job = self.job(job_id).await;
         ConversionMessage {
-            video_fid: ObjectId::new().to_hex(),
-            mp3_fid: Some(ObjectId::new().to_hex()),
-            username: "ana@example.com".into(),
-            job_id: job_id.to_hex(),
-            filename: filename.into(),
-            options: serde_json::json!({}),
-            notify_email: true,
-            duration_s: Some(61.0),
+            mp3_fid: job.mp3_fid.map(|fid| fid.to_hex()),
+            duration_s: job.duration_s,
+            ..job.video_message()
         }
     }
 
@@ -166,8 +168,15 @@ impl Harness {
             .expect("publish");
     }
 
+    /// Fails the job with `reason` and publishes its `job.failed` event, as
+    /// the converter does.
     pub async fn publish_failed(&self, job_id: ObjectId, filename: &str, reason: &str) {
-        let event = JobEvent {
+        self.mongo
+            .jobs
+            .mark_failed(job_id, reason)
+            .await
+            .expect("fail the job");
+        self.publish_event(&JobEvent {
             job_id: job_id.to_hex(),
             state: "failed".into(),
             username: "ana@example.com".into(),
@@ -176,7 +185,12 @@ impl Harness {
             error: Some(reason.into()),
             mp3_fid: None,
             notify_email: true,
-        };
+        })
+        .await;
+    }
+
+    /// Publishes a job event, whatever it says.
+    pub async fn publish_event(&self, event: &JobEvent) {
         self.publisher
             .publish_event(
                 &self.events_exchange(),

@@ -2,5 +2,6 @@
 //! server and an SMTP server inside the test. One test binary.
 
 mod delivery;
+mod forged;
 mod harness;
 mod reliability;

@@ -14,7 +14,7 @@ async fn smtp_down_at_first_delivers_exactly_once_after_it_comes_back() {
     let job = harness.insert_job("patience.mp4").await;
 
     harness
-        .publish_ready(&harness.ready_message(job, "patience.mp4"))
+        .publish_ready(&harness.ready_message(job).await)
         .await;
     // Attempts at about 0 s, 0.3 s and 0.9 s find nothing listening.
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -40,11 +40,11 @@ async fn a_550_answer_is_dead_lettered_at_once_and_the_consumer_keeps_going() {
     let second = harness.insert_job("second.mp4").await;
 
     harness
-        .publish_ready(&harness.ready_message(first, "first.mp4"))
+        .publish_ready(&harness.ready_message(first).await)
         .await;
     let (body, reason) = harness.next_dead_letter(Duration::from_secs(20)).await;
     harness
-        .publish_ready(&harness.ready_message(second, "second.mp4"))
+        .publish_ready(&harness.ready_message(second).await)
         .await;
     let (next_body, _) = harness.next_dead_letter(Duration::from_secs(20)).await;
 
@@ -68,7 +68,7 @@ async fn malformed_json_is_dead_lettered_and_the_consumer_keeps_going() {
     let (body, reason) = harness.next_dead_letter(Duration::from_secs(20)).await;
     let job = harness.insert_job("after.mp4").await;
     harness
-        .publish_ready(&harness.ready_message(job, "after.mp4"))
+        .publish_ready(&harness.ready_message(job).await)
         .await;
     sink.wait_for("after.mp4", Duration::from_secs(20)).await;
 
