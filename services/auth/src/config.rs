@@ -1,7 +1,7 @@
 //! Typed configuration, from flags or environment variables. Every field has
 //! a doc comment, so `auth-service --help` documents the deployment.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -120,15 +120,16 @@ pub struct Config {
     pub rate_limit_window_secs: u64,
 
     /// Comma-separated addresses or CIDR ranges of reverse proxies (the
-    /// gateway) whose `X-Forwarded-For` names the real client. Requests from
-    /// a trusted proxy without that header are not limited per address
-    /// (only per email), so one proxy cannot lock everybody out.
+    /// gateway) whose `X-Forwarded-For` names the real client (the gateway
+    /// always sends it, built from the peer it sees). A request from a
+    /// trusted proxy that names nobody usable is keyed by the proxy's
+    /// address.
     #[arg(
         long,
         env = "TRUSTED_PROXIES",
         value_delimiter = ',',
         default_value = "127.0.0.0/8,::1",
-        value_parser = parse_network
+        value_parser = common::client_address::parse_network
     )]
     pub trusted_proxies: Vec<IpNet>,
 
@@ -142,18 +143,6 @@ impl Config {
     pub fn rate_limit_window(&self) -> Duration {
         Duration::from_secs(self.rate_limit_window_secs)
     }
-}
-
-/// An address (`10.0.0.7`, a single host) or a CIDR range (`10.0.0.0/8`).
-fn parse_network(value: &str) -> Result<IpNet, String> {
-    let value = value.trim();
-    if let Ok(network) = value.parse::<IpNet>() {
-        return Ok(network);
-    }
-    value
-        .parse::<IpAddr>()
-        .map(IpNet::from)
-        .map_err(|_| format!("`{value}` is neither an IP address nor a CIDR range"))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! `/metrics`).
 
 pub mod amqp;
+pub mod client_address;
 pub mod config;
 pub mod error;
 pub mod gridfs;

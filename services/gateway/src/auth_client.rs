@@ -1,22 +1,12 @@
 //! Talks to the auth service: forwards logins and validates tokens.
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header::AUTHORIZATION};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header::AUTHORIZATION, header::RETRY_AFTER};
 use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::token::{TokenVerifier, Verdict};
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
-
-/// The `X-Forwarded-For` chain to send on: what the request carried plus the
-/// peer this gateway saw, so auth's per-address login limits see the real
-/// client rather than the gateway.
-pub fn forwarded_for(headers: &HeaderMap, peer: std::net::SocketAddr) -> String {
-    match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(chain) if !chain.trim().is_empty() => format!("{}, {}", chain.trim(), peer.ip()),
-        _ => peer.ip().to_string(),
-    }
-}
 
 /// The claims the gateway needs from a validated token.
 #[derive(Debug, Clone, Deserialize)]
@@ -72,8 +62,24 @@ impl AuthClient {
         passthrough(response).await
     }
 
+    /// [`AuthClient::validate`] for the JSON API, which takes only
+    /// `Authorization: Bearer <token>` (the scheme in any case), as auth's
+    /// own `/api/v1` routes do; another scheme is no credentials (401).
+    pub async fn validate_bearer(&self, headers: &HeaderMap) -> Result<Claims, ApiError> {
+        let bearer = headers.get(AUTHORIZATION).is_some_and(|value| {
+            value
+                .as_bytes()
+                .get(..7)
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
+        });
+        if !bearer {
+            return Err(ApiError::MissingCredentials);
+        }
+        self.validate(headers).await
+    }
+
     /// Validates the caller's token (any scheme word before it, as the
-    /// original accepted). No header -> 401; a bad token -> 403. Tokens are
+    /// original accepted: the classic routes). No header -> 401; a bad token -> 403. Tokens are
     /// verified locally with auth's published keys; when auth publishes
     /// none (HS256 deployments), auth's `POST /validate` decides.
     pub async fn validate(&self, headers: &HeaderMap) -> Result<Claims, ApiError> {
@@ -200,6 +206,7 @@ impl AuthClient {
 async fn passthrough(response: reqwest::Response) -> Result<String, ApiError> {
     let status = StatusCode::from_u16(response.status().as_u16())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let retry_after = response.headers().get(RETRY_AFTER).cloned();
     let body = response
         .text()
         .await
@@ -209,6 +216,6 @@ async fn passthrough(response: reqwest::Response) -> Result<String, ApiError> {
     } else if status.is_server_error() {
         Err(ApiError::Unavailable("auth service"))
     } else {
-        Err(ApiError::Upstream(status, body))
+        Err(ApiError::Upstream(status, body, retry_after))
     }
 }

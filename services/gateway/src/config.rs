@@ -27,6 +27,28 @@ pub struct Config {
     /// termination grace period (Kubernetes: 30 s by default).
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+    /// Seconds an upload's body may bring nothing before it is cut (408).
+    #[arg(long, env = "UPLOAD_IDLE_SECS", default_value_t = 30)]
+    pub upload_idle_secs: u64,
+    /// The slowest an upload may come, in bytes per second averaged over
+    /// `UPLOAD_RATE_WINDOW_SECS` (the default, about 4 KiB/s, is far below
+    /// any real link and far above a client holding a connection on purpose).
+    #[arg(long, env = "UPLOAD_MIN_RATE", default_value_t = 4096)]
+    pub upload_min_rate: u64,
+    /// The window `UPLOAD_MIN_RATE` is measured over, in seconds.
+    #[arg(long, env = "UPLOAD_RATE_WINDOW_SECS", default_value_t = 60)]
+    pub upload_rate_window_secs: u64,
+    /// Comma-separated addresses or CIDR ranges of reverse proxies in
+    /// front of the gateway (an ingress controller) whose `X-Forwarded-For`
+    /// is believed. From anyone else the header is dropped and the peer's
+    /// address is what auth's rate limits see. Empty: no proxy trusted.
+    #[arg(
+        long,
+        env = "TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = common::client_address::parse_network
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     #[command(flatten)]
     pub amqp: AmqpConfig,
     #[command(flatten)]

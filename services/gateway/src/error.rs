@@ -12,9 +12,10 @@ pub enum ApiError {
     MissingCredentials,
     #[error("not authorized")]
     NotAuthorized,
-    /// A status and body passed through from the auth service (login).
+    /// A status and body passed through from the auth service (login),
+    /// with its `Retry-After` when it rate-limited the caller.
     #[error("{1}")]
-    Upstream(StatusCode, String),
+    Upstream(StatusCode, String, Option<HeaderValue>),
     #[error("exactly 1 file required")]
     ExactlyOneFile,
     #[error("fid is required")]
@@ -27,6 +28,12 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("file too large: the limit is {0} bytes")]
     TooLarge(u64),
+    /// A JSON request body over the limit (the account routes).
+    #[error("request body too large: the limit is {0} bytes")]
+    BodyTooLarge(usize),
+    /// The body stopped coming, or came too slowly to be a real upload.
+    #[error("request timeout: {0}")]
+    RequestTimeout(String),
     /// The upload is clearly not media (text, an image, an archive); names what it is.
     #[error("unsupported media type: {0}")]
     UnsupportedMediaType(&'static str),
@@ -54,7 +61,7 @@ impl ApiError {
         match self {
             Self::MissingCredentials => StatusCode::UNAUTHORIZED,
             Self::NotAuthorized => StatusCode::FORBIDDEN,
-            Self::Upstream(status, _) => *status,
+            Self::Upstream(status, ..) => *status,
             Self::ExactlyOneFile
             | Self::FidRequired
             | Self::BadRequest(_)
@@ -63,7 +70,8 @@ impl ApiError {
             Self::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooLarge(_) | Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -80,7 +88,8 @@ impl ApiError {
             Self::FidRequired => "fid_required",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
-            Self::TooLarge(_) => "too_large",
+            Self::TooLarge(_) | Self::BodyTooLarge(_) => "too_large",
+            Self::RequestTimeout(_) => "request_timeout",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::BadRequest(_) => "bad_request",
             Self::InvalidOptions(_) => "invalid_options",
@@ -105,6 +114,11 @@ impl ApiError {
             && let Ok(value) = HeaderValue::from_str(&format!("bytes */{length}"))
         {
             response.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
+        if let Self::Upstream(_, _, Some(retry_after)) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after.clone());
         }
     }
 
@@ -136,7 +150,8 @@ pub struct ErrorDetail {
     /// Machine-readable: `missing_credentials`, `not_authorized`,
     /// `not_found`, `method_not_allowed`, `bad_request`, `invalid_options`,
     /// `exactly_one_file`, `too_large`, `unsupported_media_type`,
-    /// `conflict`, `range_not_satisfiable`, `unavailable`, `internal`.
+    /// `conflict`, `range_not_satisfiable`, `request_timeout`, `unavailable`,
+    /// `internal`.
     pub code: &'static str,
     /// For people; names the offending field for invalid options.
     pub message: String,

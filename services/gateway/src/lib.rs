@@ -3,6 +3,7 @@
 //! on RabbitMQ and streams finished MP3s back to their owners.
 
 pub mod auth_client;
+pub mod body_guard;
 pub mod config;
 pub mod error;
 pub mod events;
@@ -83,6 +84,12 @@ impl App {
             events,
             stopping,
             sse_keep_alive: std::time::Duration::from_millis(config.sse_keep_alive_ms.max(1)),
+            proxies: common::client_address::TrustedProxies::new(config.trusted_proxies.clone()),
+            upload_pace: body_guard::Pace {
+                idle: std::time::Duration::from_secs(config.upload_idle_secs.max(1)),
+                window: std::time::Duration::from_secs(config.upload_rate_window_secs.max(1)),
+                min_rate: config.upload_min_rate,
+            },
             background: background.clone(),
         };
         let listener = tokio::net::TcpListener::bind(config.listen)

@@ -8,6 +8,9 @@ use mongodb::gridfs::GridFsBucket;
 
 use crate::auth_client::AuthClient;
 
+/// Multipart framing around the file itself (boundaries, part headers).
+const MULTIPART_OVERHEAD: u64 = 1024 * 1024;
+
 #[derive(Clone)]
 pub struct AppState {
     pub auth: AuthClient,
@@ -24,6 +27,10 @@ pub struct AppState {
     /// Turns true when the server shuts down, so SSE streams end.
     pub stopping: tokio::sync::watch::Receiver<bool>,
     pub sse_keep_alive: std::time::Duration,
+    /// How long an upload may pause and how slowly it may come.
+    pub upload_pace: crate::body_guard::Pace,
+    /// Proxies in front of the gateway whose `X-Forwarded-For` is believed.
+    pub proxies: common::client_address::TrustedProxies,
     /// Work that must finish even if the request that started it is
     /// dropped (a client gone, the shutdown grace over): an upload's
     /// clean-up, and its commit (job record, confirmed publish) once the
@@ -38,5 +45,19 @@ impl AppState {
 
     pub fn mp3s_bucket(&self) -> GridFsBucket {
         common::gridfs::bucket(&self.mongo.mp3s)
+    }
+
+    /// The largest upload body: the file plus its multipart framing.
+    pub fn upload_body_limit(&self) -> u64 {
+        self.max_upload_bytes.saturating_add(MULTIPART_OVERHEAD)
+    }
+
+    /// The `X-Forwarded-For` to send auth for a request from `peer`.
+    pub fn forwarded_for(
+        &self,
+        peer: std::net::SocketAddr,
+        headers: &axum::http::HeaderMap,
+    ) -> String {
+        self.proxies.forwarded_for(peer.ip(), headers)
     }
 }

@@ -25,6 +25,7 @@ backend_tests!(
     failed_logins_per_client_address_are_limited_across_emails,
     a_client_cannot_escape_the_limit_by_claiming_another_address,
     registrations_per_client_address_are_limited,
+    a_trusted_peer_naming_no_client_is_limited_as_itself,
 );
 
 /// The `Retry-After` of a 429, in seconds.
@@ -41,16 +42,22 @@ async fn failed_logins_per_email_are_limited_then_reset(backend: Backend) {
     let app = spawn_app_with(backend, Signing::Ed25519, FAST_LIMITS).await;
     app.add_user("alice@example.com", "correct horse", false)
         .await;
-    for _ in 0..2 {
+    // Each attempt from a client of its own, so only the per-email limit
+    // is at work.
+    for n in 0..2 {
         assert_eq!(
-            app.post_login("alice@example.com", "wrong").await.status(),
+            app.post_login_for(&format!("198.51.100.{n}"), "alice@example.com", "wrong")
+                .await
+                .status(),
             401
         );
     }
 
     // Act: the next attempt, even with the right password, is refused
     // before the password is looked at.
-    let limited = app.post_login("ALICE@example.com", "correct horse").await;
+    let limited = app
+        .post_login_for("198.51.100.2", "ALICE@example.com", "correct horse")
+        .await;
 
     // Assert
     assert_eq!(limited.status(), 429);
@@ -62,7 +69,9 @@ async fn failed_logins_per_email_are_limited_then_reset(backend: Backend) {
     );
     // Another email is not affected.
     assert_eq!(
-        app.post_login("bob@example.com", "wrong").await.status(),
+        app.post_login_for("198.51.100.3", "bob@example.com", "wrong")
+            .await
+            .status(),
         401
     );
 
@@ -71,16 +80,38 @@ async fn failed_logins_per_email_are_limited_then_reset(backend: Backend) {
     app.login_token("alice@example.com", "correct horse").await;
     // ...and after a whole quiet window the full allowance is back.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    for _ in 0..2 {
+    for n in 4..6 {
         assert_eq!(
-            app.post_login("alice@example.com", "wrong").await.status(),
+            app.post_login_for(&format!("198.51.100.{n}"), "alice@example.com", "wrong")
+                .await
+                .status(),
             401
         );
     }
     assert_eq!(
-        app.post_login("alice@example.com", "wrong").await.status(),
+        app.post_login_for("198.51.100.6", "alice@example.com", "wrong")
+            .await
+            .status(),
         429
     );
+}
+
+/// A trusted proxy (the gateway) that names no client still has a client:
+/// its own address is the key, so failures across emails are limited.
+async fn a_trusted_peer_naming_no_client_is_limited_as_itself(backend: Backend) {
+    let app = spawn_app_with(backend, Signing::Ed25519, FAST_LIMITS).await;
+    for email in ["a@example.com", "b@example.com"] {
+        assert_eq!(app.post_login(email, "guess").await.status(), 401);
+    }
+    assert_eq!(app.post_login("c@example.com", "guess").await.status(), 429);
+    for n in 0..2 {
+        let response = app
+            .register(&format!("user{n}@example.com"), "long enough")
+            .await;
+        assert_eq!(response.status(), 201);
+    }
+    let limited = app.register("user9@example.com", "long enough").await;
+    assert_eq!(limited.status(), 429);
 }
 
 async fn the_json_login_is_limited_with_a_json_429(backend: Backend) {

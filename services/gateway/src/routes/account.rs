@@ -6,25 +6,38 @@
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 
-use crate::error::{ErrorBody, JsonError};
+use super::MAX_JSON_BYTES;
+use crate::error::{ApiError, ErrorBody, JsonError};
 use crate::openapi::{Credentials, Preferences, Profile, RegistrationStatus, TokenResponse};
 use crate::state::AppState;
 
 /// What every account route needs to forward a request.
 type Forwarded = (State<AppState>, ConnectInfo<SocketAddr>, HeaderMap);
 
+/// A JSON body as read: over [`MAX_JSON_BYTES`] the gateway answers 413
+/// itself (JSON), and nothing reaches auth.
+type Body = Result<Bytes, BytesRejection>;
+
 async fn forward(
     request: Forwarded,
     method: Method,
     path: &str,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, JsonError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BodyTooLarge(MAX_JSON_BYTES)
+        } else {
+            ApiError::BadRequest(rejection.body_text())
+        }
+    })?;
     let (State(state), ConnectInfo(peer), headers) = request;
-    let forwarded_for = crate::auth_client::forwarded_for(&headers, peer);
+    let forwarded_for = state.forwarded_for(peer, &headers);
     Ok(state
         .auth
         .forward(method, path, &headers, &forwarded_for, body)
@@ -49,7 +62,7 @@ pub async fn login(
     state: State<AppState>,
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, JsonError> {
     forward((state, peer, headers), Method::POST, "/api/v1/login", body).await
 }
@@ -74,7 +87,7 @@ pub async fn registration(
         (state, peer, headers),
         Method::GET,
         "/api/v1/register",
-        Bytes::new(),
+        Ok(Bytes::new()),
     )
     .await
 }
@@ -98,7 +111,7 @@ pub async fn register(
     state: State<AppState>,
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, JsonError> {
     forward(
         (state, peer, headers),
@@ -131,7 +144,7 @@ pub async fn me(
         (state, peer, headers),
         Method::GET,
         "/api/v1/me",
-        Bytes::new(),
+        Ok(Bytes::new()),
     )
     .await
 }
@@ -155,7 +168,7 @@ pub async fn preferences(
     state: State<AppState>,
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, JsonError> {
     forward(
         (state, peer, headers),

@@ -52,7 +52,7 @@ pub async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, JsonError> {
-    let claims = state.auth.validate(&headers).await?;
+    let claims = state.auth.validate_bearer(&headers).await?;
     let resume = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())

@@ -129,7 +129,7 @@ pub async fn create(
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, JsonError> {
-    let claims = state.auth.validate(&headers).await?;
+    let claims = state.auth.validate_bearer(&headers).await?;
     let accepted = super::upload::accept(&state, &claims, &headers, multipart, true).await?;
     let body = JobEnvelope {
         deduplicated: accepted.deduplicated,
@@ -168,7 +168,7 @@ pub async fn list(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, JsonError> {
-    let claims = state.auth.validate(&headers).await?;
+    let claims = state.auth.validate_bearer(&headers).await?;
     let limit = match query.get("limit") {
         None => DEFAULT_LIMIT,
         Some(text) => text
@@ -232,7 +232,7 @@ pub async fn get(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, JsonError> {
-    let claims = state.auth.validate(&headers).await?;
+    let claims = state.auth.validate_bearer(&headers).await?;
     let job = owned_job(&state, &claims, job_id(&id)?).await?;
     Ok(Json(JobEnvelope::new(&job)).into_response())
 }
@@ -257,7 +257,7 @@ pub async fn delete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, JsonError> {
-    let claims = state.auth.validate(&headers).await?;
+    let claims = state.auth.validate_bearer(&headers).await?;
     let job = owned_job(&state, &claims, job_id(&id)?).await?;
     // The record goes first, atomically, and its files as it named them
     // then: a conversion that ends later finds no job to finish, removes
@@ -305,7 +305,7 @@ pub async fn retry(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, JsonError> {
-    let claims = state.auth.validate(&headers).await?;
+    let claims = state.auth.validate_bearer(&headers).await?;
     let job = owned_job(&state, &claims, job_id(&id)?).await?;
     let not_failed = || {
         ApiError::Conflict(format!(
@@ -382,7 +382,7 @@ pub async fn mp3(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, JsonError> {
-    let claims = state.auth.validate(&headers).await?;
+    let claims = state.auth.validate_bearer(&headers).await?;
     let job = owned_job(&state, &claims, job_id(&id)?).await?;
     let mp3_fid = job.mp3_fid.ok_or_else(|| {
         ApiError::Conflict(format!(

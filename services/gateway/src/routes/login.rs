@@ -15,8 +15,14 @@ pub async fn login(
 ) -> Result<String, ApiError> {
     let authorization = headers
         .get(AUTHORIZATION)
-        .filter(|value| value.as_bytes().starts_with(b"Basic "))
+        // Schemes are case-insensitive (RFC 9110), as auth reads them.
+        .filter(|value| {
+            value
+                .as_bytes()
+                .get(..6)
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"basic "))
+        })
         .ok_or(ApiError::MissingCredentials)?;
-    let forwarded_for = crate::auth_client::forwarded_for(&headers, peer);
+    let forwarded_for = state.forwarded_for(peer, &headers);
     state.auth.login(authorization, &forwarded_for).await
 }

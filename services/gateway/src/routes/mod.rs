@@ -22,31 +22,38 @@ use crate::state::AppState;
 /// Where the JSON API lives.
 const API_PREFIX: &str = "/api/v1";
 
-/// Multipart framing around the file itself (boundaries, part headers).
-const MULTIPART_OVERHEAD: u64 = 1024 * 1024;
+/// The account routes' JSON bodies: an email and a password, or one flag
+/// (auth's own limit; over it the gateway answers 413 without forwarding).
+pub(crate) const MAX_JSON_BYTES: usize = 16 * 1024;
 
 pub fn router(state: AppState) -> Router {
-    let body_limit = usize::try_from(state.max_upload_bytes.saturating_add(MULTIPART_OVERHEAD))
-        .unwrap_or(usize::MAX);
+    let body_limit = usize::try_from(state.upload_body_limit()).unwrap_or(usize::MAX);
+    let upload_limits = || {
+        (
+            DefaultBodyLimit::max(body_limit),
+            axum::middleware::from_fn_with_state(state.clone(), crate::body_guard::guard),
+        )
+    };
+    let json = DefaultBodyLimit::max(MAX_JSON_BYTES);
     Router::new()
         .route("/login", post(login::login))
-        .route(
-            "/upload",
-            post(upload::upload).layer(DefaultBodyLimit::max(body_limit)),
-        )
+        .route("/upload", post(upload::upload).layer(upload_limits()))
         .route("/download", get(download::download))
-        .route("/api/v1/login", api(post(account::login)))
+        .route("/api/v1/login", api(post(account::login).layer(json)))
         .route(
             "/api/v1/register",
-            api(get(account::registration).post(account::register)),
+            api(get(account::registration)
+                .post(account::register)
+                .layer(json)),
         )
         .route("/api/v1/me", api(get(account::me)))
-        .route("/api/v1/me/preferences", api(put(account::preferences)))
+        .route(
+            "/api/v1/me/preferences",
+            api(put(account::preferences).layer(json)),
+        )
         .route(
             "/api/v1/jobs",
-            api(post(jobs::create)
-                .layer(DefaultBodyLimit::max(body_limit))
-                .get(jobs::list)),
+            api(post(jobs::create).layer(upload_limits()).get(jobs::list)),
         )
         .route(
             "/api/v1/jobs/{id}",

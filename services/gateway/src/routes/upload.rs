@@ -137,8 +137,9 @@ async fn receive(
             Ok(None) => break,
             Err(err) => {
                 discard(state, stored.as_ref()).await;
+                let cut = crate::body_guard::BodyLimit::behind(&err).is_some();
                 return Err(match stored {
-                    None if err.status() != axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                    None if !cut && err.status() != axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
                         ApiError::ExactlyOneFile
                     }
                     _ => multipart_error(err, state.max_upload_bytes),
@@ -163,7 +164,11 @@ async fn receive(
         }
         match store(state, field, claims, job_id, fid).await {
             Ok(video) => stored = Some(video),
-            Err(err @ (ApiError::UnsupportedMediaType(_) | ApiError::TooLarge(_))) => {
+            Err(
+                err @ (ApiError::UnsupportedMediaType(_)
+                | ApiError::TooLarge(_)
+                | ApiError::BadRequest(_)),
+            ) => {
                 linger(&mut multipart).await;
                 return Err(err);
             }
@@ -384,6 +389,10 @@ async fn store(
             None => break,
         }
     }
+    if prefix.is_empty() {
+        // Nothing to convert; said now rather than as a failed job later.
+        return Err(ApiError::BadRequest("the file is empty".into()));
+    }
     if let Some(what) = crate::sniff::not_media(&prefix) {
         tracing::info!(filename = %filename, kind = what, user = %claims.username, "refused an upload that is not media");
         return Err(ApiError::UnsupportedMediaType(what));
@@ -519,6 +528,9 @@ async fn discard(state: &AppState, video: Option<&StoredVideo>) {
 }
 
 fn multipart_error(err: MultipartError, limit: u64) -> ApiError {
+    if let Some(cut) = crate::body_guard::BodyLimit::behind(&err) {
+        return cut.into_api_error();
+    }
     if err.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::TooLarge(limit)
     } else {

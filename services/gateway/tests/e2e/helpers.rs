@@ -46,6 +46,8 @@ pub struct StackOptions {
     pub sse_keep_alive_ms: Option<u64>,
     /// The gateway's `SHUTDOWN_GRACE_SECS` (default 30).
     pub shutdown_grace_secs: Option<u64>,
+    /// More gateway flags (upload pace limits, ...).
+    pub gateway_flags: Vec<String>,
 }
 
 impl Default for StackOptions {
@@ -56,6 +58,7 @@ impl Default for StackOptions {
             gateway_amqp_url: None,
             sse_keep_alive_ms: None,
             shutdown_grace_secs: None,
+            gateway_flags: Vec::new(),
         }
     }
 }
@@ -184,6 +187,7 @@ impl TestStack {
         if let Some(secs) = options.shutdown_grace_secs {
             gateway_args.extend(["--shutdown-grace-secs".to_owned(), secs.to_string()]);
         }
+        gateway_args.extend(options.gateway_flags.iter().cloned());
         if let Some(url) = &options.gateway_amqp_url
             && let Some(at) = gateway_args.iter().position(|arg| arg == "--amqp-url")
         {

@@ -165,3 +165,236 @@ async fn a_job_deleted_while_it_converts_leaves_no_mp3_and_no_mail() {
     );
     stack.stop().await;
 }
+
+/// Sends `request` on a new connection and returns what comes back within
+/// `within` (the status line first), or what came before the peer closed.
+async fn raw(stack: &TestStack, request: &[u8], within: Duration) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", stack.gateway_port()))
+        .await
+        .expect("connect");
+    socket.write_all(request).await.expect("send");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(within, socket.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_cannot_pick_its_own_rate_limit_key() {
+    let stack = TestStack::start(AuthDb::Sqlite).await;
+    // Auth allows 5 failed logins per client address a minute; every
+    // attempt claims to come from somewhere else.
+    for n in 0..5 {
+        let response = stack
+            .http
+            .post(format!("{}/login", stack.gateway))
+            .basic_auth(format!("user{n}@example.com"), Some("wrong"))
+            .header("x-forwarded-for", format!("203.0.113.{n}, 127.0.0.1"))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(response.status(), 401, "attempt {n}");
+    }
+    let classic = stack
+        .http
+        .post(format!("{}/login", stack.gateway))
+        .basic_auth("user9@example.com", Some("wrong"))
+        .header("x-forwarded-for", "198.51.100.200")
+        .send()
+        .await
+        .expect("login");
+    let json = stack
+        .http
+        .post(format!("{}/api/v1/login", stack.gateway))
+        .header("x-forwarded-for", "198.51.100.201")
+        .json(&serde_json::json!({"email": "user10@example.com", "password": "wrong"}))
+        .send()
+        .await
+        .expect("login");
+
+    // Both the classic and the JSON login are limited, and say when to retry.
+    for response in [classic, json] {
+        assert_eq!(response.status(), 429);
+        let retry = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok());
+        assert!(
+            retry.is_some_and(|secs| secs.parse::<u64>().is_ok_and(|s| s >= 1)),
+            "Retry-After: {retry:?}"
+        );
+    }
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_part_of_an_upload_is_bounded() {
+    let stack = TestStack::start_with(
+        AuthDb::Sqlite,
+        crate::helpers::StackOptions {
+            gateway_flags: [
+                "--upload-idle-secs",
+                "1",
+                "--upload-rate-window-secs",
+                "2",
+                "--upload-min-rate",
+                "50000",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            ..Default::default()
+        },
+    )
+    .await;
+    stack.add_user("erin@example.com", "erin-password").await;
+    let token = stack.token("erin@example.com", "erin-password").await;
+    let sample =
+        std::fs::read(crate::helpers::media_dir().join("puremagic__test.mp4")).expect("sample");
+    let multipart = |parts: &[(String, Vec<u8>)]| {
+        let mut body = Vec::new();
+        for (headers, data) in parts {
+            body.extend_from_slice(format!("--B0und\r\n{headers}\r\n\r\n").as_bytes());
+            body.extend_from_slice(data);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b"--B0und--\r\n");
+        body
+    };
+    let post = |body: Vec<u8>| {
+        stack
+            .http
+            .post(format!("{}/api/v1/jobs", stack.gateway))
+            .bearer_auth(&token)
+            .header("content-type", "multipart/form-data; boundary=B0und")
+            .body(body)
+            .send()
+    };
+    let file = r#"Content-Disposition: form-data; name="file"; filename="a.mp4""#.to_owned();
+
+    // A part header of 64 KiB.
+    let padded = format!("{file}\r\nX-Padding: {}", "p".repeat(64 * 1024));
+    let response = post(multipart(&[(padded, sample.clone())]))
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 400);
+    let text = response.text().await.expect("body");
+    assert!(text.contains("part's headers exceed"), "{text}");
+
+    // Twenty parts.
+    let many: Vec<(String, Vec<u8>)> = (0..20)
+        .map(|n| {
+            (
+                format!(r#"Content-Disposition: form-data; name="x{n}""#),
+                b"1".to_vec(),
+            )
+        })
+        .chain([(file.clone(), sample.clone())])
+        .collect();
+    let response = post(multipart(&many)).await.expect("send");
+    assert_eq!(response.status(), 400);
+    assert!(
+        response
+            .text()
+            .await
+            .expect("body")
+            .contains("more than 16 parts")
+    );
+
+    // An empty file.
+    let response = post(multipart(&[(file.clone(), Vec::new())]))
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 400);
+    assert!(
+        response
+            .text()
+            .await
+            .expect("body")
+            .contains("the file is empty")
+    );
+
+    // Ten gigabytes announced: refused before a byte of body.
+    let bearer = format!("Bearer {token}");
+    let huge = format!(
+        "POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: {bearer}\r\nContent-Type: multipart/form-data; boundary=B0und\r\nContent-Length: 10737418240\r\n\r\n"
+    );
+    let answer = raw(&stack, huge.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    // A body that stops after its first bytes, and one that trickles.
+    let start = format!("--B0und\r\n{file}\r\n\r\n");
+    let stalled = format!(
+        "POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: {bearer}\r\nContent-Type: multipart/form-data; boundary=B0und\r\nContent-Length: 100000\r\n\r\n{start}"
+    );
+    let mut stalled = stalled.into_bytes();
+    stalled.extend_from_slice(&sample[..64]);
+    let answer = raw(&stack, &stalled, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "stalled: {answer}");
+    let trickle = async {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", stack.gateway_port()))
+            .await
+            .expect("connect");
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: {bearer}\r\nContent-Type: multipart/form-data; boundary=B0und\r\nContent-Length: 10000000\r\n\r\n{start}"
+        );
+        socket.write_all(head.as_bytes()).await.expect("send");
+        socket.write_all(&sample[..64]).await.expect("send");
+        let mut answer = vec![0u8; 64];
+        for _ in 0..100 {
+            // 1 KiB every 100 ms: 10 KiB/s, under the 50 000 B/s asked for.
+            if socket.write_all(&[0u8; 1024]).await.is_err() {
+                break;
+            }
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(100), socket.read(&mut answer)).await
+                && n > 0
+            {
+                return String::from_utf8_lossy(&answer[..n]).into_owned();
+            }
+        }
+        String::new()
+    };
+    let answer = trickle.await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "trickle: {answer}");
+
+    // None of it left anything behind.
+    stack.wait_until_videos_empty(Duration::from_secs(10)).await;
+    assert_eq!(stack.jobs_of("erin@example.com").await, 0);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_oversized_json_body_is_413_every_time_and_harms_no_later_request() {
+    let stack = TestStack::start(AuthDb::Sqlite).await;
+    stack.add_user("finn@example.com", "finn-password").await;
+    let big =
+        serde_json::json!({"email": "finn@example.com", "password": "x".repeat(2 * 1024 * 1024)});
+    for path in [
+        "/api/v1/login",
+        "/api/v1/register",
+        "/api/v1/login",
+        "/api/v1/register",
+        "/api/v1/login",
+    ] {
+        let response = stack
+            .http
+            .post(format!("{}{path}", stack.gateway))
+            .json(&big)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 413, "{path}");
+        let body: Value = response.json().await.expect("a JSON error");
+        assert_eq!(body["error"]["code"], "too_large");
+    }
+    let ok = stack
+        .http
+        .post(format!("{}/api/v1/login", stack.gateway))
+        .json(&serde_json::json!({"email": "finn@example.com", "password": "finn-password"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(ok.status(), 200);
+    stack.stop().await;
+}
