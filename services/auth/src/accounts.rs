@@ -54,7 +54,7 @@ async fn check_credentials(
         .limits
         .reserve_login(&email, client)
         .inspect_err(|_| {
-            tracing::warn!(user = %email, client = ?client, "login refused: too many failures");
+            tracing::warn!(user = ?email, client = ?client, "login refused: too many failures");
         })?;
     let user = state.store.find_by_email(&email).await?;
     // Verify even for an unknown or disabled user, so every refusal costs
@@ -68,7 +68,7 @@ async fn check_credentials(
             state.tokens.issue(&user)
         }
         _ => {
-            tracing::info!(user = %email, client = ?client, "login refused");
+            tracing::info!(user = ?email, client = ?client, "login refused");
             Err(Error::InvalidCredentials)
         }
     }

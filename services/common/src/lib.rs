@@ -11,6 +11,7 @@ pub mod error;
 pub mod gridfs;
 pub mod jobs;
 pub mod messages;
+pub mod names;
 pub mod ops;
 pub mod options;
 pub mod server;

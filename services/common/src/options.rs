@@ -19,6 +19,13 @@ impl OptionsError {
     }
 }
 
+/// Constant bit rates MP3 allows (kbit/s): MPEG-1 Layer III, and MPEG-2
+/// for 22.05 kHz.
+const MPEG1_BITRATES: [u32; 14] = [
+    32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
+];
+const MPEG2_BITRATES: [u32; 14] = [8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160];
+
 /// The rates a job may ask for explicitly.
 const SELECTABLE_SAMPLE_RATES: [u32; 3] = [22_050, 44_100, 48_000];
 
@@ -106,7 +113,7 @@ impl Options {
     /// `{}` (or `null`) gives the defaults; a key set to `null` is the same as
     /// a missing one. Accepted keys:
     /// * `quality`: `"V0"`..`"V9"`, or `"cbr"` together with
-    ///   `bitrate_kbps`: 32..=320;
+    ///   `bitrate_kbps`: an MP3 bit rate (32, 40, 48, ... 320; at 22050 Hz 8 to 160);
     /// * `sample_rate`: `"keep"`, 22050, 44100 or 48000;
     /// * `channels`: `"keep"`, `"mono"` or `"stereo"`;
     /// * `audio_track`: 0-based index among the file's audio streams;
@@ -184,10 +191,24 @@ impl Options {
                     "`quality` V{level} is out of range: use V0 to V9"
                 )));
             }
-            Quality::Cbr(kbps) if !(32..=320).contains(&kbps) => {
-                return Err(invalid(format!(
-                    "`bitrate_kbps` {kbps} is out of range: use 32 to 320"
-                )));
+            Quality::Cbr(kbps) => {
+                // MPEG-1 Layer III (32 kHz and up) and MPEG-2 (22.05 kHz)
+                // allow only these; LAME would silently round to one.
+                let allowed: &[u32] = match self.sample_rate {
+                    SampleRate::Hz(rate) if rate < 32_000 => &MPEG2_BITRATES,
+                    _ => &MPEG1_BITRATES,
+                };
+                if !allowed.contains(&kbps) {
+                    let list = allowed.iter().map(u32::to_string).collect::<Vec<_>>();
+                    return Err(invalid(format!(
+                        "`bitrate_kbps` {kbps} is not an MP3 bit rate{}: use one of {}",
+                        match self.sample_rate {
+                            SampleRate::Hz(rate) => format!(" at {rate} Hz"),
+                            SampleRate::Keep => String::new(),
+                        },
+                        list.join(", ")
+                    )));
+                }
             }
             _ => {}
         }
@@ -219,6 +240,50 @@ impl Options {
             }
         }
         Ok(())
+    }
+
+    /// The options in their one canonical JSON form (what a job records and
+    /// shows): defaults left out, names as documented (`"V0"`, not `"v0"`),
+    /// so equal options are equal documents.
+    pub fn to_json(&self) -> Value {
+        let mut object = Map::new();
+        match self.quality {
+            Quality::Vbr(2) => {}
+            Quality::Vbr(level) => {
+                object.insert("quality".into(), format!("V{level}").into());
+            }
+            Quality::Cbr(kbps) => {
+                object.insert("quality".into(), "cbr".into());
+                object.insert("bitrate_kbps".into(), kbps.into());
+            }
+        }
+        if let SampleRate::Hz(rate) = self.sample_rate {
+            object.insert("sample_rate".into(), rate.into());
+        }
+        match self.channels {
+            Channels::Keep => {}
+            Channels::Mono => {
+                object.insert("channels".into(), "mono".into());
+            }
+            Channels::Stereo => {
+                object.insert("channels".into(), "stereo".into());
+            }
+        }
+        if let Some(track) = self.audio_track {
+            object.insert("audio_track".into(), track.into());
+        }
+        for (name, seconds) in [
+            ("trim_start_s", self.trim_start_s),
+            ("trim_end_s", self.trim_end_s),
+        ] {
+            if let Some(seconds) = seconds {
+                object.insert(name.into(), seconds.into());
+            }
+        }
+        if self.normalize {
+            object.insert("normalize".into(), true.into());
+        }
+        Value::Object(object)
     }
 
     /// Whether an MP3 source stream can be copied as it is (no decoding,
@@ -339,6 +404,41 @@ fn invalid(message: impl Into<String>) -> OptionsError {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_real_mp3_bit_rates_are_taken() {
+        let at = |kbps: u32, rate: Option<u32>| {
+            let mut value = json!({"quality": "cbr", "bitrate_kbps": kbps});
+            if let Some(rate) = rate {
+                value["sample_rate"] = rate.into();
+            }
+            Options::from_json(&value)
+        };
+        assert!(at(128, None).is_ok());
+        assert!(at(320, Some(48_000)).is_ok());
+        let odd = at(129, None).expect_err("129 is no MP3 bit rate");
+        assert!(odd.message().contains("128, 160"), "{}", odd.message());
+        assert!(at(144, Some(22_050)).is_ok());
+        assert!(at(320, Some(22_050)).is_err(), "MPEG-2 tops out at 160");
+    }
+
+    #[test]
+    fn the_canonical_form_is_one_document_per_meaning() {
+        let lower = Options::from_json(&json!({"quality": "v0", "channels": "MONO", "sample_rate": "keep", "normalize": false}))
+            .expect("valid");
+        let upper =
+            Options::from_json(&json!({"quality": "V0", "channels": "mono"})).expect("valid");
+        assert_eq!(lower.to_json(), upper.to_json());
+        assert_eq!(
+            upper.to_json(),
+            json!({"quality": "V0", "channels": "mono"})
+        );
+        assert_eq!(Options::default().to_json(), json!({}));
+        // It reads back as the same options.
+        for options in [lower, Options::from_json(&json!({"quality": "cbr", "bitrate_kbps": 96, "sample_rate": 44100, "audio_track": 1, "trim_start_s": 1.5, "trim_end_s": 9.0, "normalize": true})).expect("valid")] {
+            assert_eq!(Options::from_json(&options.to_json()).expect("reads back"), options);
+        }
+    }
 
     #[test]
     fn empty_and_null_give_the_defaults() {

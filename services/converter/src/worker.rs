@@ -68,7 +68,7 @@ impl Worker {
         // Attached to the future, not entered across its awaits: a span
         // entered on a thread would wrap the log lines of whatever other
         // job that thread polls meanwhile.
-        let span = tracing::info_span!("convert", job_id = %message.job_id, video_fid = %message.video_fid, request_id = %request_id, attempt = incoming.attempt);
+        let span = tracing::info_span!("convert", job_id = ?message.job_id, video_fid = ?message.video_fid, request_id = ?request_id, attempt = incoming.attempt);
         self.decide(&message, &request_id, incoming.last_attempt)
             .instrument(span)
             .await
@@ -222,7 +222,7 @@ impl Worker {
         let mp3_fid = common::gridfs::upload_file(
             &mp3s,
             &output,
-            &format!("{stem}.mp3"),
+            &common::names::mp3_name(&message.filename),
             doc! {
                 "owner": &message.username,
                 "job_id": job_id,

@@ -46,6 +46,9 @@ pub enum ApiError {
     /// job that has not failed, the MP3 of an unfinished job).
     #[error("{0}")]
     Conflict(String),
+    /// `If-Match` names another version of the file.
+    #[error("precondition failed")]
+    PreconditionFailed,
     /// A `Range` outside the file; carries the file's length.
     #[error("range not satisfiable")]
     RangeNotSatisfiable(u64),
@@ -72,6 +75,7 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge(_) | Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -90,6 +94,7 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::TooLarge(_) | Self::BodyTooLarge(_) => "too_large",
             Self::RequestTimeout(_) => "request_timeout",
+            Self::PreconditionFailed => "precondition_failed",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::BadRequest(_) => "bad_request",
             Self::InvalidOptions(_) => "invalid_options",
@@ -150,8 +155,8 @@ pub struct ErrorDetail {
     /// Machine-readable: `missing_credentials`, `not_authorized`,
     /// `not_found`, `method_not_allowed`, `bad_request`, `invalid_options`,
     /// `exactly_one_file`, `too_large`, `unsupported_media_type`,
-    /// `conflict`, `range_not_satisfiable`, `request_timeout`, `unavailable`,
-    /// `internal`.
+    /// `conflict`, `range_not_satisfiable`, `precondition_failed`,
+    /// `request_timeout`, `unavailable`, `internal`.
     pub code: &'static str,
     /// For people; names the offending field for invalid options.
     pub message: String,

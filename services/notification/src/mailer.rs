@@ -14,6 +14,9 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::templates::Templates;
 
+/// The longest subject sent, in characters.
+const SUBJECT_CHARS: usize = 150;
+
 /// An SMTP connection pool plus what every email needs.
 #[derive(Clone)]
 pub struct Mailer {
@@ -53,8 +56,9 @@ impl Mailer {
         let rendered = self.templates.render(
             "ready",
             context! {
-                filename => &message.filename,
-                mp3_name => format!("{}.mp3", file_stem(&message.filename)),
+                filename => shown_name(&message.filename),
+                // In the suggested curl command: nothing a shell acts on.
+                mp3_name => common::names::shell_safe(&common::names::mp3_name(&message.filename)),
                 mp3_fid => mp3_fid,
                 duration => message.duration_s.map(format_duration),
                 size => mp3_size.map(format_size),
@@ -73,7 +77,7 @@ impl Mailer {
             .unwrap_or("the conversion failed for an unknown reason");
         let rendered = self.templates.render(
             "failed",
-            context! { filename => &event.filename, reason => reason },
+            context! { filename => shown_name(&event.filename), reason => reason },
         )?;
         self.build(&event.username, rendered)
     }
@@ -84,7 +88,9 @@ impl Mailer {
             .from(self.from.clone())
             .to(to)
             .message_id(None)
-            .subject(rendered.subject)
+            // The subject carries the user's file name: one line, capped,
+            // no encoded-word of theirs.
+            .subject(common::names::header_text(&rendered.subject, SUBJECT_CHARS))
             .multipart(MultiPart::alternative_plain_html(
                 rendered.text,
                 rendered.html,
@@ -105,11 +111,10 @@ impl Mailer {
     }
 }
 
-fn file_stem(name: &str) -> &str {
-    std::path::Path::new(name)
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("audio")
+/// A user's file name as the mails show it: one line, at most 200
+/// characters (it may say anything; the HTML part escapes it too).
+fn shown_name(name: &str) -> String {
+    common::names::header_text(name, 200)
 }
 
 fn format_duration(seconds: f64) -> String {
@@ -191,6 +196,70 @@ mod tests {
         );
         assert!(text.contains("Duration: 1:15"), "{text}");
         assert!(text.contains("Size: 1.2 MiB"), "{text}");
+    }
+
+    /// The plain-text part, decoded (quoted-printable soft breaks joined).
+    fn text_part(email: &Message) -> String {
+        let raw = String::from_utf8(email.formatted()).expect("utf-8");
+        let start = raw.find("Content-Type: text/plain").expect("a text part");
+        let body = &raw[start..];
+        let body = &body[body.find("\r\n\r\n").expect("part headers end") + 4..];
+        let body = &body[..body.find("\r\n--").unwrap_or(body.len())];
+        body.replace("=\r\n", "")
+            .replace("=3D", "=")
+            .replace("=22", "\"")
+    }
+
+    #[tokio::test]
+    async fn the_suggested_command_is_safe_to_paste_whatever_the_file_name() {
+        for (name, wanted) in [
+            ("`id`.mp4", "_id_.mp3"),
+            ("a\".mp4", "a_.mp3"),
+            ("$(touch x) ; rm -rf ~.mp4", "__touch_x____rm_-rf__.mp3"),
+        ] {
+            let mut msg = message();
+            msg.filename = name.into();
+            let email = mailer().ready_email(&msg, None).expect("builds");
+            let text = text_part(&email);
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("curl "))
+                .unwrap_or_else(|| panic!("no curl line in {text}"));
+            assert!(line.contains(&format!("-o \"{wanted}\"")), "{name}: {line}");
+            assert!(
+                !line.contains('`') && !line.contains("$("),
+                "{name}: {line}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_subject_is_one_capped_line_without_the_senders_encoded_words() {
+        let mut msg = message();
+        msg.filename = format!(
+            "=?UTF-8?B?SGFja2Vk?= {}\r\nBcc: x@evil.example.mp4",
+            "y".repeat(500)
+        );
+        let email = mailer().ready_email(&msg, None).expect("builds");
+        let raw = email
+            .headers()
+            .get_raw("Subject")
+            .expect("a subject")
+            .to_owned();
+        assert!(!raw.contains("=?"), "{raw}");
+        assert!(!raw.contains('\n') && !raw.contains('\r'), "{raw}");
+        assert!(
+            raw.chars().count() <= 151,
+            "{} characters",
+            raw.chars().count()
+        );
+        let formatted = String::from_utf8(email.formatted()).expect("utf-8");
+        let head = &formatted[..formatted.find("\r\n\r\n").expect("headers end")];
+        assert!(!head.contains("\r\nBcc:"), "a header was injected: {head}");
+        assert!(
+            !text_part(&email).contains("\nBcc:"),
+            "a line was forged in the text"
+        );
     }
 
     #[tokio::test]

@@ -51,7 +51,7 @@ impl Worker {
     /// only for a job that is done with the message's MP3.
     pub async fn handle_ready(&self, body: &[u8]) -> Result<Outcome, Error> {
         let message = ConversionMessage::from_slice(body)?;
-        tracing::Span::current().record("job_id", message.job_id.as_str());
+        tracing::Span::current().record("job_id", tracing::field::debug(&message.job_id));
         if message.mp3_fid.is_none() {
             return Err(Error::BadMessage("mp3_fid is missing".into()));
         }
@@ -92,7 +92,7 @@ impl Worker {
     /// the job: only for a job that has failed.
     pub async fn handle_failed(&self, body: &[u8]) -> Result<Outcome, Error> {
         let event = JobEvent::from_slice(body)?;
-        tracing::Span::current().record("job_id", event.job_id.as_str());
+        tracing::Span::current().record("job_id", tracing::field::debug(&event.job_id));
         let job = self.recorded_job(&event.job_id).await?;
         if event.username != job.owner {
             return Err(Error::Mismatch(

@@ -157,3 +157,80 @@ async fn secrets_stay_out_of_json_logs_and_sigterm_stops_cleanly(backend: Backen
         );
     }
 }
+
+/// The binary with its default (human-readable) logs, as `scripts/up`
+/// runs it: what a client sends cannot forge a log line or an escape
+/// sequence in them.
+#[tokio::test]
+async fn user_text_cannot_forge_log_lines() {
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_auth-service"))
+        .env_clear()
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("DATABASE_URL", &db.url)
+        .env("JWT_SECRET", "a-secret-for-this-test-only-please")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("binary starts");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut logs = String::new();
+    let address = loop {
+        let mut line = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut line))
+            .await
+            .expect("started in time")
+            .expect("stdout read");
+        assert!(read > 0, "exited before listening: {logs}");
+        logs.push_str(&line);
+        if let Some(at) = line.find("address=") {
+            break line[at + "address=".len()..]
+                .split_whitespace()
+                .next()
+                .expect("address")
+                .to_owned();
+        }
+    };
+
+    let forged_email = "evil@example.com\nFORGED ERROR auth: admin logged in\u{1b}[31m";
+    let client = reqwest::Client::new();
+    for _ in 0..2 {
+        let response = client
+            .post(format!("http://{address}/api/v1/login"))
+            .json(&json!({"email": forged_email, "password": "wrong"}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 401);
+        let response = client
+            .post(format!("http://{address}/login"))
+            .basic_auth(forged_email, Some("wrong"))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 401);
+    }
+    let pid = child.id().expect("pid").to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill runs");
+    tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("stopped in time")
+        .expect("exit status");
+    stdout.read_to_string(&mut logs).await.expect("stdout");
+
+    assert!(logs.contains("login refused"), "{logs}");
+    assert!(
+        !logs.lines().any(|line| line.starts_with("FORGED")),
+        "a forged line:\n{logs}"
+    );
+    assert!(
+        !logs.contains('\u{1b}'),
+        "an escape sequence reached the log:\n{logs}"
+    );
+}

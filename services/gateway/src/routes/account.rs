@@ -52,8 +52,11 @@ async fn forward(
     request_body = Credentials,
     responses(
         (status = 200, description = "A token for `Authorization: Bearer ...`", body = TokenResponse),
-        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Wrong email or password", body = ErrorBody),
+        (status = 413, description = "A body over 16 KiB", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "A missing or unknown field, or a wrong type", body = ErrorBody),
         (status = 429, description = "Too many attempts", body = ErrorBody),
         (status = 503, description = "Auth service unreachable", body = ErrorBody),
     )
@@ -100,9 +103,12 @@ pub async fn registration(
     request_body = Credentials,
     responses(
         (status = 201, description = "The new account", body = Profile),
-        (status = 400, description = "Malformed body, invalid email or weak password", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, invalid email or weak password", body = ErrorBody),
         (status = 403, description = "Registration is disabled", body = ErrorBody),
         (status = 409, description = "The email is taken", body = ErrorBody),
+        (status = 413, description = "A body over 16 KiB", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "A missing or unknown field, or a wrong type", body = ErrorBody),
         (status = 429, description = "Too many attempts", body = ErrorBody),
         (status = 503, description = "Auth service unreachable", body = ErrorBody),
     )
@@ -157,9 +163,12 @@ pub async fn me(
     request_body = Preferences,
     responses(
         (status = 200, description = "The updated profile", body = Profile),
-        (status = 400, description = "Malformed body", body = ErrorBody),
-        (status = 401, description = "No token", body = ErrorBody),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "No Bearer token", body = ErrorBody),
         (status = 403, description = "Invalid or expired token", body = ErrorBody),
+        (status = 413, description = "A body over 16 KiB", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "A missing or unknown field, or a wrong type", body = ErrorBody),
         (status = 503, description = "Auth service unreachable", body = ErrorBody),
     ),
     security(("bearer" = []))

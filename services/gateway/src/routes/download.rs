@@ -49,9 +49,32 @@ pub async fn serve_mp3(
         return Err(ApiError::NotFound);
     }
     let length = file.length;
+    let etag = match md5 {
+        Some(md5) => format!("\"{md5}\""),
+        None => format!("\"{}-{length}\"", fid.to_hex()),
+    };
+    // Conditional requests (RFC 9110 13): If-Match, then If-None-Match.
+    if let Some(wanted) = text(request, header::IF_MATCH)
+        && !matches_any(wanted, &etag, false)
+    {
+        return Err(ApiError::PreconditionFailed);
+    }
+    if let Some(cached) = text(request, header::IF_NONE_MATCH)
+        && matches_any(cached, &etag, true)
+    {
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        if let Ok(value) = HeaderValue::from_str(&etag) {
+            response.headers_mut().insert(header::ETAG, value);
+        }
+        return Ok(response);
+    }
+    // A Range counts only while the client's copy is this one (If-Range);
+    // otherwise the whole file comes back.
     let range = request
         .get(header::RANGE)
-        .and_then(|value| value.to_str().ok());
+        .and_then(|value| value.to_str().ok())
+        .filter(|_| text(request, header::IF_RANGE).is_none_or(|tag| tag.trim() == etag));
     let (status, start, end) = match crate::range::parse(range, length) {
         ByteRange::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable(length)),
         ByteRange::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
@@ -67,7 +90,8 @@ pub async fn serve_mp3(
             end,
         ))
     };
-    let name = file.filename.as_deref().unwrap_or("audio.mp3");
+    // Capped and cleaned again: files stored before names were.
+    let name = common::names::mp3_name(file.filename.as_deref().unwrap_or("audio.mp3"));
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -80,17 +104,25 @@ pub async fn serve_mp3(
     {
         headers.insert(header::CONTENT_RANGE, value);
     }
-    let etag = match md5 {
-        Some(md5) => format!("\"{md5}\""),
-        None => format!("\"{}-{length}\"", fid.to_hex()),
-    };
     if let Ok(value) = HeaderValue::from_str(&etag) {
         headers.insert(header::ETAG, value);
     }
-    if let Ok(value) = HeaderValue::from_str(&content_disposition(name)) {
+    if let Ok(value) = HeaderValue::from_str(&content_disposition(&name)) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(response)
+}
+
+fn text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// Whether an `If-Match`/`If-None-Match` list names `etag` (or is `*`);
+/// `weak` compares as If-None-Match does, ignoring `W/`.
+fn matches_any(list: &str, etag: &str, weak: bool) -> bool {
+    list.split(',').map(str::trim).any(|tag| {
+        tag == "*" || tag == etag || (weak && tag.strip_prefix("W/").is_some_and(|tag| tag == etag))
+    })
 }
 
 /// `attachment` with an ASCII fallback name and the exact UTF-8 name

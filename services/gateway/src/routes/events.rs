@@ -42,7 +42,7 @@ const CLIENT_BUFFER: usize = 32;
     ),
     responses(
         (status = 200, description = "Server-Sent Events: `event: job`, `data: {\"job\": Job}`, `id: <cursor>`, and `: keep-alive` comments. Without Last-Event-ID the stream starts with the unfinished jobs", content_type = "text/event-stream", body = String),
-        (status = 401, description = "No token", body = ErrorBody),
+        (status = 401, description = "No Bearer token", body = ErrorBody),
         (status = 403, description = "Invalid or expired token", body = ErrorBody),
         (status = 503, description = "MongoDB down", body = ErrorBody),
     ),

@@ -115,10 +115,11 @@ impl From<&Job> for JobView {
     responses(
         (status = 202, description = "Stored and queued for conversion", body = JobEnvelope),
         (status = 200, description = "The caller's existing job for the same content and options (`deduplicated: true`); the upload was dropped", body = JobEnvelope),
-        (status = 400, description = "Not exactly one file part, a malformed body, or invalid options (the message names the field)", body = ErrorBody),
-        (status = 401, description = "No token", body = ErrorBody),
+        (status = 400, description = "Not exactly one file part, an empty file, a malformed body (part headers over 16 KiB, more than 16 parts) or invalid options (the message names the field)", body = ErrorBody),
+        (status = 401, description = "No Bearer token", body = ErrorBody),
         (status = 403, description = "Invalid or expired token", body = ErrorBody),
-        (status = 413, description = "Larger than MAX_UPLOAD_BYTES; nothing is kept", body = ErrorBody),
+        (status = 408, description = "The body stalled (UPLOAD_IDLE_SECS) or came slower than UPLOAD_MIN_RATE; nothing is kept", body = ErrorBody),
+        (status = 413, description = "Larger than MAX_UPLOAD_BYTES (a declared Content-Length is refused before the body); nothing is kept", body = ErrorBody),
         (status = 415, description = "Clearly not media by its first bytes", body = ErrorBody),
         (status = 503, description = "Storage or broker down; nothing is kept", body = ErrorBody),
     ),
@@ -157,7 +158,7 @@ pub async fn create(
     responses(
         (status = 200, description = "The caller's jobs (everyone's for an admin), newest first", body = JobList),
         (status = 400, description = "A bad `limit`, `page` or `before`", body = ErrorBody),
-        (status = 401, description = "No token", body = ErrorBody),
+        (status = 401, description = "No Bearer token", body = ErrorBody),
         (status = 403, description = "Invalid or expired token", body = ErrorBody),
         (status = 503, description = "MongoDB down", body = ErrorBody),
     ),
@@ -221,7 +222,7 @@ pub async fn list(
     params(("id" = String, Path, description = "Job id (24 hex digits)")),
     responses(
         (status = 200, description = "The job", body = JobEnvelope),
-        (status = 401, description = "No token", body = ErrorBody),
+        (status = 401, description = "No Bearer token", body = ErrorBody),
         (status = 403, description = "Invalid or expired token", body = ErrorBody),
         (status = 404, description = "No such job, or someone else's", body = ErrorBody),
     ),
@@ -245,7 +246,7 @@ pub async fn get(
     params(("id" = String, Path, description = "Job id (24 hex digits)")),
     responses(
         (status = 204, description = "The job, its video and its MP3 are gone"),
-        (status = 401, description = "No token", body = ErrorBody),
+        (status = 401, description = "No Bearer token", body = ErrorBody),
         (status = 403, description = "Invalid or expired token", body = ErrorBody),
         (status = 404, description = "No such job, or someone else's", body = ErrorBody),
         (status = 503, description = "MongoDB down", body = ErrorBody),
@@ -292,7 +293,7 @@ pub async fn delete(
     params(("id" = String, Path, description = "Job id (24 hex digits)")),
     responses(
         (status = 202, description = "Queued again", body = JobEnvelope),
-        (status = 401, description = "No token", body = ErrorBody),
+        (status = 401, description = "No Bearer token", body = ErrorBody),
         (status = 403, description = "Invalid or expired token", body = ErrorBody),
         (status = 404, description = "No such job, or someone else's", body = ErrorBody),
         (status = 409, description = "The job has not failed", body = ErrorBody),
@@ -368,11 +369,13 @@ pub async fn retry(
     ),
     responses(
         (status = 200, description = "The MP3, with Content-Length, ETag and a Content-Disposition naming the original file with `.mp3`", content_type = "audio/mpeg", body = crate::openapi::Mp3),
-        (status = 206, description = "The requested range (Content-Range)", content_type = "audio/mpeg", body = crate::openapi::Mp3),
-        (status = 401, description = "No token", body = ErrorBody),
+        (status = 206, description = "The requested range (Content-Range); with If-Range, only while the ETag still matches (else 200 with the whole file)", content_type = "audio/mpeg", body = crate::openapi::Mp3),
+        (status = 304, description = "If-None-Match names the current ETag"),
+        (status = 401, description = "No Bearer token", body = ErrorBody),
         (status = 403, description = "Invalid or expired token", body = ErrorBody),
         (status = 404, description = "No such job, or someone else's", body = ErrorBody),
         (status = 409, description = "The MP3 is not ready yet", body = ErrorBody),
+        (status = 412, description = "If-Match names another ETag", body = ErrorBody),
         (status = 416, description = "The range lies outside the file (Content-Range: bytes */length)", body = ErrorBody),
     ),
     security(("bearer" = []))

@@ -327,12 +327,10 @@ async fn read_options(mut field: Field<'_>) -> Result<serde_json::Value, ApiErro
     }
     let value: serde_json::Value = serde_json::from_slice(&text)
         .map_err(|err| ApiError::InvalidOptions(format!("`options` is not valid JSON: {err}")))?;
-    Options::from_json(&value).map_err(|err| ApiError::InvalidOptions(err.to_string()))?;
-    Ok(if value.is_null() {
-        serde_json::json!({})
-    } else {
-        value
-    })
+    // Stored in the canonical form: `"v0"` and `"V0"` are one job's options.
+    Options::from_json(&value)
+        .map(|options| options.to_json())
+        .map_err(|err| ApiError::InvalidOptions(err.to_string()))
 }
 
 /// The caller's queued, converting or finished job for the same content
@@ -394,7 +392,7 @@ async fn store(
         return Err(ApiError::BadRequest("the file is empty".into()));
     }
     if let Some(what) = crate::sniff::not_media(&prefix) {
-        tracing::info!(filename = %filename, kind = what, user = %claims.username, "refused an upload that is not media");
+        tracing::info!(filename = ?filename, kind = what, user = %claims.username, "refused an upload that is not media");
         return Err(ApiError::UnsupportedMediaType(what));
     }
     let bucket = state.videos_bucket();

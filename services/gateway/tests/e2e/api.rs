@@ -13,7 +13,7 @@ const CONVERSION_TIMEOUT: Duration = Duration::from_secs(90);
 
 impl TestStack {
     /// `POST /api/v1/jobs` with `file` and, if given, an `options` part.
-    async fn create_job(
+    pub(crate) async fn create_job(
         &self,
         token: &str,
         video: &Path,
@@ -43,7 +43,7 @@ impl TestStack {
     }
 
     /// `POST /api/v1/jobs` that must answer 202; returns the job.
-    async fn created(&self, token: &str, video: &Path, options: Option<&str>) -> Value {
+    pub(crate) async fn created(&self, token: &str, video: &Path, options: Option<&str>) -> Value {
         let response = self.create_job(token, video, options).await;
         assert_eq!(response.status(), 202);
         let body: Value = response.json().await.expect("json");

@@ -9,6 +9,7 @@ mod flow;
 mod helpers;
 mod metrics;
 mod shutdown;
+mod slips;
 mod tokens;
 mod trust;
 mod uploads;

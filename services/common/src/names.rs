@@ -1,0 +1,116 @@
+//! Names and header text made from what users send (a file name, an
+//! email): the MP3's name, a form of it that is safe to paste into a shell,
+//! and text that is safe in a mail header. Nothing a user writes can add a
+//! directory, a header line, a command or an encoded-word.
+
+/// The longest MP3 name stem kept, in characters: names stay readable and
+/// headers (`Content-Disposition`) stay small.
+pub const MAX_STEM_CHARS: usize = 120;
+
+/// The MP3's name for an original file name: its stem (no directories, no
+/// control or reserved characters, no leading dots, at most
+/// [`MAX_STEM_CHARS`]) and `.mp3`; `audio.mp3` when nothing is left.
+pub fn mp3_name(original: &str) -> String {
+    let base = original.rsplit(['/', '\\']).next().unwrap_or(original);
+    let stem = match base.rfind('.') {
+        Some(dot) if dot > 0 => &base[..dot],
+        _ => base,
+    };
+    let cleaned: String = stem
+        .chars()
+        .map(|c| match c {
+            '<' | '>' | ':' | '"' | '|' | '?' | '*' => '_',
+            c if c.is_control() => '_',
+            c => c,
+        })
+        .collect();
+    let stem: String = cleaned
+        .trim()
+        .trim_start_matches('.')
+        .trim()
+        .chars()
+        .take(MAX_STEM_CHARS)
+        .collect();
+    if stem.is_empty() {
+        "audio.mp3".to_owned()
+    } else {
+        format!("{stem}.mp3")
+    }
+}
+
+/// `name` with nothing a shell would act on: letters, digits, `.`, `_` and
+/// `-` only (anything else becomes `_`), never starting with `-`; for the
+/// commands a mail suggests.
+pub fn shell_safe(name: &str) -> String {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let safe = safe.trim_start_matches(['-', '.']);
+    let stem = safe.strip_suffix(".mp3").unwrap_or(safe);
+    if stem.chars().all(|c| c == '_' || c == '.') {
+        "audio.mp3".to_owned()
+    } else {
+        safe.to_owned()
+    }
+}
+
+/// `text` fit for a mail header such as the Subject: on one line (control
+/// characters become spaces), at most `max_chars` (then `…`), and with no
+/// `=?` that a mail client would read as the start of an encoded-word (a
+/// word joiner goes between, so the text is encoded as it is).
+pub fn header_text(text: &str, max_chars: usize) -> String {
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .replace("=?", "=\u{2060}?");
+    let mut capped: String = line.chars().take(max_chars).collect();
+    if line.chars().count() > max_chars {
+        capped.push('…');
+    }
+    capped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mp3_name_keeps_the_stem_and_nothing_dangerous() {
+        assert_eq!(mp3_name("holiday.mp4"), "holiday.mp3");
+        assert_eq!(mp3_name("../../etc/passwd.mkv"), "passwd.mp3");
+        assert_eq!(mp3_name("C:\\videos\\talk.avi"), "talk.mp3");
+        assert_eq!(mp3_name(".hidden"), "hidden.mp3");
+        assert_eq!(mp3_name("a\r\nb\u{1b}[31m.mp4"), "a__b_[31m.mp3");
+        assert_eq!(mp3_name(""), "audio.mp3");
+        assert_eq!(mp3_name("Grüße aus Köln.mov"), "Grüße aus Köln.mp3");
+        let long = mp3_name(&format!("{}.mp4", "x".repeat(5000)));
+        assert_eq!(long.chars().count(), MAX_STEM_CHARS + 4);
+        assert_eq!(mp3_name("already.mp3"), "already.mp3", "idempotent");
+    }
+
+    #[test]
+    fn shell_safe_names_carry_no_shell_syntax() {
+        assert_eq!(shell_safe("`id`.mp3"), "_id_.mp3");
+        assert_eq!(shell_safe("a\".mp3"), "a_.mp3");
+        assert_eq!(shell_safe("$(rm -rf ~).mp3"), "__rm_-rf___.mp3");
+        assert_eq!(shell_safe("-rf.mp3"), "rf.mp3");
+        assert_eq!(shell_safe("Köln.mp3"), "K_ln.mp3");
+        assert_eq!(shell_safe("'''.mp3"), "audio.mp3");
+    }
+
+    #[test]
+    fn header_text_is_one_short_line_without_encoded_words() {
+        assert_eq!(header_text("a\r\nBcc: x@y", 100), "a  Bcc: x@y");
+        assert_eq!(header_text(&"y".repeat(10), 4), "yyyy…");
+        let spoof = header_text("=?UTF-8?B?SGk=?=", 100);
+        assert!(!spoof.contains("=?"), "{spoof}");
+    }
+}
