@@ -7,4 +7,5 @@ mod crash;
 mod forged;
 mod harness;
 mod limits;
+mod logs;
 mod retries;

@@ -387,6 +387,11 @@ impl TestStack {
     }
 
     /// The gateway's port.
+    /// This stack's queue names (`video`, `mp3`) as the services use them.
+    pub fn queue(&self, name: &str) -> String {
+        format!("{}.{name}", self.prefix)
+    }
+
     /// The topic exchange this stack's job events travel on.
     pub fn events_exchange(&self) -> String {
         format!("{}.events", self.prefix)

@@ -6,6 +6,7 @@ mod contract;
 mod events;
 mod failures;
 mod flow;
+mod fuzz;
 mod helpers;
 mod metrics;
 mod shutdown;
