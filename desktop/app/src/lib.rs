@@ -16,6 +16,24 @@ use desktop_core::headless::HeadlessArgs;
 /// without opening its window over whatever the user is doing.
 const START_IN_TRAY: &str = "--minimized";
 
+/// The window's command line: what `--help` and `--version` answer
+/// anywhere, display or not.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mp3converter-desktop",
+    version,
+    about = "Drop videos into a folder, get MP3s in another: the MP3 converter's desktop app.",
+    after_help = "Without a display (a server, a script): mp3converter-desktop --headless --help"
+)]
+struct WindowArgs {
+    /// Start in the tray, without opening the window ("start at login" uses it).
+    #[arg(long)]
+    minimized: bool,
+    /// Run without a window: watch a folder and convert what arrives.
+    #[arg(long)]
+    headless: bool,
+}
+
 /// Entry point of the binary.
 pub fn main() -> anyhow::Result<()> {
     init_logging();
@@ -26,7 +44,31 @@ pub fn main() -> anyhow::Result<()> {
             .block_on(desktop_core::headless::run(args))
             .map_err(anyhow::Error::from);
     }
+    // Before GTK: `--help` needs no display, and without one GTK panics.
+    WindowArgs::parse();
+    if !has_display() {
+        eprintln!(
+            "mp3converter-desktop: no display (DISPLAY or WAYLAND_DISPLAY is not set); \
+             the window needs one, or run it with --headless (see --headless --help)"
+        );
+        std::process::exit(2);
+    }
     run()
+}
+
+/// Whether a window can be opened: a display server is named (Linux and
+/// the BSDs; elsewhere there always is one).
+fn has_display() -> bool {
+    if !cfg!(any(
+        target_os = "linux",
+        target_os = "freebsd",
+        target_os = "openbsd"
+    )) {
+        return true;
+    }
+    ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()))
 }
 
 fn init_logging() {

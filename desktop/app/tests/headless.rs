@@ -69,3 +69,32 @@ fn headless_with_the_server_down_fails_with_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("the server is unreachable"), "{stderr}");
 }
+
+#[test]
+fn help_and_version_need_no_display() {
+    for flag in ["--help", "--version"] {
+        let output = app()
+            .env_remove("WAYLAND_DISPLAY")
+            .arg(flag)
+            .output()
+            .expect("runs");
+        assert!(output.status.success(), "{flag}: {output:?}");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.contains("mp3converter-desktop"), "{flag}: {text}");
+        assert!(!String::from_utf8_lossy(&output.stderr).contains("panicked"));
+    }
+    let help = app().arg("--help").output().expect("runs");
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--headless"));
+}
+
+#[test]
+fn the_window_without_a_display_says_so_in_one_line_and_exits_2() {
+    let output = app().env_remove("WAYLAND_DISPLAY").output().expect("runs");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("--headless") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
