@@ -57,8 +57,9 @@ impl Mailer {
             "ready",
             context! {
                 filename => shown_name(&message.filename),
-                // In the suggested curl command: nothing a shell acts on.
-                mp3_name => common::names::shell_safe(&common::names::mp3_name(&message.filename)),
+                mp3_name => common::names::mp3_name(&message.filename),
+                // For the suggested curl command: nothing a shell acts on.
+                mp3_file => common::names::shell_safe(&common::names::mp3_name(&message.filename)),
                 mp3_fid => mp3_fid,
                 duration => message.duration_s.map(format_duration),
                 size => mp3_size.map(format_size),
@@ -77,7 +78,11 @@ impl Mailer {
             .unwrap_or("the conversion failed for an unknown reason");
         let rendered = self.templates.render(
             "failed",
-            context! { filename => shown_name(&event.filename), reason => reason },
+            context! {
+                filename => shown_name(&event.filename),
+                reason => reason,
+                advice => failure_advice(&event.filename, reason),
+            },
         )?;
         self.build(&event.username, rendered)
     }
@@ -109,6 +114,32 @@ impl Mailer {
     pub async fn is_reachable(&self) -> bool {
         self.transport.test_connection().await.unwrap_or(false)
     }
+}
+
+/// What the failure mail suggests, for this file and this reason (the same
+/// words in the text and the HTML part).
+fn failure_advice(filename: &str, reason: &str) -> String {
+    if reason.contains("no audio track") {
+        return "The file has no sound to convert: check that you sent the video you meant."
+            .to_owned();
+    }
+    if reason.contains("time limit") {
+        return "The file took too long to convert: try again with a shorter part of it."
+            .to_owned();
+    }
+    let own = std::path::Path::new(filename)
+        .extension()
+        .and_then(|ext| ext.to_str())
+        .map(str::to_ascii_uppercase)
+        .unwrap_or_default();
+    let others: Vec<&str> = ["MP4", "MKV", "WebM"]
+        .into_iter()
+        .filter(|format| !format.eq_ignore_ascii_case(&own))
+        .collect();
+    format!(
+        "You can try again with another copy of the file, or save it as {} first.",
+        others.join(" or ")
+    )
 }
 
 /// A user's file name as the mails show it: one line, at most 200
@@ -260,6 +291,42 @@ mod tests {
             !text_part(&email).contains("\nBcc:"),
             "a line was forged in the text"
         );
+    }
+
+    #[tokio::test]
+    async fn the_failure_advice_fits_the_file_and_both_parts_say_it() {
+        let cases = [
+            ("clip.mkv", "the file could not be read", "MP4 or WebM"),
+            ("clip.mp4", "the file could not be read", "MKV or WebM"),
+            ("clip.webm", "the file could not be read", "MP4 or MKV"),
+            ("silent.mp4", "the file has no audio track", "no sound"),
+        ];
+        for (filename, reason, wanted) in cases {
+            let event = JobEvent {
+                job_id: "65f0c0ffee00000000000002".into(),
+                state: "failed".into(),
+                username: "ana@example.com".into(),
+                filename: filename.into(),
+                progress: 0.0,
+                error: Some(reason.into()),
+                mp3_fid: None,
+                notify_email: true,
+            };
+            let email = mailer().failed_email(&event).expect("builds");
+            let text = text_part(&email);
+            let raw = String::from_utf8(email.formatted()).expect("utf-8");
+            let html = &raw[raw.find("Content-Type: text/html").expect("an HTML part")..];
+            let advice = failure_advice(filename, reason);
+            assert!(advice.contains(wanted), "{filename}: {advice}");
+            assert!(text.contains(&advice), "{filename}: text part: {text}");
+            assert!(
+                html.replace("=\r\n", "").contains(&advice),
+                "{filename}: HTML part: {html}"
+            );
+            if filename.ends_with(".mkv") {
+                assert!(!advice.contains("MKV"), "{advice}");
+            }
+        }
     }
 
     #[tokio::test]
