@@ -33,22 +33,49 @@ wait_for_port() { # PORT SECONDS NAME
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# Debian/Ubuntu packages the build, the services and the tests need.
-SYSTEM_PACKAGES=(
-  build-essential pkg-config clang libclang-dev
+# Debian/Ubuntu packages, in the order a newcomer needs them: the services
+# (build and run), then the desktop app, then the tests.
+SERVICE_PACKAGES=(
+  build-essential pkg-config clang libclang-dev mold
   libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libavdevice-dev
   libswresample-dev libswscale-dev ffmpeg
-  python3 python3-venv python3-pip rabbitmq-server curl shellcheck openssl
-  # The desktop app (Tauri v2 on WebKitGTK) and its icons.
+  python3 python3-venv python3-pip rabbitmq-server curl openssl
+)
+# The desktop app (Tauri v2 on WebKitGTK) and its icons.
+DESKTOP_PACKAGES=(
   libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev
   libsoup-3.0-dev librsvg2-bin
-  # Its GUI tests: a virtual display, WebDriver, a notification daemon, a
+)
+TEST_PACKAGES=(
+  shellcheck
+  # The GUI tests: a virtual display, WebDriver, a notification daemon, a
   # tray host, X input and screenshots, and a GTK drag source.
   xvfb webkit2gtk-driver dunst dbus dbus-x11 xdotool trayer imagemagick
   python3-gi gir1.2-gtk-3.0
   # The desktop keyring test: a Secret Service and its command-line client.
   gnome-keyring libsecret-tools
 )
+
+# One build for scripts/up and scripts/test: the dev profile (the converter
+# and its FFmpeg bindings optimised, see Cargo.toml) with the features that
+# `cargo test --workspace` resolves, so the test run reuses what up built.
+# Binaries land in $CARGO_TARGET_DIR/debug.
+# shellcheck disable=SC2034 # used by the scripts that source this file
+BIN="$CARGO_TARGET_DIR/debug"
+# shellcheck disable=SC2034
+SERVICE_BINS=(--bin gateway --bin auth-service --bin converter --bin notification)
+build_workspace_bins() { # cargo build of these --bin flags, as the tests see them
+  (cd "$ROOT" && cargo build --workspace "$@")
+}
+
+# mold links several times faster than GNU ld (the test build links dozens
+# of binaries); used when installed, which the package lists make sure of.
+use_mold() {
+  if command -v mold >/dev/null && [[ "${RUSTFLAGS:-}" != *fuse-ld* ]]; then
+    export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C link-arg=-fuse-ld=mold"
+  fi
+}
+use_mold
 
 # Installs whichever of these Debian packages are missing.
 install_missing_packages() {
@@ -63,8 +90,20 @@ install_missing_packages() {
   fi
 }
 
+# Every package (scripts/test), or the groups named: service desktop test.
 ensure_system_packages() {
-  install_missing_packages "${SYSTEM_PACKAGES[@]}"
+  local groups=("$@") packages=()
+  [ ${#groups[@]} -gt 0 ] || groups=(service desktop test)
+  local group
+  for group in "${groups[@]}"; do
+    case "$group" in
+      service) packages+=("${SERVICE_PACKAGES[@]}");;
+      desktop) packages+=("${DESKTOP_PACKAGES[@]}");;
+      test) packages+=("${TEST_PACKAGES[@]}");;
+    esac
+  done
+  install_missing_packages "${packages[@]}"
+  use_mold  # it may have just arrived
   command -v cargo >/dev/null || { echo "error: cargo not found; install Rust with rustup" >&2; return 1; }
 }
 

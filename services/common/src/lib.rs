@@ -17,7 +17,9 @@ pub mod options;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
-#[cfg(feature = "test-support")]
+/// Helpers for the services' tests (a real SMTP server, clean-up, the
+/// FFmpeg CLI). Always built: a feature for it made `cargo build` and
+/// `cargo test` compile every crate twice.
 pub mod testing;
 
 pub use error::Error;
