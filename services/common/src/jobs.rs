@@ -259,6 +259,16 @@ impl JobStore {
         Ok(futures::TryStreamExt::try_collect(cursor).await?)
     }
 
+    /// Whether a job names this video (a finished upload, not an orphan).
+    pub async fn owns_video(&self, video_fid: ObjectId) -> Result<bool> {
+        Ok(self
+            .collection
+            .count_documents(doc! { "video_fid": video_fid })
+            .limit(1)
+            .await?
+            > 0)
+    }
+
     /// Puts a failed job back in the queue; `false` when it was not failed
     /// (someone else retried it first, or it never failed).
     pub async fn requeue_failed(&self, id: ObjectId) -> Result<bool> {

@@ -7,6 +7,7 @@ pub mod body_guard;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod leases;
 pub mod openapi;
 pub mod range;
 mod routes;
@@ -74,7 +75,10 @@ impl App {
         let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
         let background = tokio_util::task::TaskTracker::new();
         let events = events::start(&config, stopping.clone(), SUBSCRIBE_WAIT).await;
+        let leases = leases::Leases::new(&mongo);
+        tokio::spawn(leases.clone().maintain(stopping.clone()));
         let state = AppState {
+            leases,
             auth,
             mongo,
             publisher: Arc::new(publisher),

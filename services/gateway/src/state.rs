@@ -27,6 +27,8 @@ pub struct AppState {
     /// Turns true when the server shuts down, so SSE streams end.
     pub stopping: tokio::sync::watch::Receiver<bool>,
     pub sse_keep_alive: std::time::Duration,
+    /// The uploads this gateway holds, and the sweep of dead gateways' ones.
+    pub leases: crate::leases::Leases,
     /// How long an upload may pause and how slowly it may come.
     pub upload_pace: crate::body_guard::Pace,
     /// Proxies in front of the gateway whose `X-Forwarded-For` is believed.

@@ -98,21 +98,30 @@ pub async fn accept(
 
     let job_id = ObjectId::new();
     let fid = ObjectId::new();
+    // Held until the job is recorded or the leftovers are gone; if this
+    // gateway dies first, another one removes the upload.
+    let lease = state.leases.take(fid).await;
     // Dropped before `disarm` (the request was cancelled): removes the file.
-    let leftovers = Leftovers::arm(state, fid);
+    let leftovers = Leftovers::arm(state, fid, lease);
     let received = receive(state, claims, multipart, with_options, job_id, fid).await;
+    let lease = leftovers.disarm();
     let committing = received.map(|(video, options)| {
-        state.background.spawn(commit(
-            state.clone(),
-            claims.clone(),
-            headers.clone(),
-            video,
-            options,
-            request_id,
-            job_id,
-        ))
+        let (owned_state, claims, headers) = (state.clone(), claims.clone(), headers.clone());
+        state.background.spawn(async move {
+            let committed = commit(
+                owned_state,
+                claims,
+                headers,
+                video,
+                options,
+                request_id,
+                job_id,
+            )
+            .await;
+            drop(lease);
+            committed
+        })
     });
-    leftovers.disarm();
     committing?
         .await
         .map_err(|err| ApiError::Internal(anyhow::anyhow!("upload commit task failed: {err}")))?
@@ -234,19 +243,24 @@ async fn commit(
 struct Leftovers {
     state: Option<AppState>,
     fid: ObjectId,
+    /// Given back once the clean-up is done (or handed over by `disarm`).
+    lease: Option<crate::leases::Lease>,
 }
 
 impl Leftovers {
-    fn arm(state: &AppState, fid: ObjectId) -> Self {
+    fn arm(state: &AppState, fid: ObjectId, lease: crate::leases::Lease) -> Self {
         Leftovers {
             state: Some(state.clone()),
             fid,
+            lease: Some(lease),
         }
     }
 
-    /// The upload ended on its own terms: it cleaned up or handed over.
-    fn disarm(mut self) {
+    /// The upload ended on its own terms: it cleaned up or hands over (with
+    /// the lease).
+    fn disarm(mut self) -> Option<crate::leases::Lease> {
         self.state = None;
+        self.lease.take()
     }
 }
 
@@ -263,7 +277,7 @@ impl Drop for Leftovers {
         if tokio::runtime::Handle::try_current().is_err() {
             return;
         }
-        let fid = self.fid;
+        let (fid, lease) = (self.fid, self.lease.take());
         state.background.clone().spawn(async move {
             let bucket = state.videos_bucket();
             let first = common::gridfs::delete(&bucket, fid).await;
@@ -273,6 +287,7 @@ impl Drop for Leftovers {
                 Ok(()) => tracing::info!(video_fid = %fid, "removed the video of a dropped upload"),
                 Err(err) => tracing::error!(video_fid = %fid, error = %err, "could not remove the video of a dropped upload"),
             }
+            drop(lease);
         });
     }
 }

@@ -398,3 +398,85 @@ async fn an_oversized_json_body_is_413_every_time_and_harms_no_later_request() {
     assert_eq!(ok.status(), 200);
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_gateways_upload_is_swept_a_live_ones_is_not() {
+    use mongodb::bson::{DateTime, doc, oid::ObjectId};
+    let stack = TestStack::start(AuthDb::Sqlite).await;
+    let uploads = stack
+        .mongo
+        .videos
+        .collection::<mongodb::bson::Document>("uploads");
+    let bucket = common::gridfs::bucket(&stack.mongo.videos);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chunk = dir.path().join("part.bin");
+    std::fs::write(&chunk, vec![7u8; 300 * 1024]).expect("write");
+    // A gateway killed mid-upload: its chunks and file, a lease it no longer renews.
+    let dead = common::gridfs::upload_file(&bucket, &chunk, "dead.mp4", doc! {})
+        .await
+        .expect("store");
+    let long_ago = DateTime::from_millis(DateTime::now().timestamp_millis() - 120_000);
+    uploads
+        .insert_one(doc! { "_id": dead, "renewed_at": long_ago })
+        .await
+        .expect("lease");
+    // A live upload: renewed just now.
+    let live = common::gridfs::upload_file(&bucket, &chunk, "live.mp4", doc! {})
+        .await
+        .expect("store");
+    uploads
+        .insert_one(doc! { "_id": live, "renewed_at": DateTime::now() })
+        .await
+        .expect("lease");
+    // A finished upload whose gateway died before giving the lease back.
+    let finished = common::gridfs::upload_file(&bucket, &chunk, "done.mp4", doc! {})
+        .await
+        .expect("store");
+    stack
+        .mongo
+        .jobs
+        .insert(&common::jobs::Job::queued(
+            ObjectId::new(),
+            "x@example.com",
+            "done.mp4",
+            finished,
+        ))
+        .await
+        .expect("job");
+    uploads
+        .insert_one(doc! { "_id": finished, "renewed_at": long_ago })
+        .await
+        .expect("lease");
+
+    gateway::leases::Leases::new(&stack.mongo).sweep().await;
+
+    let exists = |fid| {
+        let bucket = bucket.clone();
+        async move {
+            common::gridfs::find(&bucket, fid)
+                .await
+                .expect("find")
+                .is_some()
+        }
+    };
+    assert!(!exists(dead).await, "the dead upload stayed");
+    let chunks = stack
+        .mongo
+        .videos
+        .collection::<mongodb::bson::Document>("fs.chunks")
+        .count_documents(doc! { "files_id": dead })
+        .await
+        .expect("count");
+    assert_eq!(chunks, 0, "its chunks stayed");
+    assert!(exists(live).await, "a live upload was removed");
+    assert!(exists(finished).await, "a job's video was removed");
+    let left: Vec<ObjectId> = uploads
+        .distinct("_id", doc! {})
+        .await
+        .expect("leases")
+        .into_iter()
+        .filter_map(|id| id.as_object_id())
+        .collect();
+    assert_eq!(left, vec![live], "only the live lease is left");
+    stack.stop().await;
+}

@@ -1,0 +1,162 @@
+//! Upload leases: what a gateway that dies mid-upload leaves behind is
+//! found and removed by the others. Every upload holds a lease (a document
+//! in `videos.uploads` named by the video's GridFS id) from before its
+//! first chunk until its job is recorded or its leftovers are removed; its
+//! gateway renews the leases it holds every [`RENEW_EVERY`]. A gateway
+//! killed outright (no clean-up code runs) stops renewing, and once a
+//! lease is older than [`EXPIRED_AFTER`] any gateway's sweeper removes the
+//! upload's chunks and file unless a job owns them.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mongodb::bson::{DateTime, Document, doc, oid::ObjectId};
+
+/// How often a gateway renews the leases it holds.
+pub const RENEW_EVERY: Duration = Duration::from_secs(10);
+/// A lease not renewed for this long belongs to a dead gateway.
+pub const EXPIRED_AFTER: Duration = Duration::from_secs(45);
+/// How often each gateway looks for expired leases.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(15);
+
+/// The leases of this gateway, and access to everyone's.
+#[derive(Clone)]
+pub struct Leases {
+    collection: mongodb::Collection<Document>,
+    jobs: common::jobs::JobStore,
+    videos: mongodb::gridfs::GridFsBucket,
+    held: Arc<Mutex<HashSet<ObjectId>>>,
+}
+
+/// One upload's lease; dropping it gives the lease back.
+pub struct Lease {
+    leases: Leases,
+    fid: ObjectId,
+}
+
+impl Leases {
+    pub fn new(stores: &common::config::MongoStores) -> Leases {
+        Leases {
+            collection: stores.videos.collection("uploads"),
+            jobs: stores.jobs.clone(),
+            videos: common::gridfs::bucket(&stores.videos),
+            held: Arc::default(),
+        }
+    }
+
+    /// Takes the lease for the upload stored as `fid`. If MongoDB does not
+    /// answer, the upload itself will not get far; the lease is still held
+    /// in memory so its clean-up path is the same.
+    pub async fn take(&self, fid: ObjectId) -> Lease {
+        self.held_set().insert(fid);
+        let taken = self
+            .collection
+            .insert_one(doc! { "_id": fid, "renewed_at": DateTime::now() })
+            .await;
+        if let Err(err) = taken {
+            tracing::warn!(error = %err, video_fid = %fid, "could not record an upload lease");
+        }
+        Lease {
+            leases: self.clone(),
+            fid,
+        }
+    }
+
+    fn held_set(&self) -> std::sync::MutexGuard<'_, HashSet<ObjectId>> {
+        // A poisoned set still holds the right ids.
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Renews this gateway's leases and sweeps expired ones, until
+    /// `stopping` turns true.
+    pub async fn maintain(self, mut stopping: tokio::sync::watch::Receiver<bool>) {
+        let mut renew = tokio::time::interval(RENEW_EVERY);
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            tokio::select! {
+                changed = stopping.changed() => {
+                    if changed.is_err() || *stopping.borrow() {
+                        return;
+                    }
+                }
+                _ = renew.tick() => self.renew().await,
+                _ = sweep.tick() => self.sweep().await,
+            }
+        }
+    }
+
+    async fn renew(&self) {
+        let held: Vec<ObjectId> = self.held_set().iter().copied().collect();
+        if held.is_empty() {
+            return;
+        }
+        let renewed = self
+            .collection
+            .update_many(
+                doc! { "_id": { "$in": held } },
+                doc! { "$set": { "renewed_at": DateTime::now() } },
+            )
+            .await;
+        if let Err(err) = renewed {
+            tracing::warn!(error = %err, "could not renew the upload leases");
+        }
+    }
+
+    /// Removes what dead gateways' uploads left: the chunks and file of
+    /// every expired lease that no job owns.
+    pub async fn sweep(&self) {
+        let cutoff = DateTime::from_millis(
+            DateTime::now().timestamp_millis()
+                - i64::try_from(EXPIRED_AFTER.as_millis()).unwrap_or(i64::MAX),
+        );
+        let expired = match self
+            .collection
+            .find(doc! { "renewed_at": { "$lt": cutoff } })
+            .await
+        {
+            Ok(cursor) => futures::TryStreamExt::try_collect::<Vec<Document>>(cursor).await,
+            Err(err) => Err(err),
+        };
+        let expired = match expired {
+            Ok(expired) => expired,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not look for expired upload leases");
+                return;
+            }
+        };
+        for lease in expired {
+            let Ok(fid) = lease.get_object_id("_id") else {
+                continue;
+            };
+            if let Err(err) = self.reclaim(fid).await {
+                tracing::warn!(error = %err, video_fid = %fid, "could not remove an abandoned upload");
+            }
+        }
+    }
+
+    async fn reclaim(&self, fid: ObjectId) -> common::error::Result<()> {
+        if !self.jobs.owns_video(fid).await? {
+            common::gridfs::delete(&self.videos, fid).await?;
+            tracing::info!(video_fid = %fid, "removed an upload its gateway abandoned");
+        }
+        self.collection.delete_one(doc! { "_id": fid }).await?;
+        Ok(())
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.leases.held_set().remove(&self.fid);
+        // No runtime means the process is going down: the lease expires.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let (collection, fid) = (self.leases.collection.clone(), self.fid);
+        tokio::spawn(async move {
+            let _ = collection.delete_one(doc! { "_id": fid }).await;
+        });
+    }
+}
