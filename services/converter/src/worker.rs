@@ -180,7 +180,9 @@ impl Worker {
         };
         let input = workdir.path().join("input");
         let output = workdir.path().join("output.mp3");
+        let fetching = std::time::Instant::now();
         common::gridfs::download_to_file(&videos, video_fid, &input).await?;
+        let fetch_ms = fetching.elapsed().as_millis();
 
         let stem = file_stem(&message.filename).to_owned();
         let started = std::time::Instant::now();
@@ -213,14 +215,20 @@ impl Worker {
         let report = report??;
         metrics::counter!("converter_audio_seconds_total")
             .increment(report.duration_s.round() as u64);
+        let convert_ms = started.elapsed().as_millis();
         let elapsed = started.elapsed().as_secs_f64();
         if elapsed > 0.0 {
             metrics::histogram!("converter_realtime_factor").record(report.duration_s / elapsed);
         }
 
+        // The MP3 is stored under the job's own id: a retried or redelivered
+        // conversion replaces what a killed attempt left, and a job can never
+        // have two MP3s.
         let mp3s = common::gridfs::bucket(&self.mongo.mp3s);
-        let mp3_fid = common::gridfs::upload_file(
+        let storing = std::time::Instant::now();
+        let mp3_fid = common::gridfs::replace_file(
             &mp3s,
+            job_id,
             &output,
             &common::names::mp3_name(&message.filename),
             doc! {
@@ -235,6 +243,14 @@ impl Worker {
         )
         .await?;
         drop(workdir);
+        // Where a job's time goes (scripts/bench-system reads convert_ms).
+        tracing::info!(
+            fetch_ms,
+            convert_ms,
+            store_ms = storing.elapsed().as_millis(),
+            audio_s = report.duration_s,
+            "timings"
+        );
 
         match self
             .mongo

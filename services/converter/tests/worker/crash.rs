@@ -58,3 +58,53 @@ async fn sigkill_mid_conversion_redelivers_and_the_job_completes_once() {
     );
     world.clean_up(&[]).await;
 }
+
+/// A converter killed after it stored part of an MP3 leaves chunks under
+/// the job's id; the next attempt replaces them: one MP3, a whole one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_killed_attempt_stored_is_replaced_not_duplicated() {
+    use mongodb::bson::doc;
+    let world = crate::harness::World::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = world
+        .store(
+            &crate::harness::make_audio(dir.path(), "again.m4a", 2),
+            "ana@example.com",
+            serde_json::json!({}),
+        )
+        .await;
+    // The half-written MP3 of a dead attempt: chunks, and no file document.
+    let chunks = world
+        .mongo
+        .mp3s
+        .collection::<mongodb::bson::Document>("fs.chunks");
+    for n in 0..3 {
+        chunks
+            .insert_one(doc! { "files_id": job.id, "n": n, "data": mongodb::bson::Binary { subtype: mongodb::bson::spec::BinarySubtype::Generic, bytes: vec![0u8; 1024] } })
+            .await
+            .expect("chunk");
+    }
+    let converter =
+        crate::harness::start_converter(world.converter_args(&crate::harness::mongodb_uri(), &[]))
+            .await;
+
+    world.publish(&job.video_message()).await;
+    let done = world
+        .wait_for_job(job.id, std::time::Duration::from_secs(60), |j| {
+            j.state == common::jobs::JobState::Done
+        })
+        .await;
+
+    assert_eq!(
+        done.mp3_fid,
+        Some(job.id),
+        "the MP3 is stored under the job's id"
+    );
+    assert_eq!(world.mp3s_for(job.id).await, 1);
+    let path = dir.path().join("out.mp3");
+    world.download_mp3(job.id, &path).await;
+    let probe = crate::harness::ffprobe(&path);
+    assert_eq!(probe["streams"][0]["codec_name"], "mp3", "{probe}");
+    converter.stop().await;
+    world.clean_up(&[]).await;
+}
