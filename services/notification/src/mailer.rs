@@ -81,6 +81,7 @@ impl Mailer {
             context! {
                 filename => shown_name(&event.filename),
                 reason => reason,
+                job_id => &event.job_id,
                 advice => failure_advice(&event.filename, reason),
             },
         )?;

@@ -71,6 +71,12 @@ async fn failed_job_event_produces_the_failure_mail_with_the_reason() {
         "{}",
         mail.text()
     );
+    // The job's id, for the support case and for scripts/audit.
+    assert!(
+        mail.text().contains(&format!("Job: {}", job.to_hex())),
+        "{}",
+        mail.text()
+    );
     harness
         .wait_for_job(job, |j| j.failure_notified_at.is_some())
         .await;
