@@ -184,21 +184,9 @@ pub async fn upload_file(
     upload_file_as(bucket, ObjectId::new(), path, filename, metadata).await
 }
 
-/// [`upload_file`] under a chosen id, replacing whatever an earlier,
-/// interrupted attempt left under it (its chunks too): so one id holds at
-/// most one complete file, however often the upload is retried.
-pub async fn replace_file(
-    bucket: &GridFsBucket,
-    id: ObjectId,
-    path: &Path,
-    filename: &str,
-    metadata: Document,
-) -> Result<ObjectId> {
-    delete(bucket, id).await?;
-    upload_file_as(bucket, id, path, filename, metadata).await
-}
-
-async fn upload_file_as(
+/// [`upload_file`] under an id the caller chose (and noted somewhere)
+/// before the first chunk is written.
+pub async fn upload_file_as(
     bucket: &GridFsBucket,
     id: ObjectId,
     path: &Path,

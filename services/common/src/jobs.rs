@@ -50,6 +50,11 @@ pub struct Job {
     /// Set by the notification service once the failure email went out.
     #[serde(default)]
     pub failure_notified_at: Option<DateTime>,
+    /// The GridFS ids each conversion attempt stores its MP3 under, noted
+    /// before it writes a chunk: what a killed or overtaken attempt left
+    /// is found through them and removed by the attempt that finishes.
+    #[serde(default)]
+    pub mp3_attempts: Vec<ObjectId>,
 }
 
 impl Job {
@@ -77,6 +82,7 @@ impl Job {
             notified_at: None,
             published_at: None,
             failure_notified_at: None,
+            mp3_attempts: Vec::new(),
         }
     }
 }
@@ -317,6 +323,33 @@ impl JobStore {
             doc! { "progress": progress.clamp(0.0, 1.0) },
         )
         .await?;
+        Ok(())
+    }
+
+    /// Notes that an attempt is about to store its MP3 as `mp3_fid`;
+    /// `false` when the job is no longer being converted.
+    pub async fn add_mp3_attempt(&self, id: ObjectId, mp3_fid: ObjectId) -> Result<bool> {
+        let updated = self
+            .collection
+            .update_one(
+                doc! { "_id": id, "state": "converting" },
+                doc! {
+                    "$push": { "mp3_attempts": mp3_fid },
+                    "$set": { "updated_at": DateTime::now() },
+                },
+            )
+            .await?;
+        Ok(updated.matched_count == 1)
+    }
+
+    /// Forgets attempts whose files are gone.
+    pub async fn forget_mp3_attempts(&self, id: ObjectId, fids: &[ObjectId]) -> Result<()> {
+        self.collection
+            .update_one(
+                doc! { "_id": id },
+                doc! { "$pullAll": { "mp3_attempts": fids.to_vec() } },
+            )
+            .await?;
         Ok(())
     }
 

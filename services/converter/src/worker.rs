@@ -221,14 +221,20 @@ impl Worker {
             metrics::histogram!("converter_realtime_factor").record(report.duration_s / elapsed);
         }
 
-        // The MP3 is stored under the job's own id: a retried or redelivered
-        // conversion replaces what a killed attempt left, and a job can never
-        // have two MP3s.
+        // Noted on the job before the first chunk: whatever this attempt
+        // leaves if it is killed or overtaken (a redelivery after a
+        // partition converts the same job at the same time) is found and
+        // removed by the attempt that finishes.
         let mp3s = common::gridfs::bucket(&self.mongo.mp3s);
         let storing = std::time::Instant::now();
-        let mp3_fid = common::gridfs::replace_file(
+        let mp3_fid = ObjectId::new();
+        if !self.mongo.jobs.add_mp3_attempt(job_id, mp3_fid).await? {
+            metrics::counter!("converter_discarded_total").increment(1);
+            return Ok(Outcome::Discarded);
+        }
+        common::gridfs::upload_file_as(
             &mp3s,
-            job_id,
+            mp3_fid,
             &output,
             &common::names::mp3_name(&message.filename),
             doc! {
@@ -259,19 +265,19 @@ impl Worker {
             .await
         {
             Ok(true) => {}
-            // Deleted while it converted: the MP3 belongs to nobody, and
-            // nobody is told.
+            // Deleted while it converted, or finished by another attempt:
+            // this MP3 belongs to nobody, and nobody is told.
             Ok(false) => {
                 common::gridfs::delete(&mp3s, mp3_fid).await?;
                 metrics::counter!("converter_discarded_total").increment(1);
                 return Ok(Outcome::Discarded);
             }
-            // Without the job pointing at it the MP3 would be an orphan.
-            Err(err) => {
-                let _ = common::gridfs::delete(&mp3s, mp3_fid).await;
-                return Err(err.into());
-            }
+            // The write may have happened all the same (a lost reply), so
+            // the MP3 stays: noted as an attempt, it is removed by whichever
+            // attempt finishes if the job does not name it.
+            Err(err) => return Err(err.into()),
         }
+        self.remove_other_attempts(job_id, mp3_fid).await;
         self.announce(message, mp3_fid, report.duration_s, request_id)
             .await?;
         self.mongo.jobs.mark_published(job_id).await?;
@@ -282,9 +288,50 @@ impl Worker {
         })
     }
 
+    /// Removes the MP3s of this job's other attempts (killed, or overtaken
+    /// by this one); best effort: the next redelivery or `scripts/audit`
+    /// finds what is left.
+    async fn remove_other_attempts(&self, job_id: ObjectId, kept: ObjectId) {
+        let others: Vec<ObjectId> = match self.mongo.jobs.get(job_id).await {
+            Ok(Some(job)) => job
+                .mp3_attempts
+                .into_iter()
+                .filter(|fid| *fid != kept)
+                .collect(),
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not look for other attempts' MP3s");
+                return;
+            }
+        };
+        if others.is_empty() {
+            return;
+        }
+        let mp3s = common::gridfs::bucket(&self.mongo.mp3s);
+        let mut removed = Vec::new();
+        for fid in others {
+            match common::gridfs::delete(&mp3s, fid).await {
+                Ok(()) => removed.push(fid),
+                Err(err) => {
+                    tracing::warn!(error = %err, mp3_fid = %fid, "could not remove an earlier attempt's MP3")
+                }
+            }
+        }
+        tracing::info!(
+            removed = removed.len(),
+            "removed what earlier attempts stored"
+        );
+        if let Err(err) = self.mongo.jobs.forget_mp3_attempts(job_id, &removed).await {
+            tracing::warn!(error = %err, "could not forget the removed attempts");
+        }
+    }
+
     /// A job that is already done is never converted again; its `mp3`
     /// message is published only if it never went out.
     async fn finish_redelivered(&self, job: &Job, request_id: &str) -> Result<Outcome, Error> {
+        if let Some(mp3_fid) = job.mp3_fid {
+            self.remove_other_attempts(job.id, mp3_fid).await;
+        }
         if job.published_at.is_none()
             && let Some(mp3_fid) = job.mp3_fid
         {

@@ -59,11 +59,12 @@ async fn sigkill_mid_conversion_redelivers_and_the_job_completes_once() {
     world.clean_up(&[]).await;
 }
 
-/// A converter killed after it stored part of an MP3 leaves chunks under
-/// the job's id; the next attempt replaces them: one MP3, a whole one.
+/// A converter killed while it stored its MP3 leaves chunks under an id it
+/// noted on the job; the attempt that finishes removes them: one MP3, a
+/// whole one, and no chunk without a file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn what_a_killed_attempt_stored_is_replaced_not_duplicated() {
-    use mongodb::bson::doc;
+async fn what_a_killed_attempt_stored_is_removed_by_the_one_that_finishes() {
+    use mongodb::bson::{Binary, Document, doc, oid::ObjectId, spec::BinarySubtype};
     let world = crate::harness::World::new().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let job = world
@@ -73,14 +74,33 @@ async fn what_a_killed_attempt_stored_is_replaced_not_duplicated() {
             serde_json::json!({}),
         )
         .await;
-    // The half-written MP3 of a dead attempt: chunks, and no file document.
-    let chunks = world
-        .mongo
-        .mp3s
-        .collection::<mongodb::bson::Document>("fs.chunks");
+    // The dead attempt: converting, its MP3's id noted, three chunks and
+    // no file document.
+    let dead = ObjectId::new();
+    assert!(
+        world
+            .mongo
+            .jobs
+            .mark_converting(job.id)
+            .await
+            .expect("mark")
+    );
+    assert!(
+        world
+            .mongo
+            .jobs
+            .add_mp3_attempt(job.id, dead)
+            .await
+            .expect("note")
+    );
+    let chunks = world.mongo.mp3s.collection::<Document>("fs.chunks");
     for n in 0..3 {
+        let data = Binary {
+            subtype: BinarySubtype::Generic,
+            bytes: vec![0u8; 1024],
+        };
         chunks
-            .insert_one(doc! { "files_id": job.id, "n": n, "data": mongodb::bson::Binary { subtype: mongodb::bson::spec::BinarySubtype::Generic, bytes: vec![0u8; 1024] } })
+            .insert_one(doc! { "files_id": dead, "n": n, "data": data })
             .await
             .expect("chunk");
     }
@@ -95,16 +115,107 @@ async fn what_a_killed_attempt_stored_is_replaced_not_duplicated() {
         })
         .await;
 
+    let mp3 = done.mp3_fid.expect("mp3_fid");
+    assert_ne!(mp3, dead);
     assert_eq!(
-        done.mp3_fid,
-        Some(job.id),
-        "the MP3 is stored under the job's id"
+        done.mp3_attempts,
+        vec![mp3],
+        "the dead attempt is forgotten"
+    );
+    assert_eq!(
+        chunks
+            .count_documents(doc! { "files_id": dead })
+            .await
+            .expect("count"),
+        0,
+        "the dead attempt's chunks stayed"
     );
     assert_eq!(world.mp3s_for(job.id).await, 1);
     let path = dir.path().join("out.mp3");
-    world.download_mp3(job.id, &path).await;
+    world.download_mp3(mp3, &path).await;
     let probe = crate::harness::ffprobe(&path);
     assert_eq!(probe["streams"][0]["codec_name"], "mp3", "{probe}");
+    converter.stop().await;
+    world.clean_up(&[]).await;
+}
+
+/// Two attempts at once (a partition's redelivery): the one that finished
+/// second found the job done and removed its own MP3; if it died first, a
+/// redelivery of the done job removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_done_job_removes_an_overtaken_attempts_mp3() {
+    use mongodb::bson::doc;
+    let world = crate::harness::World::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let audio = crate::harness::make_audio(dir.path(), "twice.m4a", 2);
+    let job = world
+        .store(&audio, "ana@example.com", serde_json::json!({}))
+        .await;
+    let mp3s = common::gridfs::bucket(&world.mongo.mp3s);
+    let (winner, loser) = (
+        mongodb::bson::oid::ObjectId::new(),
+        mongodb::bson::oid::ObjectId::new(),
+    );
+    assert!(
+        world
+            .mongo
+            .jobs
+            .mark_converting(job.id)
+            .await
+            .expect("mark")
+    );
+    for fid in [winner, loser] {
+        assert!(
+            world
+                .mongo
+                .jobs
+                .add_mp3_attempt(job.id, fid)
+                .await
+                .expect("note")
+        );
+        common::gridfs::upload_file_as(&mp3s, fid, &audio, "twice.mp3", doc! { "job_id": job.id })
+            .await
+            .expect("store");
+    }
+    assert!(
+        world
+            .mongo
+            .jobs
+            .mark_done(job.id, winner, 2.0)
+            .await
+            .expect("done")
+    );
+    world
+        .mongo
+        .jobs
+        .mark_published(job.id)
+        .await
+        .expect("published");
+    let converter =
+        crate::harness::start_converter(world.converter_args(&crate::harness::mongodb_uri(), &[]))
+            .await;
+
+    world.publish(&job.video_message()).await;
+    let cleaned = world
+        .wait_for_job(job.id, std::time::Duration::from_secs(30), |j| {
+            j.mp3_attempts.len() == 1
+        })
+        .await;
+
+    assert_eq!(cleaned.mp3_attempts, vec![winner]);
+    assert_eq!(cleaned.mp3_fid, Some(winner));
+    assert!(
+        common::gridfs::find(&mp3s, loser)
+            .await
+            .expect("find")
+            .is_none()
+    );
+    assert!(
+        common::gridfs::find(&mp3s, winner)
+            .await
+            .expect("find")
+            .is_some()
+    );
     converter.stop().await;
     world.clean_up(&[]).await;
 }

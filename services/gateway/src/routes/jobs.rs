@@ -445,6 +445,7 @@ mod tests {
             notified_at: None,
             published_at: None,
             failure_notified_at: None,
+            mp3_attempts: Vec::new(),
         };
 
         let json = serde_json::to_value(JobView::from(&job)).expect("json");
