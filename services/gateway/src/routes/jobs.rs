@@ -27,7 +27,8 @@ const DEFAULT_LIMIT: i64 = 50;
 /// The largest page a client may ask for.
 const MAX_LIMIT: i64 = 200;
 
-/// A job as the API shows it (DESIGN.md): ids as hex, times in RFC 3339.
+/// A job as the API shows it (the README's "JSON API"): ids as hex, times
+/// in RFC 3339.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = Job)]
 pub struct JobView {

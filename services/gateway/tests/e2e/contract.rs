@@ -1,14 +1,16 @@
 //! The JSON API's contract as clients see it: the served OpenAPI document
-//! covers every `/api/v1` route DESIGN.md lists (and only routes that
-//! exist), and unknown paths and wrong methods under `/api/v1` are JSON
+//! covers every `/api/v1` route the README's "JSON API" section lists
+//! (the project's contract with its clients) and only routes that exist,
+//! and unknown paths and wrong methods under `/api/v1` are JSON
 //! errors while the classic routes keep their plain answers.
 
 use reqwest::Method;
 
 use crate::helpers::{AuthDb, TestStack};
 
-/// Every `/api/v1` route of DESIGN.md, and whether it needs a token.
-const DESIGN_ROUTES: [(&str, &str, bool); 11] = [
+/// Every `/api/v1` route of the README's contract, and whether it needs a
+/// token.
+const CONTRACT_ROUTES: [(&str, &str, bool); 11] = [
     ("post", "/api/v1/login", false),
     ("post", "/api/v1/register", false),
     ("post", "/api/v1/jobs", true),
@@ -61,7 +63,7 @@ async fn the_openapi_document_covers_every_design_route() {
     let bearer = &doc["components"]["securitySchemes"]["bearer"];
     assert_eq!(bearer["type"], "http", "{bearer}");
     assert_eq!(bearer["scheme"], "bearer", "{bearer}");
-    for (method, path, needs_token) in DESIGN_ROUTES {
+    for (method, path, needs_token) in CONTRACT_ROUTES {
         let operation = &doc["paths"][path][method];
         assert!(operation.is_object(), "{method} {path} is not documented");
         assert!(
@@ -127,7 +129,7 @@ async fn the_openapi_document_covers_every_design_route() {
             );
         }
     }
-    // Beyond DESIGN.md: whether registration is open, passed through from
+    // Beyond the listed routes: whether registration is open, passed through from
     // auth (which registers by default), so clients can hide the link.
     let registration: serde_json::Value = stack
         .http
