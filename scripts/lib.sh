@@ -108,14 +108,15 @@ ensure_system_packages() {
 }
 
 # A Python venv with SecantusDB (a MongoDB-wire-compatible server, for
-# machines without mongod), aiosmtpd (the local SMTP catcher) and PyYAML (the
-# container runner reads the rendered manifests).
+# machines without mongod), aiosmtpd (the local SMTP catcher), PyYAML (the
+# container runner reads the rendered manifests) and pika (scripts/audit
+# reads queue depths).
 ensure_venv() {
-  if [ ! -x "$VENV/bin/secantusd-py" ] || ! "$VENV/bin/python" -c 'import aiosmtpd, yaml' 2>/dev/null; then
+  if [ ! -x "$VENV/bin/secantusd-py" ] || ! "$VENV/bin/python" -c 'import aiosmtpd, yaml, pika' 2>/dev/null; then
     log "creating the Python venv in $VENV"
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --upgrade pip
-    "$VENV/bin/pip" install -q --pre secantusdb aiosmtpd pyyaml
+    "$VENV/bin/pip" install -q --pre secantusdb aiosmtpd pyyaml pika==1.3.2
   fi
 }
 

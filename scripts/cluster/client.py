@@ -1,0 +1,159 @@
+"""What the cluster tests and scripts/chaos share: the cluster's pods and
+addresses, the gateway's API through the Ingress, the mail caught by
+Mailpit, MongoDB, and waiting for things to happen."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pymongo
+
+PREFIX = "cluster test"
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+GW = f"http://127.0.0.1:{os.environ.get('CLUSTER_PORT', '8180')}"
+EMAIL, PASSWORD = os.environ.get("DEMO_EMAIL", "demo@example.com"), os.environ.get("DEMO_PASSWORD", "demo-password")
+SECRETS = ROOT / "k8s" / "overlays" / "minikube" / "secrets"
+RUN = uuid.uuid4().hex[:8]
+
+
+def step(message: str) -> None:
+    print(f"{PREFIX}: {message}", flush=True)
+
+
+def fail(message: str) -> None:
+    sys.exit(f"{PREFIX} FAILED: {message}")
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        fail(message)
+
+
+def podman(*args: str) -> str:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def pod_ip(name: str) -> str:
+    return podman("inspect", "--format", '{{(index .NetworkSettings.Networks "mp3c-cluster").IPAddress}}', name)
+
+
+def pods(workload: str) -> list[str]:
+    names = podman("ps", "--filter", f"label=io.mp3converter.cluster.workload={workload}", "--format", "{{.Names}}")
+    return sorted(names.split())
+
+
+def curl(*args: str) -> str:
+    return subprocess.run(["curl", "-sS", "--fail-with-body", *args], capture_output=True, text=True, check=True).stdout
+
+
+def api(method: str, path: str, token: str | None = None, body: dict | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(GW + path, method=method, data=json.dumps(body).encode() if body is not None else None)
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def wait_for(what: str, probe, seconds: float):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.5)
+    diagnose()
+    fail(f"{what} did not happen within {seconds:.0f}s")
+
+
+def diagnose() -> None:
+    """What an operator would look at first: the pods and the last log lines."""
+    print(subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}} {{.Status}}"], capture_output=True, text=True).stdout, file=sys.stderr)
+    for pod in pods("converter") + pods("gateway"):
+        logs = subprocess.run(["podman", "logs", "--tail", "8", pod], capture_output=True, text=True)
+        print(f"--- {pod}\n{logs.stdout}{logs.stderr}", file=sys.stderr)
+
+
+def mails_about(filename: str) -> list[dict]:
+    with urllib.request.urlopen(f"http://{pod_ip('mailpit-0')}:8025/api/v1/messages", timeout=10) as response:
+        messages = json.load(response)["messages"]
+    return [m for m in messages if filename in m["Subject"]]
+
+
+def mail_text(message: dict) -> str:
+    with urllib.request.urlopen(f"http://{pod_ip('mailpit-0')}:8025/api/v1/message/{message['ID']}/raw", timeout=10) as response:
+        return response.read().decode(errors="replace")
+
+
+def unique_copy(source: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
+    """The sample with this run's id appended (players ignore trailing bytes),
+    so the server's deduplication does not answer with an earlier job."""
+    target.write_bytes(source.read_bytes() + f"{target.name}-{RUN}".encode())
+    return target
+
+
+def duration(path: pathlib.Path) -> float:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration:stream=codec_name", "-of", "json", str(path)],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    info = json.loads(out)
+    check([s["codec_name"] for s in info["streams"]] == ["mp3"], f"{path.name} is not one MP3 stream: {info}")
+    return float(info["format"]["duration"])
+
+
+def wait_job(token: str, job_id: str, seconds: float = 120) -> dict:
+    def done():
+        status, body = api("GET", f"/api/v1/jobs/{job_id}", token)
+        job = json.loads(body)["job"] if status == 200 else None
+        return job if job and job["state"] in ("done", "failed") else None
+
+    return wait_for(f"job {job_id} ending", done, seconds)
+
+
+def mongo() -> pymongo.MongoClient:
+    env = dict(line.split("=", 1) for line in (SECRETS / "mongodb.env").read_text().splitlines() if "=" in line and not line.startswith("#"))
+    return pymongo.MongoClient(
+        pod_ip("mongodb-0"), 27017, username=env["MONGO_INITDB_ROOT_USERNAME"],
+        password=env["MONGO_INITDB_ROOT_PASSWORD"], authSource="admin", directConnection=True,
+    )
+
+
+def conversions(pod: str) -> float:
+    with urllib.request.urlopen(f"http://{pod_ip(pod)}:8090/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith('converter_conversions_total{outcome="ok"}'))
+
+
+
+
+def generated(name: str) -> str:
+    """A value scripts/k8s-secrets generated for the minikube overlay."""
+    for line in (SECRETS / ".generated").read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key == name:
+            return value
+    raise KeyError(name)
+
+
+def audit_args() -> list[str]:
+    """scripts/cluster/audit.py's flags for the running cluster."""
+    return [
+        "--mongodb-uri",
+        f"mongodb://mp3converter:{generated('MONGODB_PASSWORD')}@{pod_ip('mongodb-0')}:27017/?authSource=admin&directConnection=true",
+        "--amqp-url",
+        f"amqp://admin:{generated('RABBITMQ_ADMIN_PASSWORD')}@{pod_ip('rabbitmq-0')}:5672/%2f",
+        "--mail-api",
+        f"http://{pod_ip('mailpit-0')}:8025",
+    ]
