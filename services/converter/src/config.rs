@@ -20,7 +20,8 @@ pub struct Config {
     /// Conversions run at once (also the AMQP prefetch); default: the number of cores.
     #[arg(long, env = "CONVERTER_CONCURRENCY")]
     pub concurrency: Option<u16>,
-    /// Where videos are spooled while they are converted (removed afterwards).
+    /// Where MP3s are written while they are converted and checked (removed
+    /// afterwards); videos are read in place from GridFS.
     #[arg(long, env = "CONVERTER_TEMP_DIR")]
     pub temp_dir: Option<PathBuf>,
     /// Wait after the first failed attempt, in milliseconds; it doubles per

@@ -14,6 +14,12 @@ pub enum Error {
     Mismatch(String),
     #[error("the uploaded video no longer exists")]
     VideoMissing,
+    /// A chunk of the stored video is missing or damaged.
+    #[error("the stored video is damaged: {0}")]
+    VideoDamaged(String),
+    /// Reading the video from MongoDB failed mid-conversion: retried.
+    #[error("reading the video: {0}")]
+    Fetch(String),
     #[error("{0}")]
     Transcode(#[from] TranscodeError),
     #[error(transparent)]
@@ -35,12 +41,15 @@ impl Error {
     /// Permanent failures fail the same way on every attempt.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Self::BadMessage(_) | Self::VideoMissing | Self::Mismatch(_) => true,
+            Self::BadMessage(_)
+            | Self::VideoMissing
+            | Self::VideoDamaged(_)
+            | Self::Mismatch(_) => true,
             Self::Transcode(err) => err.is_permanent(),
             Self::Common(common::Error::Json(_)) => true,
             // A panic inside FFmpeg glue would repeat on every attempt.
             Self::Join(_) => true,
-            Self::Common(_) | Self::Io(_) => false,
+            Self::Common(_) | Self::Io(_) | Self::Fetch(_) => false,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod error;
+pub mod source;
 pub mod transcode;
 pub mod worker;
 

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use lapin::types::{AMQPValue, FieldTable};
 use mongodb::bson::{doc, oid::ObjectId};
@@ -16,6 +17,7 @@ use common::jobs::{Job, JobState};
 use common::messages::{ConversionMessage, JobEvent};
 
 use crate::error::Error;
+use crate::source::{FetchStats, GridFsReader};
 use crate::transcode::{self, Options, TimeLimit, TranscodeError};
 
 /// What happened to a message that did not fail.
@@ -169,20 +171,25 @@ impl Worker {
         self.emit(message, "converting", None, None).await;
 
         let videos = common::gridfs::bucket(&self.mongo.videos);
-        if common::gridfs::find(&videos, video_fid).await?.is_none() {
+        let Some(stored) = common::gridfs::find(&videos, video_fid).await? else {
             return Err(Error::VideoMissing);
-        }
+        };
         let workdir = match &self.temp_dir {
             Some(dir) => tempfile::Builder::new()
                 .prefix("convert-")
                 .tempdir_in(dir)?,
             None => tempfile::Builder::new().prefix("convert-").tempdir()?,
         };
-        let input = workdir.path().join("input");
         let output = workdir.path().join("output.mp3");
-        let fetching = std::time::Instant::now();
-        common::gridfs::download_to_file(&videos, video_fid, &input).await?;
-        let fetch_ms = fetching.elapsed().as_millis();
+        // The demuxer reads the video in place, fetching only the chunks
+        // its reads touch: nothing is spooled to disk.
+        let fetched = Arc::new(FetchStats::default());
+        let reader = GridFsReader::new(
+            tokio::runtime::Handle::current(),
+            &self.mongo.videos,
+            &stored,
+            Arc::clone(&fetched),
+        );
 
         let stem = file_stem(&message.filename).to_owned();
         let started = std::time::Instant::now();
@@ -191,15 +198,21 @@ impl Worker {
         let (progress_tx, progress_rx) = tokio::sync::mpsc::channel::<f64>(4);
         let reporter = self.report_progress(job_id, message, progress_rx);
         let conversion = {
-            let (input, output, title) = (input.clone(), output.clone(), stem.clone());
+            let (output, title, name) = (output.clone(), stem.clone(), message.filename.clone());
             let limit = self.time_limit;
             let span = tracing::Span::current();
             // The conversion enforces its own time limit on this thread
             // (a blocking thread cannot be killed from outside).
             tokio::task::spawn_blocking(move || {
                 let _entered = span.enter();
-                transcode::convert_within(
-                    &input,
+                let open = move || -> std::io::Result<Box<dyn transcode::ReadSeek>> {
+                    Ok(Box::new(reader.reopen()))
+                };
+                transcode::convert_source_within(
+                    transcode::Source::Stream {
+                        open: &open,
+                        name: &name,
+                    },
                     &output,
                     &options,
                     &title,
@@ -212,7 +225,27 @@ impl Worker {
             })
         };
         let (report, ()) = tokio::join!(conversion, reporter);
+        // Deleted while it converted: its video went with it (the read in
+        // place then fails), and there is nobody to tell.
+        let failed = fetched.failure().is_some()
+            || fetched.damage().is_some()
+            || !matches!(report, Ok(Ok(_)));
+        if failed && self.mongo.jobs.get(job_id).await?.is_none() {
+            metrics::counter!("converter_discarded_total").increment(1);
+            return Ok(Outcome::Discarded);
+        }
+        // A fetch that failed makes the conversion's outcome meaningless
+        // (short or unreadable input): another attempt may well succeed.
+        if let Some(reason) = fetched.failure() {
+            return Err(Error::Fetch(reason));
+        }
+        if let Some(damage) = fetched.damage() {
+            return Err(Error::VideoDamaged(damage));
+        }
         let report = report??;
+        let fetched_bytes = fetched.bytes.load(Ordering::Relaxed);
+        metrics::counter!("converter_fetched_bytes_total").increment(fetched_bytes);
+        metrics::counter!("converter_video_bytes_total").increment(stored.length);
         metrics::counter!("converter_audio_seconds_total")
             .increment(report.duration_s.round() as u64);
         let convert_ms = started.elapsed().as_millis();
@@ -249,9 +282,12 @@ impl Worker {
         )
         .await?;
         drop(workdir);
-        // Where a job's time goes (scripts/bench-system reads convert_ms).
+        // What a job read and where its time went (convert_ms includes the
+        // fetches; scripts/bench-system reads it).
         tracing::info!(
-            fetch_ms,
+            fetched_bytes,
+            video_bytes = stored.length,
+            round_trips = fetched.round_trips.load(Ordering::Relaxed),
             convert_ms,
             store_ms = storing.elapsed().as_millis(),
             audio_s = report.duration_s,

@@ -45,6 +45,7 @@
 mod copy;
 mod encode;
 mod filters;
+mod input;
 mod limit;
 mod tags;
 mod target;
@@ -65,8 +66,11 @@ pub use limit::TimeLimit;
 use ffmpeg::util::error::{EIO, EMFILE, ENFILE};
 use ffmpeg::{Dictionary, Packet, Rational, codec, format, frame, media};
 
+pub use input::{OpenStream, ReadSeek, Source};
+
 use copy::remux;
 use encode::Transcoder;
+use input::{discard_all_but, open_input};
 use limit::{Watchdog, seconds_text};
 use tags::output_tags;
 use verify::verify;
@@ -196,9 +200,28 @@ pub fn convert_within(
     limit: Option<TimeLimit>,
     on_progress: &mut dyn FnMut(f64),
 ) -> Result<Report, TranscodeError> {
+    convert_source_within(
+        Source::File(input),
+        output,
+        options,
+        title,
+        limit,
+        on_progress,
+    )
+}
+
+/// [`convert_within`] from any [`Source`].
+pub fn convert_source_within(
+    input: Source<'_>,
+    output: &Path,
+    options: &Options,
+    title: &str,
+    limit: Option<TimeLimit>,
+    on_progress: &mut dyn FnMut(f64),
+) -> Result<Report, TranscodeError> {
     init();
     options.validate()?;
-    let _span = tracing::debug_span!("transcode", input = %input.display()).entered();
+    let _span = tracing::debug_span!("transcode", input = %input).entered();
 
     let watchdog = Watchdog::new(limit);
     let mut partial = PartialOutput::new(output);
@@ -372,7 +395,7 @@ struct Chosen {
 
 #[allow(clippy::too_many_arguments)]
 fn transcode(
-    input: &Path,
+    input: Source<'_>,
     output: &Path,
     options: &Options,
     title: &str,
@@ -381,35 +404,12 @@ fn transcode(
     progress: &mut Progress<'_>,
     watchdog: &Arc<Watchdog>,
 ) -> Result<Written, TranscodeError> {
-    // A missing input is a problem of this machine, not of the file.
-    std::fs::metadata(input)?;
-    let input_str = ffmpeg_path(input).ok_or_else(|| {
-        TranscodeError::Unreadable("the input path is not valid UTF-8".to_owned())
-    })?;
     let output_str = ffmpeg_path(output)
         .ok_or_else(|| TranscodeError::Encode("the output path is not valid UTF-8".to_owned()))?;
-
-    // Uploads are untrusted: a playlist (HLS, ...) must not make us fetch URLs.
-    // FFmpeg 5.1 already limits local inputs to file,crypto,data; pin it.
-    let mut open_options = Dictionary::new();
-    open_options.set("protocol_whitelist", "file");
-    let interrupt = Arc::clone(watchdog);
-    let mut ictx = format::input_with_interrupt_and_dictionary(
-        input_str,
-        move || interrupt.expired(),
-        open_options,
-    )
-    .map_err(|error| {
-        if watchdog.expired() {
-            return watchdog.timed_out();
-        }
-        match os_error(error) {
-            Some(io) => TranscodeError::Io(io),
-            None => TranscodeError::Unreadable(error.to_string()),
-        }
-    })?;
+    let mut ictx = open_input(input, watchdog)?;
 
     let chosen = choose_stream(&ictx, options.audio_track, title)?;
+    discard_all_but(&mut ictx, chosen.index);
     watchdog.cover(chosen.duration_s.unwrap_or(0.0));
     let trim_start_s = options.trim_start_s.unwrap_or(0.0);
     let end_s = match (options.trim_end_s, chosen.duration_s) {

@@ -235,6 +235,19 @@ impl World {
         exists
     }
 
+    /// Whether the queue appears within `timeout` (a retry parks its
+    /// message in a delay queue that is declared on first use).
+    pub async fn queue_appears(&self, name: &str, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if self.queue_exists(name).await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.queue_exists(name).await
+    }
+
     /// Removes the test's queues and databases.
     pub async fn clean_up(&self, delays_ms: &[u64]) {
         let video = self.video_queue();
@@ -258,10 +271,12 @@ pub fn make_audio(dir: &Path, name: &str, seconds: u32) -> PathBuf {
     path
 }
 
-/// A TCP proxy to MongoDB that refuses service while `down` is set.
+/// A TCP proxy to MongoDB that refuses service while `down` is set, and
+/// can cut the connections it carries.
 pub struct FlakyProxy {
     pub port: u16,
     down: Arc<AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
 }
 
 impl FlakyProxy {
@@ -278,6 +293,7 @@ impl FlakyProxy {
             .to_owned();
         let flag = Arc::new(AtomicBool::new(down));
         let down = flag.clone();
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 if down.load(Ordering::SeqCst) {
@@ -285,14 +301,30 @@ impl FlakyProxy {
                     continue;
                 }
                 let target = target.clone();
+                let mut cuts = cuts.clone();
+                // Only cuts from now on end this connection.
+                cuts.borrow_and_update();
                 tokio::spawn(async move {
                     if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            _ = cuts.changed() => {}
+                        }
                     }
                 });
             }
         });
-        FlakyProxy { port, down: flag }
+        FlakyProxy {
+            port,
+            down: flag,
+            cut,
+        }
+    }
+
+    /// Drops every connection it carries now (the next ones go through
+    /// unless `down` is set).
+    pub fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
     }
 
     pub fn set_down(&self, down: bool) {
@@ -358,4 +390,43 @@ pub fn leftovers(dir: &Path) -> Vec<PathBuf> {
         .expect("read the temp dir")
         .map(|entry| entry.expect("entry").path())
         .collect()
+}
+
+/// The converter binary, logging JSON to a pipe, for tests that read its
+/// log lines.
+pub fn spawn_binary(args: &[String]) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_converter"))
+        .args(&args[1..])
+        .env_clear()
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .env("AMQP_URL", amqp_url())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("converter starts")
+}
+
+/// Stops a [`spawn_binary`] converter with SIGTERM and returns its log.
+pub async fn stop_binary(mut child: tokio::process::Child) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let pid = child.id().expect("pid").to_string();
+    tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill");
+    tokio::time::timeout(Duration::from_secs(90), child.wait())
+        .await
+        .expect("stopped in time")
+        .expect("status");
+    let mut logs = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut logs)
+        .await
+        .expect("read");
+    logs
 }

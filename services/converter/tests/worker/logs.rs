@@ -1,14 +1,11 @@
 //! The binary's JSON logs, with conversions running side by side: every
 //! line names one job only (spans of other jobs never wrap it).
 
-use std::process::Stdio;
 use std::time::Duration;
-
-use tokio::io::AsyncReadExt as _;
 
 use common::jobs::JobState;
 
-use crate::harness::{World, amqp_url, make_audio, mongodb_uri};
+use crate::harness::{World, make_audio, mongodb_uri, spawn_binary, stop_binary};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_log_line_names_one_job() {
@@ -21,16 +18,7 @@ async fn each_log_line_names_one_job() {
         .position(|arg| arg == "--concurrency")
         .expect("flag");
     args[at + 1] = "4".into();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_converter"))
-        .args(&args[1..])
-        .env_clear()
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .env("AMQP_URL", amqp_url())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("converter starts");
+    let child = spawn_binary(&args);
     let mut jobs = Vec::new();
     for n in 0..8 {
         jobs.push(
@@ -46,24 +34,7 @@ async fn each_log_line_names_one_job() {
             })
             .await;
     }
-    let pid = child.id().expect("pid").to_string();
-    tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill");
-    tokio::time::timeout(Duration::from_secs(90), child.wait())
-        .await
-        .expect("stopped in time")
-        .expect("status");
-    let mut logs = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut logs)
-        .await
-        .expect("read");
+    let logs = stop_binary(child).await;
 
     let mut per_job_lines = 0;
     for line in logs.lines().filter(|line| !line.trim().is_empty()) {

@@ -9,3 +9,4 @@ mod harness;
 mod limits;
 mod logs;
 mod retries;
+mod streaming;
