@@ -150,11 +150,14 @@ ensure_mongodb() {
     nohup mongod --bind_ip 127.0.0.1 --port 27017 --dbpath "$VAR/mongo" >>"$VAR/log/mongodb.log" 2>&1 &
   else
     ensure_venv
-    local storage="$VAR/mongo"
-    [ "$mode" = memory ] && storage=":memory:"
+    local storage="$VAR/mongo" extra=()
+    # In memory, everything lives in SecantusDB's cache (1G by default), and
+    # dropped test databases do not give their space back: a whole test run
+    # needs more (it failed with WT_CACHE_FULL on repeated runs).
+    [ "$mode" = memory ] && storage=":memory:" && extra=(--cache-size 6G)
     log "starting SecantusDB (MongoDB-compatible) on 27017, storage $storage"
     mkdir -p "$VAR/mongo"
-    nohup "$VENV/bin/secantusd-py" --host 127.0.0.1 --port 27017 --storage-path "$storage" \
+    nohup "$VENV/bin/secantusd-py" --host 127.0.0.1 --port 27017 --storage-path "$storage" "${extra[@]}" \
       >>"$VAR/log/mongodb.log" 2>&1 &
   fi
   echo $! >"$VAR/run/mongodb.pid"
