@@ -509,7 +509,10 @@ fn with_failure(headers: &FieldTable, attempt: u32, reason: &str) -> FieldTable 
     headers
 }
 
-async fn declare_delay_queue(
+/// Declares the delay queue `name`: messages wait `delay` in it, then
+/// return to `target`. RabbitMQ lets only a user who may read the queue
+/// (and write to the default exchange) declare one.
+pub async fn declare_delay_queue(
     channel: &Channel,
     name: &str,
     target: &str,

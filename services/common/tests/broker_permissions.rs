@@ -93,6 +93,13 @@ impl Drop for Broker {
 
 /// Whether `user` may do `what` (each try on a fresh channel: a refusal
 /// closes the channel).
+fn amqp_error(err: common::Error) -> lapin::Error {
+    match err {
+        common::Error::Amqp(err) => err,
+        other => panic!("{other}"),
+    }
+}
+
 async fn allowed(broker: &Broker, user: &str, what: &str) -> bool {
     let (conn, channel) = broker.channel_of(user).await;
     let durable = QueueDeclareOptions {
@@ -130,10 +137,7 @@ async fn allowed(broker: &Broker, user: &str, what: &str) -> bool {
                 .map(|_| ()),
             "declare events" => common::amqp::declare_topic_exchange(&channel, "events")
                 .await
-                .map_err(|err| match err {
-                    common::Error::Amqp(err) => err,
-                    other => panic!("{other}"),
-                }),
+                .map_err(amqp_error),
             "consume video" => channel
                 .basic_consume(
                     "video".into(),
@@ -152,6 +156,24 @@ async fn allowed(broker: &Broker, user: &str, what: &str) -> bool {
                 )
                 .await
                 .map(|_| ()),
+            // A retry parks the message in a delay queue that returns it
+            // to its queue: its declaration needs more than configure.
+            "declare video delay" => common::amqp::declare_delay_queue(
+                &channel,
+                "video.delay.2000ms",
+                "video",
+                Duration::from_secs(2),
+            )
+            .await
+            .map_err(amqp_error),
+            "declare mp3 delay" => common::amqp::declare_delay_queue(
+                &channel,
+                "mp3.delay.2000ms",
+                "mp3",
+                Duration::from_secs(2),
+            )
+            .await
+            .map_err(amqp_error),
             "publish to video" => publish("", "video").await,
             "publish job.queued" => publish("events", "job.queued").await,
             "publish job.done" => publish("events", "job.done").await,
@@ -185,11 +207,15 @@ async fn each_service_may_do_what_it_does_and_nothing_else() {
         ("gateway", "declare mp3", false),
         ("gateway", "declare other", false),
         ("converter", "consume video", true),
+        ("converter", "declare video delay", true),
+        ("converter", "declare mp3 delay", false),
         ("converter", "publish job.done", true),
         ("converter", "publish job.queued", false),
         ("converter", "consume mp3", false),
         ("converter", "declare other", false),
         ("notification", "consume mp3", true),
+        ("notification", "declare mp3 delay", true),
+        ("notification", "declare video delay", false),
         ("notification", "consume video", false),
         ("notification", "declare video", false),
         ("notification", "publish job.done", false),
