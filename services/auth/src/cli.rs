@@ -6,8 +6,8 @@ use clap::Subcommand;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt as _};
 
 use crate::config::Config;
-use crate::secret::Secret;
 use crate::store::UserStore;
+use common::secret::Secret;
 
 /// Administrative commands.
 #[derive(Debug, Clone, Subcommand)]

@@ -10,7 +10,6 @@ pub mod error;
 pub mod password;
 pub mod rate_limit;
 pub mod routes;
-pub mod secret;
 pub mod state;
 pub mod store;
 pub mod token;
@@ -28,9 +27,9 @@ pub use config::Config;
 pub use error::Error;
 
 use client_address::TrustedProxies;
+use common::secret::Secret;
 use password::Passwords;
 use rate_limit::Limits;
-use secret::Secret;
 use state::AppState;
 use store::UserStore;
 use token::TokenKeys;

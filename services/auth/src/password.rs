@@ -11,7 +11,7 @@ use rand::RngCore;
 use tokio::sync::Semaphore;
 
 use crate::error::Error;
-use crate::secret::Secret;
+use common::secret::Secret;
 
 /// Argon2id cost, from the OWASP Password Storage Cheat Sheet's first
 /// recommended setting: 19 MiB of memory, 2 passes, 1 lane. About 20-50 ms

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::Error;
-use crate::secret::Secret;
 use crate::store::User;
+use common::secret::Secret;
 
 /// Clock skew tolerated on `exp` between the issuer and whoever verifies.
 pub const LEEWAY_SECS: u64 = 30;

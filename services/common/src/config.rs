@@ -78,37 +78,4 @@ impl MongoStores {
     }
 }
 
-/// A secret setting (password, key): its `Debug` never shows the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Secret;
-
-    #[test]
-    fn secrets_do_not_print() {
-        let secret: Secret = "hunter2".parse().expect("infallible");
-        assert_eq!(format!("{secret:?}"), "[redacted]");
-        assert_eq!(secret.expose(), "hunter2");
-    }
-}
+pub use crate::secret::Secret;

@@ -14,6 +14,7 @@ pub mod messages;
 pub mod names;
 pub mod ops;
 pub mod options;
+pub mod secret;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

@@ -15,9 +15,9 @@ use time::format_description::well_known::Rfc3339;
 use crate::accounts;
 use crate::client_address::ClientAddress;
 use crate::error::{ApiError, Error};
-use crate::secret::Secret;
 use crate::state::AppState;
 use crate::store::User;
+use common::secret::Secret;
 
 /// `{email, password}`, for logging in and registering. The password is a
 /// [`Secret`] from the moment it is parsed.

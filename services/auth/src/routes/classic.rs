@@ -13,9 +13,9 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use crate::accounts;
 use crate::client_address::ClientAddress;
 use crate::error::Error;
-use crate::secret::Secret;
 use crate::state::AppState;
 use crate::token::Claims;
+use common::secret::Secret;
 
 /// Base64 for Basic credentials, lenient about padding because some clients
 /// leave it off.

@@ -61,6 +61,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn secrets_parse_from_flags_and_do_not_print() {
+        let secret: Secret = "hunter2".parse().expect("infallible");
+        assert_eq!(format!("{secret:?}"), "[redacted]");
+        assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
     fn debug_never_shows_the_value() {
         let secret = Secret::new("hunter2");
         assert_eq!(format!("{secret:?}"), "[redacted]");
