@@ -106,13 +106,12 @@ def audit(args: list) -> tuple[list[str], dict]:
     named_mp3s = {job.get("mp3_fid") for job in jobs}
     orphans = [f"video {fid}" for fid in video_files - named_videos]
     orphans += [f"MP3 {f['_id']}" for f in mp3_files if f["_id"] not in named_mp3s]
+    for orphan in orphans:
+        problems.append(f"{orphan} belongs to no job")
     for name, ids in loose_chunks.items():
-        orphans += [f"chunks of {name} file {fid}" for fid in ids]
         for fid in ids:
             problems.append(f"chunks of {name} file {fid} have no file (an upload cut off, never cleaned up)")
-    for orphan in orphans:
-        if not orphan.startswith("chunks"):
-            problems.append(f"{orphan} belongs to no job")
+        orphans += [f"chunks of {name} file {fid}" for fid in ids]
     sent = mails(args)
     mail_counts = collections.Counter(sent)
     duplicate_mails = [key for key, n in mail_counts.items() if n > 1 and key[1] != "?"]

@@ -353,22 +353,27 @@ impl JobStore {
         Ok(())
     }
 
-    /// Records the finished MP3; `false` when the job is no longer being
-    /// converted (deleted meanwhile): the MP3 then belongs to nobody.
+    /// Records the finished MP3 and returns the job as it now is (its
+    /// `mp3_attempts` name what other attempts stored); `None` when the job
+    /// is no longer being converted (deleted, or finished by another
+    /// attempt): the MP3 then belongs to nobody.
     pub async fn mark_done(
         &self,
         id: ObjectId,
         mp3_fid: ObjectId,
         duration_s: f64,
-    ) -> Result<bool> {
-        self.set_if(
-            doc! { "_id": id, "state": "converting" },
-            doc! {
-                "state": "done", "progress": 1.0, "mp3_fid": mp3_fid,
-                "duration_s": duration_s, "error": null,
-            },
-        )
-        .await
+    ) -> Result<Option<Job>> {
+        Ok(self
+            .collection
+            .find_one_and_update(
+                doc! { "_id": id, "state": "converting" },
+                doc! { "$set": {
+                    "state": "done", "progress": 1.0, "mp3_fid": mp3_fid,
+                    "duration_s": duration_s, "error": null, "updated_at": DateTime::now(),
+                } },
+            )
+            .return_document(mongodb::options::ReturnDocument::After)
+            .await?)
     }
 
     /// Records why the job cannot be converted.

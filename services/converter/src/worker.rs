@@ -300,10 +300,10 @@ impl Worker {
             .mark_done(job_id, mp3_fid, report.duration_s)
             .await
         {
-            Ok(true) => {}
+            Ok(Some(done)) => self.remove_other_attempts(&done).await,
             // Deleted while it converted, or finished by another attempt:
             // this MP3 belongs to nobody, and nobody is told.
-            Ok(false) => {
+            Ok(None) => {
                 common::gridfs::delete(&mp3s, mp3_fid).await?;
                 metrics::counter!("converter_discarded_total").increment(1);
                 return Ok(Outcome::Discarded);
@@ -313,7 +313,6 @@ impl Worker {
             // attempt finishes if the job does not name it.
             Err(err) => return Err(err.into()),
         }
-        self.remove_other_attempts(job_id, mp3_fid).await;
         self.announce(message, mp3_fid, report.duration_s, request_id)
             .await?;
         self.mongo.jobs.mark_published(job_id).await?;
@@ -324,22 +323,17 @@ impl Worker {
         })
     }
 
-    /// Removes the MP3s of this job's other attempts (killed, or overtaken
-    /// by this one); best effort: the next redelivery or `scripts/audit`
-    /// finds what is left.
-    async fn remove_other_attempts(&self, job_id: ObjectId, kept: ObjectId) {
-        let others: Vec<ObjectId> = match self.mongo.jobs.get(job_id).await {
-            Ok(Some(job)) => job
-                .mp3_attempts
-                .into_iter()
-                .filter(|fid| *fid != kept)
-                .collect(),
-            Ok(None) => return,
-            Err(err) => {
-                tracing::warn!(error = %err, "could not look for other attempts' MP3s");
-                return;
-            }
-        };
+    /// Removes the MP3s of a done job's other attempts (killed, or
+    /// overtaken by the one it names); best effort: the next redelivery or
+    /// `scripts/audit` finds what is left.
+    async fn remove_other_attempts(&self, job: &Job) {
+        let Some(kept) = job.mp3_fid else { return };
+        let others: Vec<ObjectId> = job
+            .mp3_attempts
+            .iter()
+            .copied()
+            .filter(|fid| *fid != kept)
+            .collect();
         if others.is_empty() {
             return;
         }
@@ -357,7 +351,7 @@ impl Worker {
             removed = removed.len(),
             "removed what earlier attempts stored"
         );
-        if let Err(err) = self.mongo.jobs.forget_mp3_attempts(job_id, &removed).await {
+        if let Err(err) = self.mongo.jobs.forget_mp3_attempts(job.id, &removed).await {
             tracing::warn!(error = %err, "could not forget the removed attempts");
         }
     }
@@ -365,9 +359,7 @@ impl Worker {
     /// A job that is already done is never converted again; its `mp3`
     /// message is published only if it never went out.
     async fn finish_redelivered(&self, job: &Job, request_id: &str) -> Result<Outcome, Error> {
-        if let Some(mp3_fid) = job.mp3_fid {
-            self.remove_other_attempts(job.id, mp3_fid).await;
-        }
+        self.remove_other_attempts(job).await;
         if job.published_at.is_none()
             && let Some(mp3_fid) = job.mp3_fid
         {

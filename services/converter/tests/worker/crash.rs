@@ -185,6 +185,7 @@ async fn a_redelivered_done_job_removes_an_overtaken_attempts_mp3() {
             .mark_done(job.id, winner, 2.0)
             .await
             .expect("done")
+            .is_some()
     );
     world
         .mongo
