@@ -8,7 +8,7 @@ usage: bench_system.py [--jobs N] [--throughput-jobs N] [--kills N]
 
   overhead    one 1-minute video (H.264 + AAC) at a time, N times: from the
               upload's answer to the SSE event saying `done`, minus the
-              conversion itself (the converter's own convert_ms for that
+              conversion itself (the converter's own conversion_ms for that
               job): p50 and p99
   throughput  M such jobs queued while no converter runs, then drained by
               1, 2 and 3 converters: jobs per minute (first converting to
@@ -98,7 +98,7 @@ def upload(token: str, body: bytes, name: str) -> tuple[str, float]:
 JOB_ID = re.compile(r"[0-9a-f]{24}")
 
 
-def convert_ms() -> dict[str, int]:
+def conversion_ms() -> dict[str, int]:
     """Each job's conversion time, from the converters' `timings` lines
     (JSON, as the services log when not on a terminal)."""
     found = {}
@@ -110,7 +110,7 @@ def convert_ms() -> dict[str, int]:
             record = json.loads(line)
             job = JOB_ID.search(record.get("span", {}).get("job_id", ""))
             if record.get("message") == "timings" and job:
-                found[job.group(0)] = int(record["convert_ms"])
+                found[job.group(0)] = int(record["conversion_ms"])
     return found
 
 
@@ -127,12 +127,12 @@ def overhead(token: str, video: bytes, jobs: int) -> None:
     for n in range(jobs):
         job, answered = upload(token, video + f"overhead-{c.RUN}-{n}".encode(), f"overhead-{n}.mp4")
         e2e[job] = events.wait(job) - answered
-    timings = convert_ms()
+    timings = conversion_ms()
     extra = [1000 * seconds - timings[job] for job, seconds in e2e.items() if job in timings]
     conv = [timings[job] for job in e2e if job in timings]
     step(
         f"overhead over {len(extra)} jobs of a 1-minute video: p50 {percentile(extra, 50):.0f} ms, "
-        f"p99 {percentile(extra, 99):.0f} ms (upload answered -> SSE done, minus convert_ms: "
+        f"p99 {percentile(extra, 99):.0f} ms (upload answered -> SSE done, minus conversion_ms: "
         f"p50 {statistics.median(conv):.0f} ms; end to end p50 {1000 * statistics.median(e2e.values()):.0f} ms)"
     )
 

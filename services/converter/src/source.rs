@@ -31,6 +31,8 @@ pub struct FetchStats {
     pub bytes: AtomicU64,
     pub chunks: AtomicU64,
     pub round_trips: AtomicU64,
+    /// Time spent waiting for fetches, in microseconds.
+    pub fetch_micros: AtomicU64,
     /// A fetch that failed (MongoDB unreachable, a cursor cut off): the
     /// conversion failed because of it, and another attempt may succeed.
     failure: Mutex<Option<String>>,
@@ -139,7 +141,7 @@ impl GridFsReader {
     fn chunk(&mut self, n: u64) -> io::Result<&[u8]> {
         let index = match self.cache.iter().position(|(cached, _)| *cached == n) {
             Some(index) => index,
-            None if self.broken == Some(n) => return Err(broken_chunk(n)),
+            None if self.broken == Some(n) => return Err(self.fetch_error(Fetch::Broken(n))),
             None => {
                 let straight_on = self.last_fetched.is_some_and(|last| last + 1 == n);
                 self.ahead = if straight_on {
@@ -147,13 +149,18 @@ impl GridFsReader {
                 } else {
                     1
                 };
-                let count = self.ahead.min(self.chunk_count() - n);
-                let fetched = self.fetch(n, count).inspect_err(|err| {
-                    if err.kind() == io::ErrorKind::InvalidData {
-                        self.broken = Some(n);
-                        self.stats.damaged(err.to_string());
+                let mut count = self.ahead.min(self.chunk_count() - n);
+                let fetched = match self.fetch(n, count) {
+                    Ok(fetched) => fetched,
+                    // A broken chunk further on: the ones before it are
+                    // read, and the damage shows where it is.
+                    Err(Fetch::Broken(broken)) if broken > n => {
+                        self.broken = Some(broken);
+                        count = broken - n;
+                        self.fetch(n, count).map_err(|err| self.fetch_error(err))?
                     }
-                })?;
+                    Err(err) => return Err(self.fetch_error(err)),
+                };
                 self.last_fetched = Some(n + count - 1);
                 for (offset, data) in (0..).zip(fetched) {
                     if self.cache.len() == CACHED_CHUNKS {
@@ -170,12 +177,26 @@ impl GridFsReader {
         Ok(&self.cache[index].1)
     }
 
-    fn fetch(&self, first: u64, count: u64) -> io::Result<Vec<Vec<u8>>> {
+    /// The error a read returns, noting damage once.
+    fn fetch_error(&mut self, err: Fetch) -> io::Error {
+        match err {
+            Fetch::Failed(err) => err,
+            Fetch::Broken(n) => {
+                self.broken = Some(n);
+                let err = broken_chunk(n);
+                self.stats.damaged(err.to_string());
+                err
+            }
+        }
+    }
+
+    fn fetch(&self, first: u64, count: u64) -> Result<Vec<Vec<u8>>, Fetch> {
         let filter = doc! {
             "files_id": self.files_id.clone(),
             "n": { "$gte": as_i64(first), "$lt": as_i64(first + count) },
         };
         let chunks = self.chunks.clone();
+        let started = std::time::Instant::now();
         let fetched: mongodb::error::Result<Vec<Document>> = self.runtime.block_on(async move {
             let mut cursor = chunks
                 .find(filter)
@@ -188,13 +209,17 @@ impl GridFsReader {
             }
             Ok(documents)
         });
+        self.stats.fetch_micros.fetch_add(
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         let documents = fetched.map_err(|err| {
             let reason = format!(
                 "fetching chunks {first}..{} of the video: {err}",
                 first + count
             );
             self.stats.fail(reason.clone());
-            io::Error::other(reason)
+            Fetch::Failed(io::Error::other(reason))
         })?;
         self.stats.round_trips.fetch_add(1, Ordering::Relaxed);
         let mut data = Vec::with_capacity(documents.len());
@@ -218,11 +243,19 @@ impl GridFsReader {
                     data.push(bytes.clone());
                 }
                 // The stored file itself is broken: no retry mends that.
-                _ => return Err(broken_chunk(expected)),
+                _ => return Err(Fetch::Broken(expected)),
             }
         }
         Ok(data)
     }
+}
+
+/// Why a fetch gave no chunks.
+enum Fetch {
+    /// MongoDB did not answer (transient).
+    Failed(io::Error),
+    /// This chunk is missing or damaged.
+    Broken(u64),
 }
 
 fn broken_chunk(n: u64) -> io::Error {

@@ -134,6 +134,7 @@ impl Worker {
         message: &ConversionMessage,
         request_id: &str,
     ) -> Result<Outcome, Error> {
+        let consumed = std::time::Instant::now();
         let job_id = common::gridfs::parse_fid(&message.job_id).ok_or_else(|| {
             Error::BadMessage(format!("job_id {:?} is not an id", message.job_id))
         })?;
@@ -248,8 +249,8 @@ impl Worker {
         metrics::counter!("converter_video_bytes_total").increment(stored.length);
         metrics::counter!("converter_audio_seconds_total")
             .increment(report.duration_s.round() as u64);
-        let convert_ms = started.elapsed().as_millis();
-        let elapsed = started.elapsed().as_secs_f64();
+        let conversion = started.elapsed();
+        let elapsed = conversion.as_secs_f64();
         if elapsed > 0.0 {
             metrics::histogram!("converter_realtime_factor").record(report.duration_s / elapsed);
         }
@@ -282,13 +283,25 @@ impl Worker {
         )
         .await?;
         drop(workdir);
-        // What a job read and where its time went (convert_ms includes the
-        // fetches; scripts/bench-system reads it).
+        // What a job read and where its time went: `conversion_ms` is
+        // fetching + converting + verifying (scripts/bench-system and
+        // scripts/bench-converter read these).
+        let fetch = std::time::Duration::from_micros(fetched.fetch_micros.load(Ordering::Relaxed));
         tracing::info!(
             fetched_bytes,
             video_bytes = stored.length,
             round_trips = fetched.round_trips.load(Ordering::Relaxed),
-            convert_ms,
+            first_packet_ms = report
+                .timings
+                .first_packet
+                .map(|at| at.duration_since(consumed).as_secs_f64() * 1000.0),
+            fetch_ms = fetch.as_millis(),
+            convert_ms = conversion
+                .saturating_sub(fetch)
+                .saturating_sub(report.timings.verify)
+                .as_millis(),
+            verify_ms = report.timings.verify.as_millis(),
+            conversion_ms = conversion.as_millis(),
             store_ms = storing.elapsed().as_millis(),
             audio_s = report.duration_s,
             "timings"

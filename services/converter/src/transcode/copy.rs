@@ -42,6 +42,7 @@ pub(super) fn remux(
 
     let mut copied_ticks = 0i64;
     let mut packets = 0u64;
+    let mut first_packet = None;
     let skipped = for_each_packet(ictx, watchdog, |packet| {
         if packet.stream() != chosen.index || packet.size() == 0 {
             return Ok(true);
@@ -60,6 +61,7 @@ pub(super) fn remux(
         packet
             .write_interleaved(&mut octx)
             .map_err(|error| encode_error("writing the MP3", error))?;
+        first_packet.get_or_insert_with(std::time::Instant::now);
         Ok(true)
     })?;
     if skipped > 0 {
@@ -85,5 +87,6 @@ pub(super) fn remux(
     Ok(Written {
         expected_s,
         copied: true,
+        first_packet,
     })
 }

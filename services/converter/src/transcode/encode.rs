@@ -138,6 +138,8 @@ pub(super) struct Encoding {
     next_pts: i64,
     converted: frame::Audio,
     framed: frame::Audio,
+    /// When the first MP3 packet was written (how soon a job's output starts).
+    first_packet: Option<std::time::Instant>,
 }
 
 impl Encoding {
@@ -221,6 +223,7 @@ impl Encoding {
             next_pts: 0,
             converted: frame::Audio::empty(),
             framed: frame::Audio::empty(),
+            first_packet: None,
         })
     }
 
@@ -308,6 +311,7 @@ impl Encoding {
                     packet
                         .write_interleaved(&mut self.octx)
                         .map_err(|error| encode_error("writing the MP3", error))?;
+                    self.first_packet.get_or_insert_with(std::time::Instant::now);
                 }
                 Err(ffmpeg::Error::Other { errno: EAGAIN }) | Err(ffmpeg::Error::Eof) => {
                     return Ok(());
@@ -338,6 +342,7 @@ impl Encoding {
             sample_rate: self.target.rate,
             samples: u64::try_from(self.next_pts).unwrap_or(0),
             span_samples: u64::try_from(end - self.target.start_sample).unwrap_or(0),
+            first_packet: self.first_packet,
         })
     }
 }
@@ -349,4 +354,5 @@ pub(super) struct Encoded {
     pub(super) samples: u64,
     /// Samples of the trimmed span: what the MP3 must decode to.
     pub(super) span_samples: u64,
+    pub(super) first_packet: Option<std::time::Instant>,
 }

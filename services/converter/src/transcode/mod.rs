@@ -102,6 +102,17 @@ pub struct Report {
     /// The source audio was already MP3 and its packets were copied as they
     /// are, without decoding and re-encoding.
     pub copied: bool,
+    /// Where the conversion's time went, for the worker's per-job log.
+    pub timings: Timings,
+}
+
+/// When a conversion's output started and what its verification cost.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Timings {
+    /// When the first MP3 packet was written.
+    pub first_packet: Option<Instant>,
+    /// Reading the finished MP3 back (all of its attempts).
+    pub verify: Duration,
 }
 
 /// Why a conversion failed.
@@ -227,6 +238,7 @@ pub fn convert_source_within(
     let mut partial = PartialOutput::new(output);
     let mut progress = Progress::new(on_progress);
     let mut copy = CopyMode::Allowed;
+    let mut verifying = Duration::ZERO;
     let first = transcode(
         input,
         output,
@@ -237,7 +249,7 @@ pub fn convert_source_within(
         &mut progress,
         &watchdog,
     )
-    .and_then(|written| verify(output, &written, &watchdog));
+    .and_then(|written| timed_verify(output, &written, &watchdog, &mut verifying));
     let report = match first {
         // A stream that cannot be copied cleanly (broken frames, a rate
         // change mid-stream, ...) may still decode: re-encode it.
@@ -258,9 +270,16 @@ pub fn convert_source_within(
                 &mut progress,
                 &watchdog,
             )?;
-            verify(output, &written, &watchdog)?
+            timed_verify(output, &written, &watchdog, &mut verifying)?
         }
         other => other?,
+    };
+    let report = Report {
+        timings: Timings {
+            verify: verifying,
+            ..report.timings
+        },
+        ..report
     };
     partial.keep();
     progress.finish();
@@ -274,6 +293,19 @@ pub fn convert_source_within(
         "MP3 written"
     );
     Ok(report)
+}
+
+/// [`verify`], adding the time it took to `spent`.
+fn timed_verify(
+    output: &Path,
+    written: &Written,
+    watchdog: &Watchdog,
+    spent: &mut Duration,
+) -> Result<Report, TranscodeError> {
+    let started = Instant::now();
+    let verified = verify(output, written, watchdog);
+    *spent += started.elapsed();
+    verified
 }
 
 /// Whether the fast path (copying MP3 packets) may be, or was, taken.
@@ -379,6 +411,7 @@ struct Written {
     /// Seconds of audio the MP3 must decode to.
     expected_s: f64,
     copied: bool,
+    first_packet: Option<Instant>,
 }
 
 /// The chosen audio stream, copied out of the input context.
@@ -479,6 +512,7 @@ fn transcode(
     Ok(Written {
         expected_s,
         copied: false,
+        first_packet: encoded.first_packet,
     })
 }
 

@@ -1016,11 +1016,13 @@ fn verification_rejects_a_wrong_duration_and_garbage() {
     let expect_4s = Written {
         expected_s: 4.0,
         copied: false,
+        first_packet: None,
     };
     assert!(verify(&output, &expect_4s, &Watchdog::new(None)).is_ok());
     let expect_5s = Written {
         expected_s: 5.0,
         copied: false,
+        first_packet: None,
     };
     let error = verify(&output, &expect_5s, &Watchdog::new(None)).expect_err("too short");
     assert!(
@@ -1347,6 +1349,7 @@ fn verification_rejects_a_truncated_or_damaged_mp3() {
     let expect_20s = Written {
         expected_s: 20.0,
         copied: false,
+        first_packet: None,
     };
 
     // Cut off half way, as a full disk would.

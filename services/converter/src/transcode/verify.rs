@@ -150,6 +150,10 @@ pub(super) fn verify(
         channels: header.channels,
         output_bytes,
         copied: written.copied,
+        timings: super::Timings {
+            first_packet: written.first_packet,
+            verify: std::time::Duration::ZERO,
+        },
     })
 }
 

@@ -8,5 +8,6 @@ mod forged;
 mod harness;
 mod limits;
 mod logs;
+mod reader;
 mod retries;
 mod streaming;
