@@ -75,7 +75,7 @@ def worker(path: str, options: str = "{}") -> dict:
     answered = time.monotonic()
     job = json.loads(answer.stdout)["job"]["id"]
     while True:
-        state = api("GET", f"/api/v1/jobs/{job}")["state"]
+        state = api("GET", f"/api/v1/jobs/{job}")["job"]["state"]
         if state in ("done", "failed"):
             break
         time.sleep(0.01)

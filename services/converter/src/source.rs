@@ -10,7 +10,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use mongodb::bson::{Bson, Document, doc};
+use mongodb::bson::{Bson, Document, RawBsonRef, doc};
 use mongodb::gridfs::FilesCollectionDocument;
 
 /// At most this many chunks per round trip (GridFS chunks are 255 KiB). A
@@ -197,23 +197,33 @@ impl GridFsReader {
         };
         let chunks = self.chunks.clone();
         let started = std::time::Instant::now();
-        let fetched: mongodb::error::Result<Vec<Document>> = self.runtime.block_on(async move {
+        // Each chunk's bytes are copied once, straight out of the reply,
+        // without building a document.
+        let fetched: mongodb::error::Result<Vec<Chunk>> = self.runtime.block_on(async move {
             let mut cursor = chunks
                 .find(filter)
                 .sort(doc! { "n": 1 })
+                .projection(doc! { "_id": 0, "n": 1, "data": 1 })
                 .batch_size(u32::try_from(count).unwrap_or(u32::MAX))
                 .await?;
-            let mut documents = Vec::new();
+            let mut fetched = Vec::new();
             while cursor.advance().await? {
-                documents.push(cursor.deserialize_current()?);
+                let raw = cursor.current();
+                let n = match raw.get("n") {
+                    Ok(Some(RawBsonRef::Int32(n))) => u64::try_from(n).ok(),
+                    Ok(Some(RawBsonRef::Int64(n))) => u64::try_from(n).ok(),
+                    _ => None,
+                };
+                let data = raw.get_binary("data").ok().map(|data| data.bytes.to_vec());
+                fetched.push(Chunk { n, data });
             }
-            Ok(documents)
+            Ok(fetched)
         });
         self.stats.fetch_micros.fetch_add(
             u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
-        let documents = fetched.map_err(|err| {
+        let fetched = fetched.map_err(|err| {
             let reason = format!(
                 "fetching chunks {first}..{} of the video: {err}",
                 first + count
@@ -222,32 +232,35 @@ impl GridFsReader {
             Fetch::Failed(io::Error::other(reason))
         })?;
         self.stats.round_trips.fetch_add(1, Ordering::Relaxed);
-        let mut data = Vec::with_capacity(documents.len());
-        for (expected, document) in
-            (first..first + count).zip(documents.iter().chain(std::iter::repeat(&Document::new())))
-        {
-            let n = match document.get("n") {
-                Some(Bson::Int32(n)) => u64::try_from(*n).ok(),
-                Some(Bson::Int64(n)) => u64::try_from(*n).ok(),
-                _ => None,
+        let mut fetched = fetched.into_iter();
+        let mut data = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        for expected in first..first + count {
+            let Some(Chunk {
+                n: Some(n),
+                data: Some(bytes),
+            }) = fetched.next()
+            else {
+                return Err(Fetch::Broken(expected));
             };
-            let bytes = document.get_binary_generic("data").ok();
-            let full = expected + 1 == self.chunk_count()
-                || bytes.is_some_and(|b| b.len() as u64 == self.chunk_size);
-            match (n, bytes) {
-                (Some(n), Some(bytes)) if n == expected && full && !bytes.is_empty() => {
-                    self.stats
-                        .bytes
-                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    self.stats.chunks.fetch_add(1, Ordering::Relaxed);
-                    data.push(bytes.clone());
-                }
-                // The stored file itself is broken: no retry mends that.
-                _ => return Err(Fetch::Broken(expected)),
+            let full = expected + 1 == self.chunk_count() || bytes.len() as u64 == self.chunk_size;
+            // The stored file itself is broken: no retry mends that.
+            if n != expected || !full || bytes.is_empty() {
+                return Err(Fetch::Broken(expected));
             }
+            self.stats
+                .bytes
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            self.stats.chunks.fetch_add(1, Ordering::Relaxed);
+            data.push(bytes);
         }
         Ok(data)
     }
+}
+
+/// One chunk document as fetched: its number and bytes, when present.
+struct Chunk {
+    n: Option<u64>,
+    data: Option<Vec<u8>>,
 }
 
 /// Why a fetch gave no chunks.

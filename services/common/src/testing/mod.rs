@@ -93,6 +93,35 @@ pub fn ffprobe(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).expect("ffprobe prints JSON")
 }
 
+/// The folder of sample videos `scripts/fetch-media` downloads
+/// (`TEST_MEDIA_DIR`, else `media/` at the top of the repository).
+pub fn media_dir() -> std::path::PathBuf {
+    let dir = std::env::var("TEST_MEDIA_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../media"));
+    assert!(
+        dir.join(".complete").exists(),
+        "sample media missing in {}: run scripts/fetch-media (scripts/test does)",
+        dir.display()
+    );
+    dir
+}
+
+/// Every sample video in [`media_dir`], sorted by name.
+pub fn media_files() -> Vec<std::path::PathBuf> {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(media_dir())
+        .expect("media dir")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| {
+            !path
+                .file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
 /// A port nothing listens on yet (bound and released): a server that is
 /// down, or one to start later.
 pub fn free_port() -> u16 {

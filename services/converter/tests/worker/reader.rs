@@ -5,7 +5,6 @@
 //! bytes as from disk.
 
 use std::io::{Cursor, ErrorKind, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -227,33 +226,19 @@ async fn a_chunk_missing_mid_file_fails_there_and_again_at_once() {
     world.clean_up(&[]).await;
 }
 
-fn media() -> Vec<PathBuf> {
-    let dir = std::env::var("TEST_MEDIA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../media"));
-    assert!(
-        dir.join(".complete").exists(),
-        "sample media missing in {}: run scripts/fetch-media (scripts/test does)",
-        dir.display()
-    );
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("media dir")
-        .map(|entry| entry.expect("entry").path())
-        .filter(|path| !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
-        .collect();
-    files.sort();
-    files
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_sample_in_media_converts_from_gridfs_to_the_bytes_it_gives_from_disk() {
     let world = World::new().await;
     let out = tempfile::tempdir().expect("tempdir");
-    let files = media();
+    let files = common::testing::media_files();
     assert!(files.len() >= 8, "{files:?}");
     let mut converted = 0;
     for path in files {
-        let name = path.file_name().expect("name").to_string_lossy().into_owned();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
         let bytes = std::fs::read(&path).expect("read sample");
         let stored = store(&world, &bytes, 255 * 1024).await;
         let (stream, _) = reader(&world, &stored);
@@ -271,9 +256,8 @@ async fn every_sample_in_media_converts_from_gridfs_to_the_bytes_it_gives_from_d
                     None,
                     &mut |_| {},
                 );
-                let open = move || -> std::io::Result<Box<dyn ReadSeek>> {
-                    Ok(Box::new(stream.reopen()))
-                };
+                let open =
+                    move || -> std::io::Result<Box<dyn ReadSeek>> { Ok(Box::new(stream.reopen())) };
                 let gridfs = transcode::convert_source_within(
                     Source::Stream {
                         open: &open,
@@ -303,7 +287,10 @@ async fn every_sample_in_media_converts_from_gridfs_to_the_bytes_it_gives_from_d
             // The samples without audio fail the same way either way.
             (Err(disk), Err(gridfs)) => {
                 assert_eq!(disk.to_string(), gridfs.to_string(), "{name}");
-                assert!(matches!(gridfs, transcode::TranscodeError::NoAudio), "{name}: {gridfs}");
+                assert!(
+                    matches!(gridfs, transcode::TranscodeError::NoAudio),
+                    "{name}: {gridfs}"
+                );
             }
             (disk, gridfs) => panic!("{name}: from disk {disk:?}, from GridFS {gridfs:?}"),
         }

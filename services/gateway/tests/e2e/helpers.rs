@@ -473,18 +473,7 @@ async fn sqlx_pg(url: &str) -> sqlx::PgPool {
         .expect("connect to PostgreSQL (is it running? scripts/test starts it)")
 }
 
-/// Folder of the sample videos `scripts/fetch-media` downloads.
-pub fn media_dir() -> PathBuf {
-    let dir = std::env::var("TEST_MEDIA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../media"));
-    assert!(
-        dir.join(".complete").exists(),
-        "sample media missing in {}: run scripts/fetch-media (scripts/test does)",
-        dir.display()
-    );
-    dir
-}
+pub use common::testing::media_dir;
 
 /// Makes a test video with FFmpeg's lavfi sources: `seconds` of a test
 /// picture (H.264) with a 440 Hz tone (AAC), or no audio at all.
