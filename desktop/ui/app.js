@@ -13,6 +13,7 @@ let online = true;
 
 const STAGES = {
   pending: "Waiting to upload",
+  extracting: "Extracting audio",
   uploading: "Uploading",
   queued: "Queued on the server",
   converting: "Converting",
@@ -97,12 +98,29 @@ function renderStatus() {
   $("pause-button").textContent = settings?.paused ? "Resume" : "Pause";
 }
 
+const WITH_PROGRESS = ["extracting", "uploading", "converting", "downloading"];
+
+function megabytes(bytes) {
+  const mb = bytes / 1e6;
+  return `${mb < 10 ? mb.toFixed(1) : Math.round(mb)} MB`;
+}
+
+// "uploading 9.8 MB instead of 358 MB" when only the audio travels.
+function sentText(item) {
+  if (item.upload_bytes == null || item.upload_bytes >= item.size) return "";
+  return ` ${megabytes(item.upload_bytes)} instead of ${megabytes(item.size)}`;
+}
+
 function stageText(item) {
   const label = STAGES[item.stage] ?? item.stage;
   if (item.stage === "failed") return `${label}: ${item.error ?? "unknown reason"}`;
-  if (["uploading", "converting", "downloading"].includes(item.stage)) {
+  if (item.stage === "uploading") {
+    return `${label}${sentText(item)} ${Math.round(item.progress * 100)}%`;
+  }
+  if (WITH_PROGRESS.includes(item.stage)) {
     return `${label} ${Math.round(item.progress * 100)}%`;
   }
+  if (item.stage === "done" && sentText(item)) return `${label} (sent${sentText(item)})`;
   return label;
 }
 
@@ -132,7 +150,7 @@ function renderItems() {
     const info = document.createElement("div");
     info.className = "info";
     info.append(name, stage);
-    if (["uploading", "converting", "downloading"].includes(item.stage)) {
+    if (WITH_PROGRESS.includes(item.stage)) {
       const bar = document.createElement("progress");
       bar.max = 1;
       bar.value = item.progress;
@@ -292,6 +310,7 @@ $("settings-button").addEventListener("click", () => {
   $("settle").value = settings.settle_ms / 1000;
   $("after-done").value = settings.after_done.action === "delete" ? "delete" : "keep";
   $("notifications").checked = settings.notifications;
+  $("audio-only").checked = settings.upload_audio_only;
   $("start-at-login").checked = settings.start_at_login;
   showError("settings-error", null);
   $("settings").showModal();
@@ -311,6 +330,7 @@ $("settings-save").addEventListener("click", async () => {
     settle_ms: Math.round(Number($("settle").value) * 1000),
     after_done: $("after-done").value === "delete" ? { action: "delete" } : { action: "keep" },
     notifications: $("notifications").checked,
+    upload_audio_only: $("audio-only").checked,
     start_at_login: $("start-at-login").checked,
   };
   try {

@@ -27,6 +27,7 @@ fn headless_help_lists_every_option() {
         "--password",
         "--settle-ms",
         "--existing",
+        "--upload-whole-video",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }

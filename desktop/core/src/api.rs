@@ -155,11 +155,15 @@ impl ApiClient {
 
     /// Uploads `path` as a new job, streaming it from disk; `progress`
     /// receives the bytes sent so far.
+    /// Uploads `path` as the file `name`. `source` describes the original
+    /// video when `path` holds only its audio: its size and SHA-256, which
+    /// the job keeps.
     pub async fn create_job(
         &self,
         path: &Path,
         name: &str,
         options: &serde_json::Value,
+        source: Option<(u64, &str)>,
         progress: impl Fn(u64) + Send + Sync + 'static,
     ) -> Result<Created, Error> {
         let file = tokio::fs::File::open(path)
@@ -184,9 +188,14 @@ impl ApiClient {
                 .file_name(name.to_owned())
                 .mime_str("application/octet-stream")
                 .map_err(|err| Error::Invalid(err.to_string()))?;
-        let form = reqwest::multipart::Form::new()
-            .text("options", options.to_string())
-            .part("file", part);
+        let mut form = reqwest::multipart::Form::new().text("options", options.to_string());
+        if let Some((size_bytes, sha256)) = source {
+            form = form.text(
+                "source",
+                serde_json::json!({ "size_bytes": size_bytes, "sha256": sha256 }).to_string(),
+            );
+        }
+        let form = form.part("file", part);
         let response = self
             .authed(self.http.post(self.url("/api/v1/jobs")))?
             .multipart(form)

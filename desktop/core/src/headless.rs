@@ -47,6 +47,9 @@ pub struct HeadlessArgs {
     /// Also watch subfolders.
     #[arg(long)]
     pub recursive: bool,
+    /// Upload each video whole instead of only its audio tracks.
+    #[arg(long)]
+    pub upload_whole_video: bool,
 }
 
 impl HeadlessArgs {
@@ -57,6 +60,7 @@ impl HeadlessArgs {
             out_dir: Some(self.out.clone()),
             recursive: self.recursive,
             settle_ms: self.settle_ms,
+            upload_audio_only: !self.upload_whole_video,
             existing_files: Some(if self.existing == "new" {
                 ExistingFiles::OnlyNew
             } else {
@@ -107,6 +111,15 @@ pub fn describe(event: &EngineEvent) -> Option<String> {
                 item.name,
                 item.progress * 100.0
             );
+            if let Some(sent) = item
+                .upload_bytes
+                .filter(|sent| *sent < item.size && item.stage == crate::store::Stage::Uploading)
+            {
+                line.push_str(&format!(
+                    " (the audio only: {} of {} bytes)",
+                    sent, item.size
+                ));
+            }
             if let Some(error) = &item.error {
                 line.push_str(&format!(" ({error})"));
             }
@@ -174,4 +187,31 @@ pub async fn run(args: HeadlessArgs) -> Result<(), Error> {
     println!("stopping");
     engine.stop().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> HeadlessArgs {
+        let base = [
+            "mp3converter-desktop",
+            "--headless",
+            "--watch",
+            "/in",
+            "--out",
+            "/out",
+            "--email",
+            "a@example.com",
+            "--password",
+            "secret",
+        ];
+        HeadlessArgs::try_parse_from(base.iter().chain(extra)).expect("parses")
+    }
+
+    #[test]
+    fn only_the_audio_is_uploaded_unless_whole_videos_are_asked_for() {
+        assert!(args(&[]).settings().upload_audio_only);
+        assert!(!args(&["--upload-whole-video"]).settings().upload_audio_only);
+    }
 }

@@ -7,6 +7,7 @@ pub mod app;
 pub mod credentials;
 pub mod engine;
 pub mod error;
+pub mod extract;
 pub mod filters;
 pub mod headless;
 pub mod names;

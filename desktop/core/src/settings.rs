@@ -37,6 +37,10 @@ pub struct Settings {
     pub existing_files: Option<ExistingFiles>,
     /// Conversion settings sent with every job.
     pub conversion: Conversion,
+    /// Upload only the audio tracks of each video, copied out here without
+    /// re-encoding ("Upload only the audio (faster)"); off uploads whole
+    /// files.
+    pub upload_audio_only: bool,
     /// Desktop notifications on/off.
     pub notifications: bool,
     /// What happens to a video once its MP3 arrived and was checked.
@@ -57,6 +61,7 @@ impl Default for Settings {
             extensions: DEFAULT_EXTENSIONS.iter().map(|e| (*e).to_owned()).collect(),
             existing_files: None,
             conversion: Conversion::default(),
+            upload_audio_only: true,
             notifications: true,
             after_done: AfterDone::Keep,
             start_at_login: false,

@@ -91,6 +91,7 @@ mod tests {
             path: PathBuf::from(format!("/videos/{id}.mp4")),
             name: format!("{id}.mp4"),
             size: 1,
+            upload_bytes: None,
             stage,
             progress: 0.0,
             job_id: None,

@@ -18,6 +18,8 @@ use crate::error::Error;
 pub enum Stage {
     /// Taken, waiting for its upload.
     Pending,
+    /// Its audio is being copied out for the upload.
+    Extracting,
     Uploading,
     /// Uploaded; the server has not started converting.
     Queued,
@@ -32,6 +34,7 @@ impl Stage {
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Pending => "pending",
+            Stage::Extracting => "extracting",
             Stage::Uploading => "uploading",
             Stage::Queued => "queued",
             Stage::Converting => "converting",
@@ -43,6 +46,7 @@ impl Stage {
 
     fn parse(text: &str) -> Stage {
         match text {
+            "extracting" => Stage::Extracting,
             "uploading" => Stage::Uploading,
             "queued" => Stage::Queued,
             "converting" => Stage::Converting,
@@ -68,6 +72,8 @@ pub struct Item {
     /// The file name shown to the user and sent to the server.
     pub name: String,
     pub size: u64,
+    /// What its upload sent (the audio alone, or the whole file), once known.
+    pub upload_bytes: Option<u64>,
     pub stage: Stage,
     /// Progress of the current stage, 0..1.
     pub progress: f64,
@@ -81,6 +87,8 @@ pub struct Item {
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// Next to the database: audio copied out of videos for their upload.
+    scratch: PathBuf,
 }
 
 fn now_ms() -> i64 {
@@ -92,7 +100,8 @@ fn now_ms() -> i64 {
 
 impl Store {
     /// Opens (creating when missing) the database at `path` and migrates it.
-    /// Uploads interrupted by a crash go back to pending.
+    /// Uploads interrupted by a crash go back to pending, and what their
+    /// extraction left is removed.
     pub async fn open(path: &Path) -> Result<Store, Error> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
@@ -107,10 +116,18 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        sqlx::query("UPDATE items SET state = 'pending', progress = 0 WHERE state = 'uploading'")
-            .execute(&pool)
-            .await?;
-        Ok(Store { pool })
+        sqlx::query(
+            "UPDATE items SET state = 'pending', progress = 0
+             WHERE state IN ('uploading', 'extracting')",
+        )
+        .execute(&pool)
+        .await?;
+        let scratch = path.with_file_name("extracting");
+        if scratch.exists() {
+            std::fs::remove_dir_all(&scratch)
+                .map_err(Error::io(format!("clearing {}", scratch.display())))?;
+        }
+        Ok(Store { pool, scratch })
     }
 
     /// The content hash recorded for a file with this path, size and mtime.
@@ -229,6 +246,23 @@ impl Store {
         Ok(())
     }
 
+    /// Where extracted audio waits for its upload (created on demand).
+    pub fn scratch_dir(&self) -> Result<&Path, Error> {
+        std::fs::create_dir_all(&self.scratch)
+            .map_err(Error::io(format!("creating {}", self.scratch.display())))?;
+        Ok(&self.scratch)
+    }
+
+    pub async fn set_upload_bytes(&self, id: i64, bytes: u64) -> Result<(), Error> {
+        sqlx::query("UPDATE items SET upload_bytes = ?, updated_at = ? WHERE id = ?")
+            .bind(bytes as i64)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn set_job(&self, id: i64, job_id: &str) -> Result<(), Error> {
         sqlx::query("UPDATE items SET job_id = ?, updated_at = ? WHERE id = ?")
             .bind(job_id)
@@ -304,8 +338,8 @@ impl Store {
     }
 }
 
-const SELECT: &str = "SELECT id, sha256, path, name, size, state, progress, job_id, mp3_path, \
-                      error, updated_at FROM items";
+const SELECT: &str = "SELECT id, sha256, path, name, size, upload_bytes, state, progress, \
+                      job_id, mp3_path, error, updated_at FROM items";
 
 fn item(row: &sqlx::sqlite::SqliteRow) -> Item {
     Item {
@@ -314,6 +348,9 @@ fn item(row: &sqlx::sqlite::SqliteRow) -> Item {
         path: PathBuf::from(row.get::<String, _>("path")),
         name: row.get("name"),
         size: row.get::<i64, _>("size").max(0) as u64,
+        upload_bytes: row
+            .get::<Option<i64>, _>("upload_bytes")
+            .map(|bytes| bytes.max(0) as u64),
         stage: Stage::parse(&row.get::<String, _>("state")),
         progress: row.get("progress"),
         job_id: row.get("job_id"),

@@ -205,6 +205,12 @@ def run(driver, server, email, password, watch, out, monitor_log):
             ".find(li => li.querySelector('.name').textContent === arguments[0]);"
             "return li ? li.dataset.stage : null;", name)
 
+    def row_text(name):
+        return driver.execute_script(
+            "const li = [...document.querySelectorAll('#jobs li')]"
+            ".find(li => li.querySelector('.name').textContent === arguments[0]);"
+            "return li ? li.querySelector('.stage').textContent : null;", name)
+
     # 1. Sign in.
     wait_until("the sign-in form", lambda: find("#signin").is_displayed())
     # "Create an account" shows only where the server accepts registrations:
@@ -310,8 +316,23 @@ def run(driver, server, email, password, watch, out, monitor_log):
     log(f"stages seen: {stages}")
     assert stages[-1] == "done", stages
     assert "uploading" in stages or "pending" in stages, stages
+    # Only the audio travelled: the row showed the extraction, and says so.
+    assert "extracting" in stages, stages
+    assert "instead of" in row_text(name), row_text(name)
     assert (out / "Concert Recording.mp3").stat().st_size > 10_000
     screenshot(driver, "3-done")
+    log(f"audio only: {row_text(name)!r}")
+
+    # The setting turns it off: the next video is sent whole.
+    find("#settings-button").click()
+    wait_until("the settings dialog", lambda: find("#settings").is_displayed())
+    box = find("#audio-only")
+    assert box.is_selected(), "on by default"
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", box)
+    box.click()
+    find("#settings-save").click()
+    wait_until("the settings dialog closed", lambda: not find("#settings").is_displayed())
+    assert driver.execute_script("return settings.upload_audio_only") is False
 
     # 4. A notification reached the notification daemon.
     wait_until("the desktop notification",
@@ -343,6 +364,10 @@ def run(driver, server, email, password, watch, out, monitor_log):
     wait_until("the dropped file in the list", lambda: stage("dropped.mp4"), seconds=30)
     log("dropped file queued")
     wait_until("the dropped file done", lambda: (out / "dropped.mp3").exists(), seconds=120)
+    wait_until("the dropped file's row done", lambda: stage("dropped.mp4") == "done", seconds=30)
+    dropped = driver.execute_script("return window.__stages")["dropped.mp4"]
+    assert "extracting" not in dropped, f"sent whole, yet {dropped}"
+    assert "instead of" not in row_text("dropped.mp4"), row_text("dropped.mp4")
 
     # 6. The tray icon is docked; its menu pauses watching.
     # trayer sits in the top right corner, 64x32, the icon at its right end.

@@ -55,6 +55,44 @@ pub struct Job {
     /// is found through them and removed by the attempt that finishes.
     #[serde(default)]
     pub mp3_attempts: Vec<ObjectId>,
+    /// The original file when the upload holds only its audio (the desktop
+    /// app copies the audio tracks out and sends those): `size_bytes` and
+    /// `sha256` above are then the audio's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceFile>,
+}
+
+/// What an audio-only upload was copied out of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceFile {
+    pub size_bytes: i64,
+    /// Hex SHA-256 of the original file.
+    pub sha256: String,
+}
+
+impl SourceFile {
+    /// Reads the upload's `source` part, `{"size_bytes": N, "sha256": "<64
+    /// hex digits>"}` and nothing else; the reason when it is not that.
+    pub fn from_json(value: &serde_json::Value) -> Result<SourceFile, String> {
+        const SHAPE: &str =
+            "`source` must be {\"size_bytes\": <bytes>, \"sha256\": \"<64 hex digits>\"}";
+        let fields = value.as_object().ok_or(SHAPE)?;
+        if fields.len() != 2 {
+            return Err(SHAPE.into());
+        }
+        let size_bytes = fields
+            .get("size_bytes")
+            .and_then(serde_json::Value::as_i64)
+            .filter(|size| *size >= 0)
+            .ok_or(SHAPE)?;
+        let sha256 = fields
+            .get("sha256")
+            .and_then(serde_json::Value::as_str)
+            .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or(SHAPE)?
+            .to_ascii_lowercase();
+        Ok(SourceFile { size_bytes, sha256 })
+    }
 }
 
 impl Job {
@@ -83,6 +121,7 @@ impl Job {
             published_at: None,
             failure_notified_at: None,
             mp3_attempts: Vec::new(),
+            source: None,
         }
     }
 }

@@ -168,6 +168,11 @@ pub struct UploadForm {
     /// Optional conversion options, a JSON object sent as a text part.
     #[schema(value_type = Option<ConversionOptions>)]
     options: Option<String>,
+    /// Optional, when `file` holds only the audio of a video: the
+    /// original's `{"size_bytes": N, "sha256": "<64 hex digits>"}`, kept
+    /// on the job.
+    #[schema(value_type = Option<crate::routes::jobs::SourceView>)]
+    source: Option<String>,
 }
 
 /// The bytes of an MP3 (or the requested range of them): a binary string.

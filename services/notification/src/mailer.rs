@@ -17,6 +17,13 @@ use crate::templates::Templates;
 /// The longest subject sent, in characters.
 const SUBJECT_CHARS: usize = 150;
 
+/// An upload that held only the audio of a video: what was sent, and what
+/// it came from.
+pub struct AudioOnly<'a> {
+    pub uploaded_bytes: u64,
+    pub source: &'a common::jobs::SourceFile,
+}
+
 /// An SMTP connection pool plus what every email needs.
 #[derive(Clone)]
 pub struct Mailer {
@@ -43,11 +50,13 @@ impl Mailer {
     }
 
     /// "Your MP3 is ready": the file, its duration and size, the MP3 id and
-    /// the classic and JSON download links.
+    /// the classic and JSON download links; for an audio-only upload, what
+    /// was sent and the original's size and SHA-256.
     pub fn ready_email(
         &self,
         message: &ConversionMessage,
         mp3_size: Option<u64>,
+        audio_only: Option<AudioOnly<'_>>,
     ) -> Result<Message, Error> {
         let mp3_fid = message
             .mp3_fid
@@ -63,6 +72,11 @@ impl Mailer {
                 mp3_fid => mp3_fid,
                 duration => message.duration_s.map(format_duration),
                 size => mp3_size.map(format_size),
+                sent => audio_only.as_ref().map(|a| format_size(a.uploaded_bytes)),
+                original => audio_only
+                    .as_ref()
+                    .map(|a| format_size(u64::try_from(a.source.size_bytes).unwrap_or(0))),
+                original_sha256 => audio_only.as_ref().map(|a| a.source.sha256.as_str()),
                 download_url => format!("{}/download?fid={mp3_fid}", self.public_url),
                 api_url => format!("{}/api/v1/jobs/{}/mp3", self.public_url, message.job_id),
             },
@@ -204,7 +218,7 @@ mod tests {
     #[tokio::test]
     async fn ready_email_has_both_parts_the_links_the_id_and_the_facts() {
         let email = mailer()
-            .ready_email(&message(), Some(1_234_567))
+            .ready_email(&message(), Some(1_234_567), None)
             .expect("builds");
         let text = String::from_utf8(email.formatted()).expect("utf-8");
         assert!(
@@ -228,6 +242,32 @@ mod tests {
         );
         assert!(text.contains("Duration: 1:15"), "{text}");
         assert!(text.contains("Size: 1.2 MiB"), "{text}");
+        assert!(!text.contains("audio only"), "a whole upload: {text}");
+    }
+
+    #[tokio::test]
+    async fn an_audio_only_upload_says_what_was_sent_and_what_it_came_from() {
+        let source = common::jobs::SourceFile {
+            size_bytes: 358 * 1024 * 1024,
+            sha256: "ab".repeat(32),
+        };
+        let audio_only = AudioOnly {
+            uploaded_bytes: 10 * 1024 * 1024,
+            source: &source,
+        };
+        let email = mailer()
+            .ready_email(&message(), Some(1_234_567), Some(audio_only))
+            .expect("builds");
+        let text = String::from_utf8(email.formatted()).expect("utf-8");
+        // Both parts (quoted-printable may fold the lines: unfold them).
+        let text = text.replace("=\r\n", "");
+        for part in [
+            "Sent: the audio only, 10.0 MiB of the video's 358.0 MiB",
+            "<td>the audio only, 10.0 MiB of the video's 358.0 MiB</td>",
+        ] {
+            assert!(text.contains(part), "{part}: {text}");
+        }
+        assert_eq!(text.matches(&source.sha256).count(), 2, "{text}");
     }
 
     /// The plain-text part, decoded (quoted-printable soft breaks joined).
@@ -251,7 +291,7 @@ mod tests {
         ] {
             let mut msg = message();
             msg.filename = name.into();
-            let email = mailer().ready_email(&msg, None).expect("builds");
+            let email = mailer().ready_email(&msg, None, None).expect("builds");
             let text = text_part(&email);
             let line = text
                 .lines()
@@ -272,7 +312,7 @@ mod tests {
             "=?UTF-8?B?SGFja2Vk?= {}\r\nBcc: x@evil.example.mp4",
             "y".repeat(500)
         );
-        let email = mailer().ready_email(&msg, None).expect("builds");
+        let email = mailer().ready_email(&msg, None, None).expect("builds");
         let raw = email
             .headers()
             .get_raw("Subject")
@@ -334,7 +374,7 @@ mod tests {
     async fn non_ascii_file_names_are_encoded_in_the_subject() {
         let mut msg = message();
         msg.filename = "Grüße aus Köln.mp4".into();
-        let email = mailer().ready_email(&msg, None).expect("builds");
+        let email = mailer().ready_email(&msg, None, None).expect("builds");
         let text = String::from_utf8(email.formatted()).expect("utf-8");
         let subject = text
             .lines()
@@ -374,11 +414,15 @@ mod tests {
     async fn missing_mp3_id_and_bad_address_are_permanent() {
         let mut no_fid = message();
         no_fid.mp3_fid = None;
-        let err = mailer().ready_email(&no_fid, None).expect_err("no fid");
+        let err = mailer()
+            .ready_email(&no_fid, None, None)
+            .expect_err("no fid");
         assert!(err.is_permanent());
         let mut bad = message();
         bad.username = "not an address".into();
-        let err = mailer().ready_email(&bad, None).expect_err("bad address");
+        let err = mailer()
+            .ready_email(&bad, None, None)
+            .expect_err("bad address");
         assert!(err.is_permanent());
     }
 

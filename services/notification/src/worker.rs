@@ -78,7 +78,11 @@ impl Worker {
             duration_s: job.duration_s,
             ..job.video_message()
         };
-        let email = self.mailer.ready_email(&ready, size)?;
+        let audio_only = job.source.as_ref().map(|source| crate::mailer::AudioOnly {
+            uploaded_bytes: u64::try_from(job.size_bytes).unwrap_or(0),
+            source,
+        });
+        let email = self.mailer.ready_email(&ready, size, audio_only)?;
         self.send(email, job.id, Notification::Ready).await?;
         metrics::counter!("notification_emails_sent_total", "kind" => "ready").increment(1);
         if let Err(err) = self.mongo.jobs.mark_notified(job.id).await {

@@ -1,5 +1,7 @@
-//! Uploading queued files, one at a time, with progress and backoff.
+//! Uploading queued files, one at a time, with progress and backoff; by
+//! default only their audio, copied out of them first ([`crate::extract`]).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,6 +9,7 @@ use super::follow::apply_job;
 use super::progress::ProgressReporter;
 use super::{Shared, backoff, emit_item, fail, pause, reset, set_online, signed_in, signed_out};
 use crate::error::Error;
+use crate::extract::{Extracted, extract_audio};
 use crate::store::{Item, Stage};
 
 pub(super) async fn upload_loop(shared: Arc<Shared>) {
@@ -69,31 +72,90 @@ pub(super) async fn upload_loop(shared: Arc<Shared>) {
 }
 
 async fn upload(shared: &Arc<Shared>, item: &Item) -> Result<(), Error> {
-    let (api, options) = {
+    let (api, options, audio_only) = {
         let settings = shared.settings.read().await;
         (
             shared.api.read().await.clone(),
             settings.conversion.to_options(),
+            settings.upload_audio_only,
         )
     };
-    shared
-        .store
-        .set_stage(item.id, Stage::Uploading, 0.0)
-        .await?;
-    emit_item(shared, item.id).await;
-    let reporter = ProgressReporter::start(shared, item, Stage::Uploading);
+    // Removed when this upload ends, however it ends.
+    let audio = if audio_only {
+        extract(shared, item).await?
+    } else {
+        None
+    };
+    let (path, size, source) = match &audio {
+        Some(audio) => (
+            audio.path.clone(),
+            audio.bytes,
+            Some((item.size, item.sha256.as_str())),
+        ),
+        None => (item.path.clone(), item.size, None),
+    };
+    shared.store.set_upload_bytes(item.id, size).await?;
+    let reporter = enter(shared, item, Stage::Uploading).await?;
     let record = reporter.recorder();
-    let size = item.size;
     let result = api
-        .create_job(&item.path, &item.name, &options, move |sent| {
+        .create_job(&path, &item.name, &options, source, move |sent| {
             record(sent, size)
         })
         .await;
     drop(reporter);
+    drop(audio);
     let created = result?;
     shared.store.set_job(item.id, &created.job.id).await?;
     if created.deduplicated {
         tracing::info!(file = %item.name, job = %created.job.id, "the server had this video already");
     }
     apply_job(shared, item.id, &created.job).await
+}
+
+/// Audio copied out of a video for its upload; the file goes when this does.
+struct Audio {
+    path: PathBuf,
+    bytes: u64,
+}
+
+impl Drop for Audio {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Copies the audio of `item` into the scratch folder, showing the
+/// extraction's progress. `None`: upload the whole file (the reason is
+/// logged: FFmpeg cannot read it, no audio, audio Matroska cannot hold).
+async fn extract(shared: &Arc<Shared>, item: &Item) -> Result<Option<Audio>, Error> {
+    let dir = shared.store.scratch_dir()?.to_owned();
+    let reporter = enter(shared, item, Stage::Extracting).await?;
+    let record = reporter.recorder();
+    let (source, stem) = (item.path.clone(), format!("item-{}", item.id));
+    let extracted = tokio::task::spawn_blocking(move || {
+        extract_audio(&source, &dir, &stem, &mut |fraction| {
+            record((fraction * 1000.0) as u64, 1000)
+        })
+    })
+    .await
+    .map_err(|err| Error::Invalid(format!("the audio extraction stopped: {err}")))?;
+    drop(reporter);
+    Ok(match extracted {
+        Extracted::Audio { path, bytes } => {
+            tracing::info!(file = %item.name, video_bytes = item.size, audio_bytes = bytes, "uploading the audio only");
+            Some(Audio { path, bytes })
+        }
+        Extracted::Whole(reason) => {
+            tracing::info!(file = %item.name, %reason, "uploading the whole file");
+            None
+        }
+    })
+}
+
+/// Moves `item` to `stage`, tells the window, and reports the stage's
+/// progress until the reporter is dropped.
+async fn enter(shared: &Arc<Shared>, item: &Item, stage: Stage) -> Result<ProgressReporter, Error> {
+    shared.store.set_stage(item.id, stage, 0.0).await?;
+    emit_item(shared, item.id).await;
+    Ok(ProgressReporter::start(shared, item, stage))
 }

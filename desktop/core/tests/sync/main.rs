@@ -3,6 +3,7 @@
 //! MongoDB-compatible server and FFmpeg.
 
 mod account;
+mod audio_only;
 mod harness;
 mod offline;
 mod watching;

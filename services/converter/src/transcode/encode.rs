@@ -311,7 +311,8 @@ impl Encoding {
                     packet
                         .write_interleaved(&mut self.octx)
                         .map_err(|error| encode_error("writing the MP3", error))?;
-                    self.first_packet.get_or_insert_with(std::time::Instant::now);
+                    self.first_packet
+                        .get_or_insert_with(std::time::Instant::now);
                 }
                 Err(ffmpeg::Error::Other { errno: EAGAIN }) | Err(ffmpeg::Error::Eof) => {
                     return Ok(());

@@ -55,8 +55,21 @@ pub struct JobView {
     pub options: serde_json::Value,
     /// Seconds of audio, once converted.
     pub duration_s: Option<f64>,
-    /// Size of the uploaded video.
+    /// Size of the uploaded file.
     pub size_bytes: i64,
+    /// The original video when the upload held only its audio (the desktop
+    /// app's default); absent for whole uploads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceView>,
+}
+
+/// What an audio-only upload was copied out of.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SourceView {
+    /// Size of the original video.
+    pub size_bytes: i64,
+    /// Hex SHA-256 of the original video.
+    pub sha256: String,
 }
 
 /// `{job}`: what creating, reading and retrying a job answer.
@@ -102,6 +115,10 @@ impl From<&Job> for JobView {
             options: Bson::Document(job.options.clone()).into_relaxed_extjson(),
             duration_s: job.duration_s,
             size_bytes: job.size_bytes,
+            source: job.source.as_ref().map(|source| SourceView {
+                size_bytes: source.size_bytes,
+                sha256: source.sha256.clone(),
+            }),
         }
     }
 }
@@ -447,6 +464,7 @@ mod tests {
             published_at: None,
             failure_notified_at: None,
             mp3_attempts: Vec::new(),
+            source: None,
         };
 
         let json = serde_json::to_value(JobView::from(&job)).expect("json");

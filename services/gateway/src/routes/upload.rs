@@ -22,6 +22,7 @@ use mongodb::bson::{Bson, doc, oid::ObjectId};
 use sha2::{Digest, Sha256};
 
 use common::jobs::Job;
+use common::jobs::SourceFile;
 use common::messages::ConversionMessage;
 use common::options::Options;
 
@@ -77,8 +78,10 @@ pub async fn upload(
 /// into GridFS, then either answers with the caller's live job for the same
 /// content and options, or records a new job and queues it. With
 /// `with_options`, a non-file part named `options` carries the conversion
-/// options as JSON (validated: a bad one is a 400 naming the field); the
-/// classic route ignores non-file parts, as the original did.
+/// options as JSON (validated: a bad one is a 400 naming the field), and
+/// one named `source` the size and SHA-256 of the original when the file
+/// is only its audio; the classic route ignores non-file parts, as the
+/// original did.
 pub async fn accept(
     state: &AppState,
     claims: &Claims,
@@ -105,7 +108,7 @@ pub async fn accept(
     let leftovers = Leftovers::arm(state, fid, lease);
     let received = receive(state, claims, multipart, with_options, job_id, fid).await;
     let lease = leftovers.disarm();
-    let committing = received.map(|(video, options)| {
+    let committing = received.map(|(video, options, source)| {
         let (owned_state, claims, headers) = (state.clone(), claims.clone(), headers.clone());
         state.background.spawn(async move {
             let committed = commit(
@@ -113,7 +116,7 @@ pub async fn accept(
                 claims,
                 headers,
                 video,
-                options,
+                Wanted { options, source },
                 request_id,
                 job_id,
             )
@@ -128,8 +131,8 @@ pub async fn accept(
 }
 
 /// Reads the multipart body: the one file part streamed into GridFS as
-/// `fid`, and with `with_options` the `options` part. On an error nothing
-/// is left stored.
+/// `fid`, and with `with_options` the `options` and `source` parts. On an
+/// error nothing is left stored.
 async fn receive(
     state: &AppState,
     claims: &Claims,
@@ -137,9 +140,10 @@ async fn receive(
     with_options: bool,
     job_id: ObjectId,
     fid: ObjectId,
-) -> Result<(StoredVideo, serde_json::Value), ApiError> {
+) -> Result<(StoredVideo, serde_json::Value, Option<SourceFile>), ApiError> {
     let mut stored: Option<StoredVideo> = None;
     let mut options = serde_json::json!({});
+    let mut source = None;
     loop {
         let field = match multipart.next_field().await {
             Ok(Some(field)) => field,
@@ -156,14 +160,16 @@ async fn receive(
             }
         };
         if field.file_name().is_none() {
-            if with_options && field.name() == Some("options") {
-                match read_options(field).await {
-                    Ok(value) => options = value,
-                    Err(err) => {
-                        discard(state, stored.as_ref()).await;
-                        return Err(err);
-                    }
+            let read = match field.name() {
+                Some("options") if with_options => read_options(field).await.map(|v| options = v),
+                Some("source") if with_options => {
+                    read_source(field).await.map(|s| source = Some(s))
                 }
+                _ => Ok(()),
+            };
+            if let Err(err) = read {
+                discard(state, stored.as_ref()).await;
+                return Err(err);
             }
             continue;
         }
@@ -185,7 +191,13 @@ async fn receive(
         }
     }
     let video = stored.ok_or(ApiError::ExactlyOneFile)?;
-    Ok((video, options))
+    Ok((video, options, source))
+}
+
+/// What the uploader asked for beside the file.
+struct Wanted {
+    options: serde_json::Value,
+    source: Option<SourceFile>,
 }
 
 /// What follows a complete upload: the caller's existing job for the same
@@ -196,12 +208,13 @@ async fn commit(
     claims: Claims,
     headers: HeaderMap,
     video: StoredVideo,
-    options: serde_json::Value,
+    wanted: Wanted,
     request_id: String,
     job_id: ObjectId,
 ) -> Result<Accepted, ApiError> {
     let (state, claims) = (&state, &claims);
-    if let Some(job) = same_job(state, claims, &video, &options).await {
+    let options = &wanted.options;
+    if let Some(job) = same_job(state, claims, &video, options).await {
         discard(state, Some(&video)).await;
         tracing::info!(job_id = %job.id, user = %claims.username, "repeated upload answered with the existing job");
         return Ok(Accepted {
@@ -216,7 +229,7 @@ async fn commit(
         claims,
         job_id,
         &video,
-        &options,
+        &wanted,
         &request_id,
         notify_email,
     )
@@ -324,24 +337,39 @@ async fn linger(multipart: &mut Multipart) {
     let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
-/// Largest accepted `options` part.
+/// Largest accepted `options` or `source` part.
 const MAX_OPTIONS_BYTES: usize = 64 * 1024;
 
-/// Reads and validates the `options` part.
-async fn read_options(mut field: Field<'_>) -> Result<serde_json::Value, ApiError> {
+/// A small JSON text part, read whole; errors name the part.
+async fn read_json_part(
+    mut field: Field<'_>,
+    name: &str,
+    invalid: fn(String) -> ApiError,
+) -> Result<serde_json::Value, ApiError> {
     let mut text = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(|err| {
         ApiError::BadRequest(format!("malformed multipart body: {}", err.body_text()))
     })? {
         if text.len() + chunk.len() > MAX_OPTIONS_BYTES {
-            return Err(ApiError::InvalidOptions(format!(
-                "`options` must be at most {MAX_OPTIONS_BYTES} bytes"
+            return Err(invalid(format!(
+                "`{name}` must be at most {MAX_OPTIONS_BYTES} bytes"
             )));
         }
         text.extend_from_slice(&chunk);
     }
-    let value: serde_json::Value = serde_json::from_slice(&text)
-        .map_err(|err| ApiError::InvalidOptions(format!("`options` is not valid JSON: {err}")))?;
+    serde_json::from_slice(&text)
+        .map_err(|err| invalid(format!("`{name}` is not valid JSON: {err}")))
+}
+
+/// Reads and validates the `source` part.
+async fn read_source(field: Field<'_>) -> Result<SourceFile, ApiError> {
+    let value = read_json_part(field, "source", ApiError::BadRequest).await?;
+    SourceFile::from_json(&value).map_err(ApiError::BadRequest)
+}
+
+/// Reads and validates the `options` part.
+async fn read_options(field: Field<'_>) -> Result<serde_json::Value, ApiError> {
+    let value = read_json_part(field, "options", ApiError::InvalidOptions).await?;
     // Stored in the canonical form: `"v0"` and `"V0"` are one job's options.
     Options::from_json(&value)
         .map(|options| options.to_json())
@@ -491,11 +519,13 @@ async fn enqueue(
     claims: &Claims,
     job_id: ObjectId,
     video: &StoredVideo,
-    options: &serde_json::Value,
+    wanted: &Wanted,
     request_id: &str,
     notify_email: bool,
 ) -> Result<Job, ApiError> {
+    let options = &wanted.options;
     let job = Job {
+        source: wanted.source.clone(),
         options: mongodb::bson::to_document(options)
             .map_err(|err| ApiError::InvalidOptions(err.to_string()))?,
         notify_email,

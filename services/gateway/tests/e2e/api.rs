@@ -581,3 +581,70 @@ async fn the_same_upload_gets_the_same_job_back() {
     }
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_audio_only_upload_keeps_what_it_came_from_and_a_bad_source_is_refused() {
+    let stack = TestStack::start(AuthDb::Sqlite).await;
+    stack.add_user("eve@example.com", "eve-password").await;
+    let token = stack.token("eve@example.com", "eve-password").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let video = make_video(dir.path(), "talk.mp4", 1, true);
+    let upload = |source: String| {
+        let bytes = std::fs::read(&video).expect("read test video");
+        let form = reqwest::multipart::Form::new().text("source", source).part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name("talk.mp4"),
+        );
+        stack
+            .http
+            .post(format!("{}/api/v1/jobs", stack.gateway))
+            .bearer_auth(&token)
+            .multipart(form)
+            .send()
+    };
+
+    for bad in [
+        r#"{"size_bytes": 10}"#,
+        r#"{"size_bytes": -1, "sha256": "00"}"#,
+        r#"{"size_bytes": 10, "sha256": "not hex, and not 64 of them"}"#,
+        r#"{"size_bytes": 10, "sha256": "aa", "extra": 1}"#,
+        "[]",
+        "{not json",
+    ] {
+        let (status, code, message) =
+            error_code(upload(bad.to_owned()).await.expect("request")).await;
+        assert_eq!((status, code.as_str()), (400, "bad_request"), "{bad}");
+        assert!(message.contains("`source`"), "{bad}: {message}");
+    }
+    assert_eq!(
+        stack.stored_files(&stack.mongo.videos).await,
+        0,
+        "nothing stored"
+    );
+
+    let sha = "AB".repeat(32);
+    let source = format!(r#"{{"size_bytes": 358000000, "sha256": "{sha}"}}"#);
+    let response = upload(source).await.expect("request");
+    assert_eq!(response.status(), 202);
+    let job: Value = response.json().await.expect("json");
+    let job = &job["job"];
+    assert_eq!(job["source"]["size_bytes"], 358_000_000, "{job}");
+    assert_eq!(job["source"]["sha256"], sha.to_lowercase(), "{job}");
+    assert_eq!(
+        job["size_bytes"],
+        std::fs::metadata(&video).expect("size").len(),
+        "the bytes that came"
+    );
+    let again: Value = stack
+        .api_get(&token, &format!("/jobs/{}", id(job)))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(again["job"]["source"], job["source"]);
+    // A whole upload says nothing of a source.
+    let other = make_video(dir.path(), "other.mp4", 2, true);
+    let whole = stack.created(&token, &other, None).await;
+    assert!(whole.get("source").is_none(), "{whole}");
+    stack.stop().await;
+}
