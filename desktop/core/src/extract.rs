@@ -65,11 +65,16 @@ pub fn extract_audio(
     } else {
         &[("matroska", "mka")]
     };
-    drop(probe);
+    // The first attempt reads on from the probe: one pass over the file.
+    let mut opened = Some(probe);
     let mut reasons = Vec::new();
     for (muxer, extension) in containers {
         let path = dir.join(format!("{stem}.{extension}"));
-        match copy_audio(source_str, &path, muxer, on_progress) {
+        let ictx = match opened.take().map_or_else(|| format::input(source_str), Ok) {
+            Ok(ictx) => ictx,
+            Err(error) => return Extracted::Whole(format!("FFmpeg cannot open it ({error})")),
+        };
+        match copy_audio(ictx, &path, muxer, on_progress) {
             Ok(bytes) => return Extracted::Audio { path, bytes },
             Err(error) => {
                 let _ = std::fs::remove_file(&path);
@@ -104,15 +109,14 @@ fn travels(stream: &format::stream::Stream<'_>) -> bool {
     }
 }
 
-/// One pass over `source`, copying the packets of the streams that travel.
-/// Returns the size of the written file.
+/// One pass over the opened source, copying the packets of the streams
+/// that travel. Returns the size of the written file.
 fn copy_audio(
-    source: &str,
+    mut ictx: format::context::Input,
     output: &Path,
     muxer: &str,
     on_progress: &mut dyn FnMut(f64),
 ) -> Result<u64, ffmpeg::Error> {
-    let mut ictx = format::input(source)?;
     let mut octx = format::output_as(output, muxer)?;
     // Input stream index -> (output index, input time base).
     let mut mapping: Vec<Option<(usize, Rational)>> = vec![None; ictx.nb_streams() as usize];
