@@ -153,11 +153,10 @@ impl ApiClient {
         Ok(json::<Status>(response).await?.enabled)
     }
 
-    /// Uploads `path` as a new job, streaming it from disk; `progress`
-    /// receives the bytes sent so far.
-    /// Uploads `path` as the file `name`. `source` describes the original
-    /// video when `path` holds only its audio: its size and SHA-256, which
-    /// the job keeps.
+    /// Uploads `path` as a new job for the file `name`, streaming it from
+    /// disk; `progress` receives the bytes sent so far. `source` describes
+    /// the original video when `path` holds only its audio: its size and
+    /// SHA-256, which the job keeps.
     pub async fn create_job(
         &self,
         path: &Path,

@@ -147,6 +147,8 @@ fn copy_audio(
     let mut options = Dictionary::new();
     options.set("fflags", "+bitexact");
     octx.write_header_with(options)?;
+    // The muxer picks each stream's time base in `write_header`.
+    let out_bases: Vec<Rational> = octx.streams().map(|s| s.time_base()).collect();
 
     let duration_s = (ictx.duration() > 0)
         .then(|| ictx.duration() as f64 / f64::from(ffmpeg::ffi::AV_TIME_BASE));
@@ -166,11 +168,7 @@ fn copy_audio(
                 / f64::from(time_base.denominator().max(1));
             on_progress((at / total).clamp(0.0, 1.0));
         }
-        let out_base = octx
-            .stream(index)
-            .map(|s| s.time_base())
-            .unwrap_or(time_base);
-        packet.rescale_ts(time_base, out_base);
+        packet.rescale_ts(time_base, out_bases[index]);
         packet.set_position(-1);
         packet.set_stream(index);
         packet.write_interleaved(&mut octx)?;

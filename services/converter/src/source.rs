@@ -141,7 +141,7 @@ impl GridFsReader {
     fn chunk(&mut self, n: u64) -> io::Result<&[u8]> {
         let index = match self.cache.iter().position(|(cached, _)| *cached == n) {
             Some(index) => index,
-            None if self.broken == Some(n) => return Err(self.fetch_error(Fetch::Broken(n))),
+            None if self.broken == Some(n) => return Err(self.damaged(n)),
             None => {
                 let straight_on = self.last_fetched.is_some_and(|last| last + 1 == n);
                 self.ahead = if straight_on {
@@ -149,20 +149,18 @@ impl GridFsReader {
                 } else {
                     1
                 };
-                let mut count = self.ahead.min(self.chunk_count() - n);
-                let fetched = match self.fetch(n, count) {
-                    Ok(fetched) => fetched,
-                    // A broken chunk further on: the ones before it are
-                    // read, and the damage shows where it is.
-                    Err(Fetch::Broken(broken)) if broken > n => {
-                        self.broken = Some(broken);
-                        count = broken - n;
-                        self.fetch(n, count).map_err(|err| self.fetch_error(err))?
-                    }
-                    Err(err) => return Err(self.fetch_error(err)),
-                };
-                self.last_fetched = Some(n + count - 1);
-                for (offset, data) in (0..).zip(fetched) {
+                let count = self.ahead.min(self.chunk_count() - n);
+                let Fetched { chunks, broken } = self.fetch(n, count)?;
+                // A broken chunk further on: the ones before it are read,
+                // and the damage shows where it is.
+                if broken.is_some() {
+                    self.broken = broken;
+                }
+                if chunks.is_empty() {
+                    return Err(self.damaged(n));
+                }
+                self.last_fetched = Some(n + chunks.len() as u64 - 1);
+                for (offset, data) in (0..).zip(chunks) {
                     if self.cache.len() == CACHED_CHUNKS {
                         self.cache.pop_front();
                     }
@@ -177,20 +175,18 @@ impl GridFsReader {
         Ok(&self.cache[index].1)
     }
 
-    /// The error a read returns, noting damage once.
-    fn fetch_error(&mut self, err: Fetch) -> io::Error {
-        match err {
-            Fetch::Failed(err) => err,
-            Fetch::Broken(n) => {
-                self.broken = Some(n);
-                let err = broken_chunk(n);
-                self.stats.damaged(err.to_string());
-                err
-            }
-        }
+    /// The error a read of broken chunk `n` returns; the damage is noted.
+    fn damaged(&mut self, n: u64) -> io::Error {
+        self.broken = Some(n);
+        let err = broken_chunk(n);
+        self.stats.damaged(err.to_string());
+        err
     }
 
-    fn fetch(&self, first: u64, count: u64) -> Result<Vec<Vec<u8>>, Fetch> {
+    /// Chunks `first..first + count` in one round trip: the intact ones up
+    /// to the first missing or damaged one. An error is a failed fetch
+    /// (noted in the statistics): another attempt may succeed.
+    fn fetch(&self, first: u64, count: u64) -> io::Result<Fetched> {
         let filter = doc! {
             "files_id": self.files_id.clone(),
             "n": { "$gte": as_i64(first), "$lt": as_i64(first + count) },
@@ -229,31 +225,41 @@ impl GridFsReader {
                 first + count
             );
             self.stats.fail(reason.clone());
-            Fetch::Failed(io::Error::other(reason))
+            io::Error::other(reason)
         })?;
         self.stats.round_trips.fetch_add(1, Ordering::Relaxed);
         let mut fetched = fetched.into_iter();
-        let mut data = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        let mut chunks = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
         for expected in first..first + count {
-            let Some(Chunk {
-                n: Some(n),
-                data: Some(bytes),
-            }) = fetched.next()
-            else {
-                return Err(Fetch::Broken(expected));
+            let intact = match fetched.next() {
+                Some(Chunk {
+                    n: Some(n),
+                    data: Some(bytes),
+                }) if n == expected
+                    && !bytes.is_empty()
+                    && (expected + 1 == self.chunk_count()
+                        || bytes.len() as u64 == self.chunk_size) =>
+                {
+                    bytes
+                }
+                // The stored file itself is broken: no retry mends that.
+                _ => {
+                    return Ok(Fetched {
+                        chunks,
+                        broken: Some(expected),
+                    });
+                }
             };
-            let full = expected + 1 == self.chunk_count() || bytes.len() as u64 == self.chunk_size;
-            // The stored file itself is broken: no retry mends that.
-            if n != expected || !full || bytes.is_empty() {
-                return Err(Fetch::Broken(expected));
-            }
             self.stats
                 .bytes
-                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                .fetch_add(intact.len() as u64, Ordering::Relaxed);
             self.stats.chunks.fetch_add(1, Ordering::Relaxed);
-            data.push(bytes);
+            chunks.push(intact);
         }
-        Ok(data)
+        Ok(Fetched {
+            chunks,
+            broken: None,
+        })
     }
 }
 
@@ -263,12 +269,11 @@ struct Chunk {
     data: Option<Vec<u8>>,
 }
 
-/// Why a fetch gave no chunks.
-enum Fetch {
-    /// MongoDB did not answer (transient).
-    Failed(io::Error),
-    /// This chunk is missing or damaged.
-    Broken(u64),
+/// What one round trip brought: the intact chunks from the first one
+/// asked for, and the missing or damaged one that ended them.
+struct Fetched {
+    chunks: Vec<Vec<u8>>,
+    broken: Option<u64>,
 }
 
 fn broken_chunk(n: u64) -> io::Error {

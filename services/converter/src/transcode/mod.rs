@@ -274,13 +274,6 @@ pub fn convert_source_within(
         }
         other => other?,
     };
-    let report = Report {
-        timings: Timings {
-            verify: verifying,
-            ..report.timings
-        },
-        ..report
-    };
     partial.keep();
     progress.finish();
     tracing::debug!(
@@ -295,7 +288,8 @@ pub fn convert_source_within(
     Ok(report)
 }
 
-/// [`verify`], adding the time it took to `spent`.
+/// [`verify`], adding the time it took to `spent` (every attempt's), with
+/// the report's timings filled in.
 fn timed_verify(
     output: &Path,
     written: &Written,
@@ -305,7 +299,13 @@ fn timed_verify(
     let started = Instant::now();
     let verified = verify(output, written, watchdog);
     *spent += started.elapsed();
-    verified
+    verified.map(|report| Report {
+        timings: Timings {
+            first_packet: written.first_packet,
+            verify: *spent,
+        },
+        ..report
+    })
 }
 
 /// Whether the fast path (copying MP3 packets) may be, or was, taken.
