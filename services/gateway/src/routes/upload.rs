@@ -179,14 +179,7 @@ async fn receive(
         }
         match store(state, field, claims, job_id, fid).await {
             Ok(video) => stored = Some(video),
-            Err(
-                err @ (ApiError::UnsupportedMediaType(_)
-                | ApiError::TooLarge(_)
-                | ApiError::BadRequest(_)),
-            ) => {
-                linger(&mut multipart).await;
-                return Err(err);
-            }
+            // What the client is still sending is drained by `crate::linger`.
             Err(err) => return Err(err),
         }
     }
@@ -320,21 +313,6 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         metrics::gauge!("gateway_uploads_in_flight").decrement(1.0);
     }
-}
-
-/// Longest a refused upload's remaining body is read and thrown away.
-const LINGER: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Reads and discards the rest of a refused upload for a bounded time (as
-/// a server's lingering close does), so a client still sending gets the
-/// answer instead of a connection reset. The body limit still applies.
-async fn linger(multipart: &mut Multipart) {
-    let drain = async {
-        while let Ok(Some(mut field)) = multipart.next_field().await {
-            while let Ok(Some(_)) = field.chunk().await {}
-        }
-    };
-    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// Largest accepted `options` or `source` part.
