@@ -13,45 +13,14 @@ use tokio::io::AsyncWriteExt;
 use crate::error::Error;
 use crate::sse::{SseEvent, SseParser};
 
-/// A job as the gateway shows it (the fields the desktop needs).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-pub struct Job {
-    pub id: String,
-    pub filename: String,
-    /// `queued`, `converting`, `done` or `failed`.
-    pub state: String,
-    #[serde(default)]
-    pub progress: f64,
-    pub mp3_fid: Option<String>,
-    pub error: Option<String>,
-    pub duration_s: Option<f64>,
-}
+use contract::ErrorBody;
+pub use contract::{JobEnvelope, JobView as Job};
 
 /// A signed-in session.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Session {
     pub token: String,
     pub expires_at: serde_json::Value,
-}
-
-/// What `POST /api/v1/jobs` answered.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Created {
-    pub job: Job,
-    /// The server had this content already (same user, same options).
-    #[serde(default)]
-    pub deduplicated: bool,
-}
-
-#[derive(Debug, Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Debug, Deserialize)]
-struct ErrorDetail {
-    code: String,
-    message: String,
 }
 
 /// The HTTP client for one server.
@@ -77,10 +46,6 @@ impl ApiClient {
             base: base.trim().trim_end_matches('/').to_owned(),
             token,
         })
-    }
-
-    pub fn base(&self) -> &str {
-        &self.base
     }
 
     pub fn with_token(&self, token: Option<String>) -> ApiClient {
@@ -161,10 +126,10 @@ impl ApiClient {
         &self,
         path: &Path,
         name: &str,
-        options: &serde_json::Value,
+        options: &contract::Options,
         source: Option<(u64, &str)>,
         progress: impl Fn(u64) + Send + Sync + 'static,
-    ) -> Result<Created, Error> {
+    ) -> Result<JobEnvelope, Error> {
         let file = tokio::fs::File::open(path)
             .await
             .map_err(Error::io(format!("opening {}", path.display())))?;
@@ -187,12 +152,14 @@ impl ApiClient {
                 .file_name(name.to_owned())
                 .mime_str("application/octet-stream")
                 .map_err(|err| Error::Invalid(err.to_string()))?;
-        let mut form = reqwest::multipart::Form::new().text("options", options.to_string());
+        let mut form =
+            reqwest::multipart::Form::new().text("options", options.to_json().to_string());
         if let Some((size_bytes, sha256)) = source {
-            form = form.text(
-                "source",
-                serde_json::json!({ "size_bytes": size_bytes, "sha256": sha256 }).to_string(),
-            );
+            let source = contract::SourceFile {
+                size_bytes: i64::try_from(size_bytes).unwrap_or(i64::MAX),
+                sha256: sha256.to_owned(),
+            };
+            form = form.text("source", serde_json::to_string(&source).unwrap_or_default());
         }
         let form = form.part("file", part);
         let response = self
@@ -204,17 +171,13 @@ impl ApiClient {
     }
 
     pub async fn job(&self, id: &str) -> Result<Job, Error> {
-        #[derive(Deserialize)]
-        struct Wrapped {
-            job: Job,
-        }
         let response = self
             .authed(self.http.get(self.url(&format!("/api/v1/jobs/{id}"))))?
             .send()
             .await?;
         let body: serde_json::Value = json(response).await?;
         // Accept both `{job}` and a bare job.
-        serde_json::from_value::<Wrapped>(body.clone())
+        serde_json::from_value::<JobEnvelope>(body.clone())
             .map(|w| w.job)
             .or_else(|_| serde_json::from_value(body))
             .map_err(|err| Error::Invalid(format!("unexpected job JSON: {err}")))

@@ -10,7 +10,7 @@ use crate::api::ApiClient;
 use crate::engine::{Engine, EngineEvent};
 use crate::error::Error;
 use crate::settings::{ExistingFiles, Settings};
-use crate::store::Store;
+use crate::store::{Stage, Store};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -123,11 +123,7 @@ pub fn describe(event: &EngineEvent) -> Option<String> {
             if let Some(error) = &item.error {
                 line.push_str(&format!(" ({error})"));
             }
-            if let Some(mp3) = item
-                .mp3_path
-                .as_ref()
-                .filter(|_| item.stage.as_str() == "done")
-            {
+            if let Some(mp3) = item.mp3_path.as_ref().filter(|_| item.stage == Stage::Done) {
                 line.push_str(&format!(" -> {}", mp3.display()));
             }
             line

@@ -4,39 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-/// The longest file stem we write (bytes), well under common 255-byte limits.
-const MAX_STEM_BYTES: usize = 180;
-
-/// A safe file stem from an original file name: no directories, no control
-/// or reserved characters, no leading dots, never empty.
+/// A safe file stem from an original file name (the system's one MP3
+/// name rule, [`contract::names::mp3_stem`]).
 pub fn safe_stem(original: &str) -> String {
-    // Only the last component counts, whichever separator it used.
-    let base = original.rsplit(['/', '\\']).next().unwrap_or(original);
-    let stem = match base.rfind('.') {
-        Some(dot) if dot > 0 => &base[..dot],
-        _ => base,
-    };
-    let cleaned: String = stem
-        .chars()
-        .map(|c| match c {
-            '<' | '>' | ':' | '"' | '|' | '?' | '*' | '/' | '\\' => '_',
-            c if c.is_control() => '_',
-            c => c,
-        })
-        .collect();
-    let trimmed = cleaned.trim().trim_start_matches('.').trim();
-    let mut stem = String::new();
-    for c in trimmed.chars() {
-        if stem.len() + c.len_utf8() > MAX_STEM_BYTES {
-            break;
-        }
-        stem.push(c);
-    }
-    if stem.is_empty() {
-        "audio".into()
-    } else {
-        stem
-    }
+    contract::names::mp3_stem(original)
 }
 
 /// A path in `dir` for the MP3 of `original` that neither exists nor is
@@ -85,7 +56,7 @@ mod tests {
         assert_eq!(safe_stem("line\nbreak.mp4"), "line_break");
         assert_eq!(safe_stem(""), "audio");
         let long = "é".repeat(300);
-        assert!(safe_stem(&long).len() <= MAX_STEM_BYTES);
+        assert!(safe_stem(&long).len() <= contract::names::MAX_STEM_BYTES);
     }
 
     #[test]

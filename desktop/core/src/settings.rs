@@ -126,6 +126,13 @@ impl Conversion {
         options.insert("channels".into(), self.channels.clone().into());
         serde_json::Value::Object(options)
     }
+
+    /// The options, validated by the rules the server applies (a bad
+    /// setting is said here, naming the field, not by a refused upload).
+    pub fn options(&self) -> Result<contract::Options, Error> {
+        contract::Options::from_json(&self.to_options())
+            .map_err(|err| Error::Invalid(format!("conversion settings: {err}")))
+    }
 }
 
 impl Settings {
@@ -175,6 +182,7 @@ impl Settings {
                 "the settle time is at most 10 minutes".into(),
             ));
         }
+        self.conversion.options()?;
         Ok(())
     }
 }
@@ -257,5 +265,21 @@ mod tests {
         };
         assert!(settings.validate().is_err());
         assert!(Settings::default().validate().is_ok());
+    }
+
+    #[test]
+    fn conversion_settings_are_checked_by_the_servers_rules() {
+        let mut settings = Settings::default();
+        settings.conversion.quality = "cbr".into();
+        settings.conversion.bitrate_kbps = 129;
+        let err = settings
+            .validate()
+            .expect_err("129 kbit/s is no MP3 bit rate");
+        assert!(err.to_string().contains("bitrate_kbps"), "{err}");
+        settings.conversion.bitrate_kbps = 128;
+        assert_eq!(
+            settings.conversion.options().expect("valid").to_json(),
+            serde_json::json!({"quality": "cbr", "bitrate_kbps": 128})
+        );
     }
 }

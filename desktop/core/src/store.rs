@@ -56,11 +56,6 @@ impl Stage {
             _ => Stage::Pending,
         }
     }
-
-    /// Waiting on the server's converter.
-    pub fn is_on_server(self) -> bool {
-        matches!(self, Stage::Queued | Stage::Converting)
-    }
 }
 
 /// One video and its way to an MP3, as the window shows it.

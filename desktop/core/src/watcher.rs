@@ -126,7 +126,6 @@ impl Settler {
 /// OS change events for a folder, debounced, turned into wake-ups.
 pub struct FolderWatch {
     _debouncer: Debouncer<notify::RecommendedWatcher>,
-    pub dir: PathBuf,
 }
 
 impl FolderWatch {
@@ -147,7 +146,6 @@ impl FolderWatch {
         debouncer.watcher().watch(dir, mode)?;
         Ok(FolderWatch {
             _debouncer: debouncer,
-            dir: dir.to_owned(),
         })
     }
 }

@@ -66,9 +66,7 @@ async fn run(database_url: &str, window: Duration) -> anyhow::Result<()> {
     let app = auth_service::App::build(config).await?;
     let base = format!("http://127.0.0.1:{}", app.port());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run(async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(app.run(common::testing::cancelled_by(stopped)));
     let max_clients = LEVELS.iter().copied().max().unwrap_or(1);
     for n in 0..max_clients {
         auth_service::add_user(database_url, &email(n), PASSWORD, false).await?;

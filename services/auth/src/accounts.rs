@@ -10,7 +10,7 @@ use crate::password::{self, Passwords};
 use crate::state::AppState;
 use crate::store::{User, UserStore, normalize_email};
 use crate::token::IssuedToken;
-use common::secret::Secret;
+use contract::secret::Secret;
 
 /// The longest email address SMTP can carry (RFC 5321 path limit).
 const MAX_EMAIL_BYTES: usize = 254;

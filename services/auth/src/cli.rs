@@ -7,7 +7,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt as _};
 
 use crate::config::Config;
 use crate::store::UserStore;
-use common::secret::Secret;
+use contract::secret::Secret;
 
 /// Administrative commands.
 #[derive(Debug, Clone, Subcommand)]

@@ -11,7 +11,7 @@ use clap::builder::BoolishValueParser;
 use ipnet::IpNet;
 
 use crate::cli::Command;
-use common::secret::Secret;
+use contract::secret::Secret;
 
 /// Users and JSON Web Tokens for the video-to-MP3 service: `POST /login`
 /// (HTTP Basic) and `POST /api/v1/login` (JSON) return a JWT, `POST

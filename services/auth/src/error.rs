@@ -2,7 +2,7 @@
 //! response: as plain text on the classic routes (`missing credentials`,
 //! `invalid credentials`, `not authorized` are byte-exact contracts with the
 //! gateway and the original clients), as `{"error": {"code", "message"}}`
-//! under `/api/v1` ([`ApiError`]). Server-side failures are logged in full
+//! under `/api/v1` ([`JsonError`]). Server-side failures are logged in full
 //! and answered with a bare 500.
 
 use std::time::Duration;
@@ -153,21 +153,19 @@ impl IntoResponse for Error {
 
 /// An [`Error`] answered as JSON: `{"error": {"code": ..., "message": ...}}`.
 #[derive(Debug)]
-pub struct ApiError(pub Error);
+pub struct JsonError(pub Error);
 
-impl From<Error> for ApiError {
+impl From<Error> for JsonError {
     fn from(error: Error) -> Self {
         Self(error)
     }
 }
 
-impl IntoResponse for ApiError {
+impl IntoResponse for JsonError {
     fn into_response(self) -> Response {
         let status = self.0.status();
         let retry_after = self.0.retry_after();
-        let body = serde_json::json!({
-            "error": { "code": self.0.code(), "message": self.0.public_message() }
-        });
+        let body = contract::ErrorBody::new(self.0.code(), self.0.public_message());
         let mut response = (status, Json(body)).into_response();
         if let Some(value) = retry_after {
             response.headers_mut().insert(RETRY_AFTER, value);
@@ -211,7 +209,7 @@ mod tests {
         assert_eq!(body, "internal server error");
 
         let (status, body) =
-            body_of(ApiError(Error::Database(sqlx::Error::PoolTimedOut)).into_response()).await;
+            body_of(JsonError(Error::Database(sqlx::Error::PoolTimedOut)).into_response()).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         let json: serde_json::Value = serde_json::from_str(&body).expect("json");
         assert_eq!(
@@ -222,7 +220,7 @@ mod tests {
 
     #[tokio::test]
     async fn api_errors_are_json_with_a_code_and_a_message() {
-        let (status, body) = body_of(ApiError(Error::EmailTaken).into_response()).await;
+        let (status, body) = body_of(JsonError(Error::EmailTaken).into_response()).await;
         assert_eq!(status, StatusCode::CONFLICT);
         let json: serde_json::Value = serde_json::from_str(&body).expect("json");
         assert_eq!(
@@ -241,7 +239,7 @@ mod tests {
         ] {
             for response in [
                 Error::RateLimited { retry_after: wait }.into_response(),
-                ApiError(Error::RateLimited { retry_after: wait }).into_response(),
+                JsonError(Error::RateLimited { retry_after: wait }).into_response(),
             ] {
                 assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
                 assert_eq!(response.headers()[RETRY_AFTER], expected, "{wait:?}");

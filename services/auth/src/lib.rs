@@ -14,7 +14,6 @@ pub mod state;
 pub mod store;
 pub mod token;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +26,7 @@ pub use config::Config;
 pub use error::Error;
 
 use client_address::TrustedProxies;
-use common::secret::Secret;
+use contract::secret::Secret;
 use password::Passwords;
 use rate_limit::Limits;
 use state::AppState;
@@ -119,12 +118,9 @@ impl App {
         self.address.port()
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish
+    /// Serves until `shutdown` is cancelled, then lets in-flight requests finish
     /// and closes the database pool.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: common::shutdown::CancellationToken) -> anyhow::Result<()> {
         tracing::info!(address = %self.address, "auth service listening");
         let limits = self.limits.clone();
         let sweep_every = self.sweep_every;

@@ -12,6 +12,6 @@ async fn main() -> anyhow::Result<()> {
     }
     auth_service::App::build(config)
         .await?
-        .run(common::shutdown::signal())
+        .run(common::shutdown::on_signal())
         .await
 }

@@ -11,7 +11,7 @@ use rand::RngCore;
 use tokio::sync::Semaphore;
 
 use crate::error::Error;
-use common::secret::Secret;
+use contract::secret::Secret;
 
 /// Argon2id cost, from the OWASP Password Storage Cheat Sheet's first
 /// recommended setting: 19 MiB of memory, 2 passes, 1 lane. About 20-50 ms
@@ -25,13 +25,7 @@ const PARALLELISM: u32 = 1;
 /// Salt length in bytes (the PHC string format recommends 16).
 const SALT_BYTES: usize = 16;
 
-/// The shortest password accepted for new accounts, in characters (not
-/// bytes: `pässwörd` is eight). NIST SP 800-63B's minimum.
-pub const MIN_PASSWORD_CHARS: usize = 8;
-
-/// The longest: generous for passphrases and password managers, and a bound
-/// on what one request can make the hasher chew on.
-pub const MAX_PASSWORD_CHARS: usize = 1024;
+pub use contract::account::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS};
 
 /// Whether `password` may be set on a new account: its length in characters
 /// within [`MIN_PASSWORD_CHARS`]..=[`MAX_PASSWORD_CHARS`]. Nothing else is

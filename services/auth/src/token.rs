@@ -19,7 +19,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::Error;
 use crate::store::User;
-use common::secret::Secret;
+use contract::secret::Secret;
 
 /// Clock skew tolerated on `exp` between the issuer and whoever verifies.
 pub const LEEWAY_SECS: u64 = 30;

@@ -42,12 +42,14 @@ pub struct MongoConfig {
 impl MongoConfig {
     /// Connects (lazily: the driver dials on first use) and names the databases.
     pub async fn connect(&self) -> crate::error::Result<MongoStores> {
-        let mut options = mongodb::options::ClientOptions::parse(&self.mongodb_uri).await?;
+        let mut options = mongodb::options::ClientOptions::parse(&self.mongodb_uri)
+            .await
+            .map_err(crate::Error::MongoConfig)?;
         options.app_name = Some("mp3converter".into());
         // Fail fast instead of hanging 30 s when the server is down; callers
         // turn this into a 503 or a retry.
         options.server_selection_timeout = Some(std::time::Duration::from_secs(5));
-        let client = mongodb::Client::with_options(options)?;
+        let client = mongodb::Client::with_options(options).map_err(crate::Error::MongoConfig)?;
         let videos = client.database(&self.videos_db);
         let mp3s = client.database(&self.mp3s_db);
         Ok(MongoStores {
@@ -77,5 +79,3 @@ impl MongoStores {
             .is_ok()
     }
 }
-
-pub use crate::secret::Secret;

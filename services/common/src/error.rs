@@ -18,6 +18,9 @@ pub enum Error {
     },
     #[error("MongoDB: {0}")]
     Mongo(#[from] mongodb::error::Error),
+    /// The connection settings are unusable (a bad URI, an unknown option).
+    #[error("configuring MongoDB: {0}")]
+    MongoConfig(mongodb::error::Error),
     #[error("invalid message JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("I/O: {0}")]

@@ -5,17 +5,10 @@
 use mongodb::bson::{self, DateTime, doc, oid::ObjectId};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+pub use contract::{JobState, SourceFile};
+use contract::{JobView, Options, VideoRequest};
 
-/// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    Queued,
-    Converting,
-    Done,
-    Failed,
-}
+use crate::error::Result;
 
 /// A job as stored in MongoDB.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,7 +27,9 @@ pub struct Job {
     pub error: Option<String>,
     pub created_at: DateTime,
     pub updated_at: DateTime,
-    pub options: bson::Document,
+    /// Stored in their canonical form; validated when read.
+    #[serde(default)]
+    pub options: Options,
     pub notify_email: bool,
     pub duration_s: Option<f64>,
     pub size_bytes: i64,
@@ -62,39 +57,6 @@ pub struct Job {
     pub source: Option<SourceFile>,
 }
 
-/// What an audio-only upload was copied out of.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceFile {
-    pub size_bytes: i64,
-    /// Hex SHA-256 of the original file.
-    pub sha256: String,
-}
-
-impl SourceFile {
-    /// Reads the upload's `source` part, `{"size_bytes": N, "sha256": "<64
-    /// hex digits>"}` and nothing else; the reason when it is not that.
-    pub fn from_json(value: &serde_json::Value) -> Result<SourceFile, String> {
-        const SHAPE: &str =
-            "`source` must be {\"size_bytes\": <bytes>, \"sha256\": \"<64 hex digits>\"}";
-        let fields = value.as_object().ok_or(SHAPE)?;
-        if fields.len() != 2 {
-            return Err(SHAPE.into());
-        }
-        let size_bytes = fields
-            .get("size_bytes")
-            .and_then(serde_json::Value::as_i64)
-            .filter(|size| *size >= 0)
-            .ok_or(SHAPE)?;
-        let sha256 = fields
-            .get("sha256")
-            .and_then(serde_json::Value::as_str)
-            .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or(SHAPE)?
-            .to_ascii_lowercase();
-        Ok(SourceFile { size_bytes, sha256 })
-    }
-}
-
 impl Job {
     /// A new job in state `queued`, created now, with defaults for the rest
     /// (no options, email on, size and hash unknown); callers override
@@ -112,7 +74,7 @@ impl Job {
             error: None,
             created_at: now,
             updated_at: now,
-            options: bson::Document::new(),
+            options: Options::default(),
             notify_email: true,
             duration_s: None,
             size_bytes: 0,
@@ -127,39 +89,56 @@ impl Job {
 }
 
 impl Job {
-    /// The job's options as JSON (as the API shows them and the queue
-    /// carries them).
-    pub fn options_json(&self) -> serde_json::Value {
-        bson::Bson::Document(self.options.clone()).into_relaxed_extjson()
+    /// The job as the API shows it: ids as hex, times in RFC 3339.
+    pub fn view(&self) -> JobView {
+        let time = |t: DateTime| t.try_to_rfc3339_string().unwrap_or_default();
+        JobView {
+            id: self.id.to_hex(),
+            filename: self.filename.clone(),
+            state: self.state,
+            progress: self.progress,
+            video_fid: self.video_fid.to_hex(),
+            mp3_fid: self.mp3_fid.map(|fid| fid.to_hex()),
+            error: self.error.clone(),
+            created_at: time(self.created_at),
+            updated_at: time(self.updated_at),
+            options: self.options.clone(),
+            duration_s: self.duration_s,
+            size_bytes: self.size_bytes,
+            source: self.source.clone(),
+        }
     }
 
     /// The `video` message for this job: every field from the record, so
     /// what a worker acts on is what the job says.
-    pub fn video_message(&self) -> crate::messages::ConversionMessage {
-        crate::messages::ConversionMessage {
+    pub fn video_message(&self) -> VideoRequest {
+        VideoRequest {
             video_fid: self.video_fid.to_hex(),
-            mp3_fid: None,
             username: self.owner.clone(),
             job_id: self.id.to_hex(),
             filename: self.filename.clone(),
-            options: self.options_json(),
+            options: self.options.clone(),
             notify_email: self.notify_email,
-            duration_s: None,
         }
     }
 
     /// Whether a queue message speaks of this job as it is: the same video,
     /// the same owner (and the same MP3 once there is one). `None` when it
     /// does, else what differs, for the dead-letter reason.
-    pub fn mismatch(&self, message: &crate::messages::ConversionMessage) -> Option<&'static str> {
-        if message.video_fid != self.video_fid.to_hex() {
+    pub fn mismatch(
+        &self,
+        video_fid: &str,
+        username: &str,
+        mp3_fid: Option<&str>,
+    ) -> Option<&'static str> {
+        if video_fid != self.video_fid.to_hex() {
             return Some("the message's video is not the job's");
         }
-        if message.username != self.owner {
+        if username != self.owner {
             return Some("the message's user is not the job's owner");
         }
-        if let Some(mp3_fid) = &message.mp3_fid
-            && self.mp3_fid.map(|fid| fid.to_hex()).as_deref() != Some(mp3_fid.as_str())
+        if let Some(mp3_fid) = mp3_fid
+            && self.mp3_fid.map(|fid| fid.to_hex()).as_deref() != Some(mp3_fid)
         {
             return Some("the message's MP3 is not the job's");
         }
@@ -278,7 +257,10 @@ impl JobStore {
             filter.insert("updated_at", doc! { "$gte": since });
         }
         if unfinished_only {
-            filter.insert("state", doc! { "$in": ["queued", "converting"] });
+            filter.insert(
+                "state",
+                doc! { "$in": [JobState::Queued.as_str(), JobState::Converting.as_str()] },
+            );
         }
         let cursor = self
             .collection
@@ -297,7 +279,7 @@ impl JobStore {
             .find(doc! {
                 "owner": owner,
                 "sha256": sha256,
-                "state": { "$in": ["queued", "converting", "done"] },
+                "state": { "$in": [JobState::Queued.as_str(), JobState::Converting.as_str(), JobState::Done.as_str()] },
             })
             .sort(doc! { "created_at": -1 })
             .await?;
@@ -320,9 +302,9 @@ impl JobStore {
         let updated = self
             .collection
             .update_one(
-                doc! { "_id": id, "state": "failed" },
+                doc! { "_id": id, "state": JobState::Failed.as_str() },
                 doc! { "$set": {
-                    "state": "queued", "progress": 0.0, "error": null,
+                    "state": JobState::Queued.as_str(), "progress": 0.0, "error": null,
                     "failure_notified_at": null, "updated_at": DateTime::now(),
                 } },
             )
@@ -349,8 +331,8 @@ impl JobStore {
     /// `false` when the job is gone or in another state.
     pub async fn mark_converting(&self, id: ObjectId) -> Result<bool> {
         self.set_if(
-            doc! { "_id": id, "state": { "$in": ["queued", "converting"] } },
-            doc! { "state": "converting", "progress": 0.0, "error": null },
+            doc! { "_id": id, "state": { "$in": [JobState::Queued.as_str(), JobState::Converting.as_str()] } },
+            doc! { "state": JobState::Converting.as_str(), "progress": 0.0, "error": null },
         )
         .await
     }
@@ -358,7 +340,7 @@ impl JobStore {
     /// Records conversion progress (0..1) while converting.
     pub async fn set_progress(&self, id: ObjectId, progress: f64) -> Result<()> {
         self.set_if(
-            doc! { "_id": id, "state": "converting" },
+            doc! { "_id": id, "state": JobState::Converting.as_str() },
             doc! { "progress": progress.clamp(0.0, 1.0) },
         )
         .await?;
@@ -371,7 +353,7 @@ impl JobStore {
         let updated = self
             .collection
             .update_one(
-                doc! { "_id": id, "state": "converting" },
+                doc! { "_id": id, "state": JobState::Converting.as_str() },
                 doc! {
                     "$push": { "mp3_attempts": mp3_fid },
                     "$set": { "updated_at": DateTime::now() },
@@ -405,9 +387,9 @@ impl JobStore {
         Ok(self
             .collection
             .find_one_and_update(
-                doc! { "_id": id, "state": "converting" },
+                doc! { "_id": id, "state": JobState::Converting.as_str() },
                 doc! { "$set": {
-                    "state": "done", "progress": 1.0, "mp3_fid": mp3_fid,
+                    "state": JobState::Done.as_str(), "progress": 1.0, "mp3_fid": mp3_fid,
                     "duration_s": duration_s, "error": null, "updated_at": DateTime::now(),
                 } },
             )
@@ -417,8 +399,11 @@ impl JobStore {
 
     /// Records why the job cannot be converted.
     pub async fn mark_failed(&self, id: ObjectId, reason: &str) -> Result<()> {
-        self.set(id, doc! { "state": "failed", "error": reason })
-            .await
+        self.set(
+            id,
+            doc! { "state": JobState::Failed.as_str(), "error": reason },
+        )
+        .await
     }
 
     /// Records that the `mp3` message was confirmed by the broker.
@@ -490,5 +475,74 @@ impl JobStore {
             .update_one(filter, doc! { "$set": fields })
             .await?;
         Ok(updated.matched_count == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::DateTime;
+
+    #[test]
+    fn a_job_shows_exactly_the_design_fields() {
+        let job = Job {
+            id: ObjectId::new(),
+            owner: "a@example.com".into(),
+            filename: "clip.mp4".into(),
+            state: JobState::Done,
+            progress: 1.0,
+            video_fid: ObjectId::new(),
+            mp3_fid: Some(ObjectId::new()),
+            error: None,
+            created_at: DateTime::from_millis(0),
+            updated_at: DateTime::from_millis(1_000),
+            options: Options::from_json(
+                &serde_json::json!({"quality": "V6", "sample_rate": 44_100}),
+            )
+            .expect("valid options"),
+            notify_email: true,
+            duration_s: Some(4.0),
+            size_bytes: 1234,
+            sha256: "ab".into(),
+            notified_at: None,
+            published_at: None,
+            failure_notified_at: None,
+            mp3_attempts: Vec::new(),
+            source: None,
+        };
+
+        let json = serde_json::to_value(job.view()).expect("json");
+
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "created_at",
+                "duration_s",
+                "error",
+                "filename",
+                "id",
+                "mp3_fid",
+                "options",
+                "progress",
+                "size_bytes",
+                "state",
+                "updated_at",
+                "video_fid"
+            ]
+        );
+        assert_eq!(json["id"], job.id.to_hex());
+        assert_eq!(json["state"], "done");
+        assert_eq!(json["created_at"], "1970-01-01T00:00:00Z");
+        assert_eq!(
+            json["options"],
+            serde_json::json!({"quality": "V6", "sample_rate": 44100})
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! Code every service shares: the wire contract (message and job types), the
-//! AMQP topology with publisher confirms, GridFS helpers, telemetry, the
+//! Code every service shares (the wire contract itself is the `contract`
+//! crate): the job records in MongoDB, the AMQP topology with publisher confirms, GridFS helpers, telemetry, the
 //! shutdown signal, the HTTP server loop with bounded headers and graceful
 //! shutdown, and the small operations HTTP server (`/healthz`, `/readyz`,
 //! `/metrics`).
@@ -10,11 +10,7 @@ pub mod config;
 pub mod error;
 pub mod gridfs;
 pub mod jobs;
-pub mod messages;
-pub mod names;
 pub mod ops;
-pub mod options;
-pub mod secret;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

@@ -67,12 +67,11 @@ pub async fn serve_while(
     ready: ReadinessCheck,
     work: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, router(ready)).with_graceful_shutdown(async move {
-        let _ = stop_rx.wait_for(|stop| *stop).await;
-    });
+    let done = crate::shutdown::CancellationToken::new();
+    let server =
+        axum::serve(listener, router(ready)).with_graceful_shutdown(done.clone().cancelled_owned());
     let server = tokio::spawn(std::future::IntoFuture::into_future(server));
     work.await;
-    let _ = stop_tx.send(true);
+    done.cancel();
     server.await.map_err(std::io::Error::other)?
 }

@@ -6,7 +6,6 @@
 //! still runs after it is dropped, and background work that must survive a
 //! dropped request is waited for last.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -37,9 +36,6 @@ pub struct HeaderLimits {
 pub struct Shutdown {
     /// How long requests in flight may still run.
     pub grace: Duration,
-    /// Told as soon as the signal fires (for example to end streams that
-    /// never finish by themselves).
-    pub on_signal: Box<dyn FnOnce() + Send>,
     /// Work that must finish even when its request was dropped.
     pub background: TaskTracker,
 }
@@ -49,7 +45,6 @@ impl Shutdown {
     pub fn within(grace: Duration) -> Shutdown {
         Shutdown {
             grace,
-            on_signal: Box::new(|| {}),
             background: TaskTracker::new(),
         }
     }
@@ -62,7 +57,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: HeaderLimits,
-    signal: impl Future<Output = ()>,
+    signal: CancellationToken,
     shutdown: Shutdown,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -76,7 +71,6 @@ pub async fn serve(
     // drops the requests they carry.
     let cut = CancellationToken::new();
     let connections = TaskTracker::new();
-    tokio::pin!(signal);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -89,7 +83,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut signal => break,
+            () = signal.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
@@ -113,7 +107,6 @@ pub async fn serve(
         });
     }
     drop(listener);
-    (shutdown.on_signal)();
     tracing::info!(
         grace_s = shutdown.grace.as_secs_f64(),
         "no longer accepting connections; letting in-flight requests finish"

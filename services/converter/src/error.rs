@@ -31,8 +31,8 @@ pub enum Error {
 }
 
 /// Invalid job options are a permanent [`TranscodeError::InvalidOptions`].
-impl From<common::options::OptionsError> for Error {
-    fn from(err: common::options::OptionsError) -> Self {
+impl From<contract::options::OptionsError> for Error {
+    fn from(err: contract::options::OptionsError) -> Self {
         Self::Transcode(err.into())
     }
 }

@@ -7,7 +7,6 @@ pub mod source;
 pub mod transcode;
 pub mod worker;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,11 +26,7 @@ pub struct App {
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         transcode::init();
-        let mongo = config
-            .mongo
-            .connect()
-            .await
-            .context("configuring MongoDB")?;
+        let mongo = config.mongo.connect().await?;
         let publisher = Publisher::connect(
             &config.amqp.amqp_url,
             "converter",
@@ -74,11 +69,8 @@ impl App {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
-    /// Consumes until `shutdown` resolves, then lets running conversions finish.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    /// Consumes until `shutdown` is cancelled, then lets running conversions finish.
+    pub async fn run(self, shutdown: common::shutdown::CancellationToken) -> anyhow::Result<()> {
         let (mongo, publisher) = (self.worker.mongo.clone(), self.worker.publisher.clone());
         let ready: common::ops::ReadinessCheck = Arc::new(move || {
             let (mongo, publisher) = (mongo.clone(), publisher.clone());

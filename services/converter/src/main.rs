@@ -6,6 +6,6 @@ async fn main() -> anyhow::Result<()> {
     let config = converter::Config::parse();
     converter::App::build(config)
         .await?
-        .run(common::shutdown::signal())
+        .run(common::shutdown::on_signal())
         .await
 }

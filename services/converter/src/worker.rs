@@ -7,18 +7,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use lapin::types::{AMQPValue, FieldTable};
 use mongodb::bson::{doc, oid::ObjectId};
 use tracing::Instrument as _;
 
 use common::amqp::{Disposition, Incoming, Publisher};
 use common::config::MongoStores;
-use common::jobs::{Job, JobState};
-use common::messages::{ConversionMessage, JobEvent};
+use common::jobs::Job;
+use contract::{JobEvent, JobState, VideoRequest};
 
 use crate::error::Error;
 use crate::source::{FetchStats, GridFsReader};
-use crate::transcode::{self, Options, TimeLimit, TranscodeError};
+use crate::transcode::{self, TimeLimit, TranscodeError};
 
 /// What happened to a message that did not fail.
 #[derive(Debug, PartialEq)]
@@ -52,8 +51,8 @@ impl Worker {
     /// transient errors are retried until the last attempt, which fails the
     /// job and dead-letters the message.
     pub async fn process(&self, incoming: Incoming) -> Disposition {
-        let request_id = incoming.header_text("x-request-id");
-        let message = match ConversionMessage::from_slice(&incoming.body) {
+        let request_id = incoming.header_text(common::amqp::REQUEST_ID_HEADER);
+        let message = match VideoRequest::from_slice(&incoming.body) {
             Ok(message) => message,
             Err(err) => {
                 count("invalid");
@@ -78,7 +77,7 @@ impl Worker {
 
     async fn decide(
         &self,
-        message: &ConversionMessage,
+        message: &VideoRequest,
         request_id: &str,
         last_attempt: bool,
     ) -> Disposition {
@@ -129,11 +128,7 @@ impl Worker {
         }
     }
 
-    pub async fn handle(
-        &self,
-        message: &ConversionMessage,
-        request_id: &str,
-    ) -> Result<Outcome, Error> {
+    pub async fn handle(&self, message: &VideoRequest, request_id: &str) -> Result<Outcome, Error> {
         let consumed = std::time::Instant::now();
         let job_id = common::gridfs::parse_fid(&message.job_id).ok_or_else(|| {
             Error::BadMessage(format!("job_id {:?} is not an id", message.job_id))
@@ -148,7 +143,7 @@ impl Worker {
             .get(job_id)
             .await?
             .ok_or_else(|| Error::Mismatch("no such job (unknown, or deleted)".into()))?;
-        if let Some(what) = job.mismatch(message) {
+        if let Some(what) = job.mismatch(&message.video_fid, &message.username, None) {
             return Err(Error::Mismatch(what.into()));
         }
         match job.state {
@@ -161,7 +156,7 @@ impl Worker {
             JobState::Queued | JobState::Converting => {}
         }
         let message = &job.video_message();
-        let options = Options::from_json(&message.options)?;
+        let options = message.options.clone();
         if !self.mongo.jobs.mark_converting(job_id).await? {
             return Err(Error::Mismatch(
                 "the job was deleted or changed before its conversion started".into(),
@@ -169,7 +164,7 @@ impl Worker {
         }
         // With the span's job_id: which replica took which job.
         tracing::info!("conversion started");
-        self.emit(message, "converting", None, None).await;
+        self.emit(message, JobState::Converting, None, None).await;
 
         let videos = common::gridfs::bucket(&self.mongo.videos);
         let Some(stored) = common::gridfs::find(&videos, video_fid).await? else {
@@ -270,7 +265,7 @@ impl Worker {
             &mp3s,
             mp3_fid,
             &output,
-            &common::names::mp3_name(&message.filename),
+            &contract::names::mp3_name(&message.filename),
             doc! {
                 "owner": &message.username,
                 "job_id": job_id,
@@ -329,7 +324,8 @@ impl Worker {
         self.announce(message, mp3_fid, report.duration_s, request_id)
             .await?;
         self.mongo.jobs.mark_published(job_id).await?;
-        self.emit(message, "done", None, Some(mp3_fid)).await;
+        self.emit(message, JobState::Done, None, Some(mp3_fid))
+            .await;
         Ok(Outcome::Converted {
             mp3_fid,
             duration_s: report.duration_s,
@@ -390,31 +386,24 @@ impl Worker {
 
     async fn announce(
         &self,
-        message: &ConversionMessage,
+        message: &VideoRequest,
         mp3_fid: ObjectId,
         duration_s: f64,
         request_id: &str,
     ) -> Result<(), Error> {
-        let done = ConversionMessage {
-            mp3_fid: Some(mp3_fid.to_hex()),
-            duration_s: Some(duration_s),
-            ..message.clone()
-        };
-        let mut headers = FieldTable::default();
-        if !request_id.is_empty() {
-            headers.insert(
-                "x-request-id".into(),
-                AMQPValue::LongString(request_id.into()),
-            );
-        }
+        let done = message.converted(mp3_fid.to_hex(), Some(duration_s));
         self.publisher
-            .publish(&self.mp3_queue, &done.to_vec(), headers)
+            .publish(
+                &self.mp3_queue,
+                &done.to_vec(),
+                common::amqp::request_id_headers(request_id),
+            )
             .await?;
         Ok(())
     }
 
     /// Fails the message's job, as recorded (a message for no job fails none).
-    async fn fail_job(&self, message: &ConversionMessage, reason: &str) -> Result<(), Error> {
+    async fn fail_job(&self, message: &VideoRequest, reason: &str) -> Result<(), Error> {
         let Some(job_id) = common::gridfs::parse_fid(&message.job_id) else {
             return Ok(());
         };
@@ -423,7 +412,7 @@ impl Worker {
         };
         self.mongo.jobs.mark_failed(job_id, reason).await?;
         // The failure email depends on this event, so it must go out.
-        let event = job_event(&job.video_message(), "failed", Some(reason), None);
+        let event = job_event(&job.video_message(), JobState::Failed, Some(reason), None);
         self.publisher
             .publish_event(&self.events_exchange, &event.routing_key(), &event.to_vec())
             .await?;
@@ -435,14 +424,14 @@ impl Worker {
     async fn report_progress(
         &self,
         job_id: ObjectId,
-        message: &ConversionMessage,
+        message: &VideoRequest,
         mut updates: tokio::sync::mpsc::Receiver<f64>,
     ) {
         while let Some(progress) = updates.recv().await {
             if let Err(err) = self.mongo.jobs.set_progress(job_id, progress).await {
                 tracing::warn!(error = %err, "could not record progress");
             }
-            let mut event = job_event(message, "converting", None, None);
+            let mut event = job_event(message, JobState::Converting, None, None);
             event.progress = progress;
             if let Err(err) = self
                 .publisher
@@ -458,8 +447,8 @@ impl Worker {
     /// truth, so a lost progress event is logged, not retried.
     async fn emit(
         &self,
-        message: &ConversionMessage,
-        state: &str,
+        message: &VideoRequest,
+        state: JobState,
         error: Option<&str>,
         mp3_fid: Option<ObjectId>,
     ) {
@@ -469,7 +458,7 @@ impl Worker {
             .publish_event(&self.events_exchange, &event.routing_key(), &event.to_vec())
             .await
         {
-            tracing::warn!(error = %err, state, "could not publish a job event");
+            tracing::warn!(error = %err, %state, "could not publish a job event");
         }
     }
 }
@@ -483,20 +472,15 @@ fn file_stem(name: &str) -> &str {
 }
 
 fn job_event(
-    message: &ConversionMessage,
-    state: &str,
+    message: &VideoRequest,
+    state: JobState,
     error: Option<&str>,
     mp3_fid: Option<ObjectId>,
 ) -> JobEvent {
     JobEvent {
-        job_id: message.job_id.clone(),
-        state: state.to_owned(),
-        username: message.username.clone(),
-        filename: message.filename.clone(),
-        progress: if state == "done" { 1.0 } else { 0.0 },
         error: error.map(str::to_owned),
         mp3_fid: mp3_fid.map(|id| id.to_hex()),
-        notify_email: message.notify_email,
+        ..JobEvent::of(message, state)
     }
 }
 

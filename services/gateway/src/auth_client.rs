@@ -1,22 +1,15 @@
 //! Talks to the auth service: forwards logins and validates tokens.
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header::AUTHORIZATION, header::RETRY_AFTER};
-use serde::Deserialize;
 
+use contract::account::Profile;
+
+use crate::claims::Claims;
 use crate::error::ApiError;
+use crate::preferences::EmailPreferences;
 use crate::token::{TokenVerifier, Verdict};
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
-
-/// The claims the gateway needs from a validated token.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Claims {
-    /// The user's email address; owner of everything they upload.
-    pub username: String,
-    /// Admins may download anyone's files.
-    #[serde(default)]
-    pub admin: bool,
-}
 
 /// HTTP client for the auth service.
 #[derive(Debug, Clone)]
@@ -25,6 +18,8 @@ pub struct AuthClient {
     base_url: String,
     /// Checks EdDSA tokens locally with auth's published keys.
     verifier: TokenVerifier,
+    /// The email preferences auth's answers told.
+    preferences: EmailPreferences,
 }
 
 impl AuthClient {
@@ -34,6 +29,7 @@ impl AuthClient {
             .build()?;
         Ok(Self {
             verifier: TokenVerifier::new(http.clone(), base_url),
+            preferences: EmailPreferences::default(),
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
         })
@@ -119,9 +115,13 @@ impl AuthClient {
         }
     }
 
-    /// The caller's email preference (auth keeps preferences with the user).
-    /// Unknown or unreadable means "send email", the safe default.
-    pub async fn wants_email(&self, headers: &HeaderMap) -> bool {
+    /// The caller's email preference (auth keeps preferences with the
+    /// user): as remembered, else asked of auth. Unknown or unreadable means
+    /// "send email", the safe default.
+    pub async fn wants_email(&self, claims: &Claims, headers: &HeaderMap) -> bool {
+        if let Some(wants) = self.preferences.get(&claims.username) {
+            return wants;
+        }
         let Some(authorization) = headers.get(AUTHORIZATION) else {
             return true;
         };
@@ -131,14 +131,17 @@ impl AuthClient {
             .header(AUTHORIZATION, authorization)
             .send()
             .await;
-        match response {
-            Ok(response) if response.status().is_success() => response
-                .json::<serde_json::Value>()
-                .await
-                .ok()
-                .and_then(|me| me.get("email_notifications").and_then(|v| v.as_bool()))
-                .unwrap_or(true),
-            _ => true,
+        let profile = match response {
+            Ok(response) if response.status().is_success() => response.json::<Profile>().await.ok(),
+            _ => None,
+        };
+        match profile {
+            Some(profile) => {
+                self.preferences
+                    .remember(&profile.email, profile.email_notifications);
+                profile.email_notifications
+            }
+            None => true,
         }
     }
 
@@ -180,6 +183,14 @@ impl AuthClient {
             .bytes()
             .await
             .map_err(|_| ApiError::Unavailable("auth service"))?;
+        // A profile (`/me`, `/me/preferences`) says the user's preference.
+        if status.is_success()
+            && path.starts_with("/api/v1/me")
+            && let Ok(profile) = serde_json::from_slice::<Profile>(&body)
+        {
+            self.preferences
+                .remember(&profile.email, profile.email_notifications);
+        }
         let mut out = axum::response::Response::new(axum::body::Body::from(body));
         *out.status_mut() = status;
         if let Some(value) = content_type {

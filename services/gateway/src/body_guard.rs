@@ -8,8 +8,6 @@
 //! - a body that brings nothing for a while, or comes slower than a
 //!   minimum rate over a window ([`Pace`]), is cut (408).
 
-use std::time::Duration;
-
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -18,27 +16,12 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use memchr::memmem;
 
+use crate::config::Pace;
 use crate::error::{ApiError, JsonError};
 use crate::state::AppState;
 
 pub const MAX_PART_HEADER_BYTES: usize = 16 * 1024;
 pub const MAX_PARTS: usize = 16;
-
-/// How long an upload's body may pause and how slowly it may come
-/// (`UPLOAD_IDLE_SECS`, `UPLOAD_MIN_RATE`, `UPLOAD_RATE_WINDOW_SECS`).
-#[derive(Debug, Clone, Copy)]
-pub struct Pace {
-    pub idle: Duration,
-    pub window: Duration,
-    /// Bytes per second, averaged over `window`.
-    pub min_rate: u64,
-}
-
-impl Pace {
-    fn min_bytes_per_window(&self) -> u64 {
-        self.min_rate.saturating_mul(self.window.as_secs().max(1))
-    }
-}
 
 /// Why a body was cut; travels inside the parser's error to the handler.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -54,3 +54,19 @@ pub struct Config {
     #[command(flatten)]
     pub mongo: MongoConfig,
 }
+
+/// How long an upload's body may pause and how slowly it may come
+/// (`UPLOAD_IDLE_SECS`, `UPLOAD_MIN_RATE`, `UPLOAD_RATE_WINDOW_SECS`).
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub idle: std::time::Duration,
+    pub window: std::time::Duration,
+    /// Bytes per second, averaged over `window`.
+    pub min_rate: u64,
+}
+
+impl Pace {
+    pub fn min_bytes_per_window(&self) -> u64 {
+        self.min_rate.saturating_mul(self.window.as_secs().max(1))
+    }
+}

@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use contract::ErrorBody;
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -131,35 +132,11 @@ impl ApiError {
     /// `/api/v1` routes.
     pub fn into_json_response(self) -> Response {
         self.log();
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code(),
-                message: self.to_string(),
-            },
-        };
+        let body = ErrorBody::new(self.code(), self.to_string());
         let mut response = (self.status(), Json(body)).into_response();
         self.add_headers(&mut response);
         response
     }
-}
-
-/// How every `/api/v1` error looks: `{"error": {"code", "message"}}`.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-#[schema(example = json!({"error": {"code": "not_found", "message": "not found"}}))]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
-    /// Machine-readable: `missing_credentials`, `not_authorized`,
-    /// `not_found`, `method_not_allowed`, `bad_request`, `invalid_options`,
-    /// `exactly_one_file`, `too_large`, `unsupported_media_type`,
-    /// `conflict`, `range_not_satisfiable`, `precondition_failed`,
-    /// `request_timeout`, `unavailable`, `internal`.
-    pub code: &'static str,
-    /// For people; names the offending field for invalid options.
-    pub message: String,
 }
 
 /// The classic routes' rendering: the original plain-text bodies.

@@ -1,7 +1,7 @@
 //! Live job events: the gateway follows the events exchange (`job.#`)
 //! through its own exclusive queue and fans every event out in-process to
-//! the SSE streams of `GET /api/v1/events`, and it announces the jobs it
-//! queues itself (`job.queued`).
+//! the SSE streams of `GET /api/v1/events` (the `job.queued` events of the
+//! jobs it queues itself are sent by [`crate::queue`]).
 
 use std::time::Duration;
 
@@ -9,10 +9,9 @@ use mongodb::bson::{DateTime, oid::ObjectId};
 use tokio::sync::{broadcast, watch};
 
 use common::jobs::Job;
-use common::messages::JobEvent;
+use contract::JobEvent;
 
 use crate::config::Config;
-use crate::state::AppState;
 
 /// What the fan-out carries to the SSE streams.
 #[derive(Debug, Clone)]
@@ -28,14 +27,13 @@ pub enum Live {
 /// from MongoDB instead).
 const FAN_OUT_CAPACITY: usize = 1024;
 
-/// Starts following the events exchange until `stopping` turns true (or its
-/// sender is gone), and returns the sender the SSE streams subscribe to.
+/// Starts following the events exchange until `stopping` is cancelled, and returns the sender the SSE streams subscribe to.
 /// Waits up to `wait` for the first subscription so events of jobs created
 /// right after start-up are not missed; it keeps trying in the background
 /// when the broker is not there yet.
 pub async fn start(
     config: &Config,
-    stopping: watch::Receiver<bool>,
+    stopping: common::shutdown::CancellationToken,
     wait: Duration,
 ) -> broadcast::Sender<Live> {
     let (events, _) = broadcast::channel(FAN_OUT_CAPACITY);
@@ -59,7 +57,6 @@ pub async fn start(
             was_up = up;
         }
     });
-    let mut stop = stopping;
     tokio::spawn(async move {
         let handler = move |body: Vec<u8>| match JobEvent::from_slice(&body) {
             // No SSE client connected is fine: nobody to tell.
@@ -68,10 +65,7 @@ pub async fn start(
             }
             Err(err) => tracing::warn!(error = %err, "ignoring a malformed job event"),
         };
-        let shutdown = async move {
-            let _ = stop.wait_for(|stopping| *stopping).await;
-        };
-        common::amqp::subscribe(settings, handler, connected_tx, shutdown).await;
+        common::amqp::subscribe(settings, handler, connected_tx, stopping).await;
     });
     if tokio::time::timeout(wait, connected.wait_for(|up| *up))
         .await
@@ -80,33 +74,6 @@ pub async fn start(
         tracing::warn!("not subscribed to job events yet; still trying");
     }
     events
-}
-
-/// Announces a job state the gateway itself set (`job.queued` on upload and
-/// retry). The job document stays the truth, so a lost event is logged and
-/// the request goes on.
-pub async fn announce(state: &AppState, job: &Job, request_state: &str) {
-    let event = JobEvent {
-        job_id: job.id.to_hex(),
-        state: request_state.to_owned(),
-        username: job.owner.clone(),
-        filename: job.filename.clone(),
-        progress: job.progress,
-        error: job.error.clone(),
-        mp3_fid: job.mp3_fid.map(|fid| fid.to_hex()),
-        notify_email: job.notify_email,
-    };
-    if let Err(err) = state
-        .publisher
-        .publish_event(
-            &state.events_exchange,
-            &event.routing_key(),
-            &event.to_vec(),
-        )
-        .await
-    {
-        tracing::warn!(error = %err, job_id = %job.id, "could not publish a job event");
-    }
 }
 
 /// Where an SSE client is: the `updated_at` (ms) of the last job snapshot it

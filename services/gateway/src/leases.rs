@@ -71,17 +71,13 @@ impl Leases {
     }
 
     /// Renews this gateway's leases and sweeps expired ones, until
-    /// `stopping` turns true.
-    pub async fn maintain(self, mut stopping: tokio::sync::watch::Receiver<bool>) {
+    /// `stopping` is cancelled.
+    pub async fn maintain(self, stopping: common::shutdown::CancellationToken) {
         let mut renew = tokio::time::interval(RENEW_EVERY);
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         loop {
             tokio::select! {
-                changed = stopping.changed() => {
-                    if changed.is_err() || *stopping.borrow() {
-                        return;
-                    }
-                }
+                () = stopping.cancelled() => return,
                 _ = renew.tick() => self.renew().await,
                 _ = sweep.tick() => self.sweep().await,
             }

@@ -4,19 +4,24 @@
 
 pub mod auth_client;
 pub mod body_guard;
+pub mod claims;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod leases;
 pub mod linger;
 pub mod openapi;
+pub mod preferences;
+pub mod queue;
 pub mod range;
 mod routes;
+pub mod schemas;
 pub mod sniff;
 pub mod state;
 pub mod token;
+pub mod uploads;
 
-use std::future::Future;
+use common::shutdown::CancellationToken;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -40,8 +45,9 @@ const HEADER_LIMITS: common::server::HeaderLimits = common::server::HeaderLimits
 pub struct App {
     listener: tokio::net::TcpListener,
     router: Router,
-    /// Set to true at shutdown: ends the SSE streams and the event subscription.
-    stopping: tokio::sync::watch::Sender<bool>,
+    /// Cancelled at shutdown: ends the SSE streams, the event subscription
+    /// and the lease upkeep.
+    stopping: CancellationToken,
     /// How long requests in flight may run once shutdown has begun.
     grace: std::time::Duration,
     /// Upload clean-ups and commits, waited for at shutdown.
@@ -55,11 +61,7 @@ const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 impl App {
     /// Connects to the broker and MongoDB and binds the listener (port 0 picks a free one).
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        let mongo = config
-            .mongo
-            .connect()
-            .await
-            .context("configuring MongoDB")?;
+        let mongo = config.mongo.connect().await?;
         if let Err(err) = mongo.jobs.ensure_indexes().await {
             tracing::warn!(error = %err, "could not create the jobs indexes yet");
         }
@@ -73,7 +75,7 @@ impl App {
         .context("connecting to RabbitMQ")?;
         let auth = auth_client::AuthClient::new(&config.auth_url)?;
         auth.prefetch_keys().await;
-        let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+        let stopping = CancellationToken::new();
         let background = tokio_util::task::TaskTracker::new();
         let events = events::start(&config, stopping.clone(), SUBSCRIBE_WAIT).await;
         let leases = leases::Leases::new(&mongo);
@@ -87,15 +89,16 @@ impl App {
             max_upload_bytes: config.max_upload_bytes,
             events_exchange: config.amqp.events_exchange.clone(),
             events,
-            stopping,
+            stopping: stopping.clone(),
             sse_keep_alive: std::time::Duration::from_millis(config.sse_keep_alive_ms.max(1)),
             proxies: common::client_address::TrustedProxies::new(config.trusted_proxies.clone()),
-            upload_pace: body_guard::Pace {
+            upload_pace: config::Pace {
                 idle: std::time::Duration::from_secs(config.upload_idle_secs.max(1)),
                 window: std::time::Duration::from_secs(config.upload_rate_window_secs.max(1)),
                 min_rate: config.upload_min_rate,
             },
             background: background.clone(),
+            api_document: openapi::document(),
         };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -103,7 +106,7 @@ impl App {
         Ok(App {
             listener,
             router: router(state),
-            stopping: stopping_tx,
+            stopping: stopping.clone(),
             grace: std::time::Duration::from_secs(config.shutdown_grace_secs),
             background,
         })
@@ -113,22 +116,21 @@ impl App {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting connections,
+    /// Serves until `shutdown` is cancelled, then stops accepting connections,
     /// lets running requests finish within the grace period
     /// (`SHUTDOWN_GRACE_SECS`) and aborts the rest.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(port = self.port(), "gateway listening");
+        // Live event streams never end by themselves: they end with the
+        // signal, so the graceful shutdown does not wait for their clients.
         let stopping = self.stopping;
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            signal.cancelled().await;
+            stopping.cancel();
+        });
         let on_shutdown = common::server::Shutdown {
             grace: self.grace,
-            // Live event streams never end by themselves: end them so the
-            // graceful shutdown does not wait for their clients.
-            on_signal: Box::new(move || {
-                stopping.send_replace(true);
-            }),
             background: self.background,
         };
         common::server::serve(

@@ -77,7 +77,10 @@ impl Stream for Shared {
     type Item = Result<Bytes, axum::Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut body = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut body = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let Some(stream) = body.as_mut() else {
             return Poll::Ready(None);
         };

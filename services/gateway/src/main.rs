@@ -6,6 +6,6 @@ async fn main() -> anyhow::Result<()> {
     let config = gateway::Config::parse();
     gateway::App::build(config)
         .await?
-        .run(common::shutdown::signal())
+        .run(common::shutdown::on_signal())
         .await
 }

@@ -24,13 +24,13 @@ pub struct AppState {
     pub events_exchange: String,
     /// Job events from the broker, fanned out to the SSE streams.
     pub events: tokio::sync::broadcast::Sender<crate::events::Live>,
-    /// Turns true when the server shuts down, so SSE streams end.
-    pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Cancelled when the server shuts down, so SSE streams end.
+    pub stopping: common::shutdown::CancellationToken,
     pub sse_keep_alive: std::time::Duration,
     /// The uploads this gateway holds, and the sweep of dead gateways' ones.
     pub leases: crate::leases::Leases,
     /// How long an upload may pause and how slowly it may come.
-    pub upload_pace: crate::body_guard::Pace,
+    pub upload_pace: crate::config::Pace,
     /// Proxies in front of the gateway whose `X-Forwarded-For` is believed.
     pub proxies: common::client_address::TrustedProxies,
     /// Work that must finish even if the request that started it is
@@ -38,6 +38,8 @@ pub struct AppState {
     /// clean-up, and its commit (job record, confirmed publish) once the
     /// file is stored. Shutdown waits for it.
     pub background: tokio_util::task::TaskTracker,
+    /// The OpenAPI document served at `/api/v1/openapi.json`.
+    pub api_document: &'static str,
 }
 
 impl AppState {

@@ -16,7 +16,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use crate::auth_client::Claims;
+use crate::claims::Claims;
 
 /// Fewest seconds between two fetches of the key set caused by unknown key ids.
 pub const REFETCH_INTERVAL: Duration = Duration::from_secs(10);

@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use common::config::{AmqpConfig, MongoConfig, Secret};
+use common::config::{AmqpConfig, MongoConfig};
+use contract::secret::Secret;
 
 /// Emails users when their MP3 is ready or their conversion failed.
 #[derive(Debug, Clone, Parser)]

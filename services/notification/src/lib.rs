@@ -7,7 +7,6 @@ pub mod mailer;
 pub mod templates;
 pub mod worker;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,11 +29,7 @@ pub struct App {
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        let mongo = config
-            .mongo
-            .connect()
-            .await
-            .context("configuring MongoDB")?;
+        let mongo = config.mongo.connect().await?;
         let mailer = mailer::Mailer::new(&config).context("configuring email")?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -69,11 +64,8 @@ impl App {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
-    /// Consumes until `shutdown` resolves, then finishes what is in flight.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    /// Consumes until `shutdown` is cancelled, then finishes what is in flight.
+    pub async fn run(self, shutdown: common::shutdown::CancellationToken) -> anyhow::Result<()> {
         let mailer = self.worker.mailer.clone();
         let ready: common::ops::ReadinessCheck = Arc::new(move || {
             let mailer = mailer.clone();
@@ -85,15 +77,6 @@ impl App {
                 }
             })
         });
-        // One stop signal for both consumers.
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        });
-        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
         let (ready_worker, failed_worker) = (self.worker.clone(), self.worker);
         let work = async move {
             tokio::join!(
@@ -103,7 +86,7 @@ impl App {
                         let worker = ready_worker.clone();
                         async move { worker.process_ready(incoming).await }
                     },
-                    stopped(stop_rx.clone()),
+                    shutdown.clone(),
                 ),
                 common::amqp::consume(
                     self.failed,
@@ -111,7 +94,7 @@ impl App {
                         let worker = failed_worker.clone();
                         async move { worker.process_failed(incoming).await }
                     },
-                    stopped(stop_rx),
+                    shutdown,
                 ),
             );
         };

@@ -8,7 +8,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use minijinja::context;
 
-use common::messages::{ConversionMessage, JobEvent};
+use contract::{JobEvent, Mp3Result};
 
 use crate::config::Config;
 use crate::error::Error;
@@ -54,21 +54,18 @@ impl Mailer {
     /// was sent and the original's size and SHA-256.
     pub fn ready_email(
         &self,
-        message: &ConversionMessage,
+        message: &Mp3Result,
         mp3_size: Option<u64>,
         audio_only: Option<AudioOnly<'_>>,
     ) -> Result<Message, Error> {
-        let mp3_fid = message
-            .mp3_fid
-            .as_deref()
-            .ok_or_else(|| Error::BadMessage("mp3_fid is missing".into()))?;
+        let mp3_fid = &message.mp3_fid;
         let rendered = self.templates.render(
             "ready",
             context! {
                 filename => shown_name(&message.filename),
-                mp3_name => common::names::mp3_name(&message.filename),
+                mp3_name => contract::names::mp3_name(&message.filename),
                 // For the suggested curl command: nothing a shell acts on.
-                mp3_file => common::names::shell_safe(&common::names::mp3_name(&message.filename)),
+                mp3_file => contract::names::shell_safe(&contract::names::mp3_name(&message.filename)),
                 mp3_fid => mp3_fid,
                 duration => message.duration_s.map(format_duration),
                 size => mp3_size.map(format_size),
@@ -110,7 +107,10 @@ impl Mailer {
             .message_id(None)
             // The subject carries the user's file name: one line, capped,
             // no encoded-word of theirs.
-            .subject(common::names::header_text(&rendered.subject, SUBJECT_CHARS))
+            .subject(contract::names::header_text(
+                &rendered.subject,
+                SUBJECT_CHARS,
+            ))
             .multipart(MultiPart::alternative_plain_html(
                 rendered.text,
                 rendered.html,
@@ -160,7 +160,7 @@ fn failure_advice(filename: &str, reason: &str) -> String {
 /// A user's file name as the mails show it: one line, at most 200
 /// characters (it may say anything; the HTML part escapes it too).
 fn shown_name(name: &str) -> String {
-    common::names::header_text(name, 200)
+    contract::names::header_text(name, 200)
 }
 
 fn format_duration(seconds: f64) -> String {
@@ -187,14 +187,14 @@ mod tests {
 
     use super::*;
 
-    fn message() -> ConversionMessage {
-        ConversionMessage {
+    fn message() -> Mp3Result {
+        Mp3Result {
             video_fid: "v".into(),
-            mp3_fid: Some("65f0c0ffee00000000000001".into()),
+            mp3_fid: "65f0c0ffee00000000000001".into(),
             username: "ana@example.com".into(),
             job_id: "65f0c0ffee00000000000002".into(),
             filename: "holiday clip.mp4".into(),
-            options: serde_json::json!({}),
+            options: contract::Options::default(),
             notify_email: true,
             duration_s: Some(75.4),
         }
@@ -345,13 +345,12 @@ mod tests {
         for (filename, reason, wanted) in cases {
             let event = JobEvent {
                 job_id: "65f0c0ffee00000000000002".into(),
-                state: "failed".into(),
+                state: contract::JobState::Failed,
                 username: "ana@example.com".into(),
                 filename: filename.into(),
                 progress: 0.0,
                 error: Some(reason.into()),
                 mp3_fid: None,
-                notify_email: true,
             };
             let email = mailer().failed_email(&event).expect("builds");
             let text = text_part(&email);
@@ -390,13 +389,12 @@ mod tests {
     async fn failed_email_gives_the_reason() {
         let event = JobEvent {
             job_id: "j".into(),
-            state: "failed".into(),
+            state: contract::JobState::Failed,
             username: "ana@example.com".into(),
             filename: "silent.mp4".into(),
             progress: 0.0,
             error: Some("the file has no audio track".into()),
             mp3_fid: None,
-            notify_email: true,
         };
         let email = mailer().failed_email(&event).expect("builds");
         let text = String::from_utf8(email.formatted()).expect("utf-8");
@@ -412,11 +410,15 @@ mod tests {
 
     #[tokio::test]
     async fn missing_mp3_id_and_bad_address_are_permanent() {
-        let mut no_fid = message();
-        no_fid.mp3_fid = None;
-        let err = mailer()
-            .ready_email(&no_fid, None, None)
-            .expect_err("no fid");
+        // A result without its MP3 cannot be built, and does not decode.
+        let no_fid = serde_json::to_vec(&serde_json::json!({
+            "video_fid": "v", "mp3_fid": null, "username": "ana@example.com",
+            "job_id": "j", "filename": "a.mp4"
+        }))
+        .expect("json");
+        let err = Error::from(common::Error::from(
+            Mp3Result::from_slice(&no_fid).expect_err("no fid"),
+        ));
         assert!(err.is_permanent());
         let mut bad = message();
         bad.username = "not an address".into();

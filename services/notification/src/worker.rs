@@ -8,8 +8,8 @@ use tracing::Instrument as _;
 
 use common::amqp::{Disposition, Incoming};
 use common::config::MongoStores;
-use common::jobs::{Job, JobState, Notification};
-use common::messages::{ConversionMessage, JobEvent};
+use common::jobs::{Job, Notification};
+use contract::{JobEvent, JobState, Mp3Result};
 
 use crate::error::Error;
 use crate::mailer::Mailer;
@@ -50,13 +50,15 @@ impl Worker {
     /// "Your MP3 is ready", to the job's owner, about the job as recorded:
     /// only for a job that is done with the message's MP3.
     pub async fn handle_ready(&self, body: &[u8]) -> Result<Outcome, Error> {
-        let message = ConversionMessage::from_slice(body)?;
+        // A body without an MP3 (a request on the wrong queue) is refused here.
+        let message = Mp3Result::from_slice(body).map_err(common::Error::from)?;
         tracing::Span::current().record("job_id", tracing::field::debug(&message.job_id));
-        if message.mp3_fid.is_none() {
-            return Err(Error::BadMessage("mp3_fid is missing".into()));
-        }
         let job = self.recorded_job(&message.job_id).await?;
-        if let Some(what) = job.mismatch(&message) {
+        if let Some(what) = job.mismatch(
+            &message.video_fid,
+            &message.username,
+            Some(&message.mp3_fid),
+        ) {
             return Err(Error::Mismatch(what.into()));
         }
         if job.state != JobState::Done {
@@ -68,16 +70,15 @@ impl Worker {
         if job.notified_at.is_some() {
             return Ok(Outcome::Skipped("already notified"));
         }
+        // The same MP3 as the message's, which `mismatch` checked.
+        let Some(mp3_fid) = job.mp3_fid else {
+            return Err(Error::Mismatch("the job names no MP3".into()));
+        };
         self.claim(job.id, Notification::Ready).await?;
-        let size = match job.mp3_fid {
-            Some(fid) => self.mp3_size(fid).await?,
-            None => None,
-        };
-        let ready = ConversionMessage {
-            mp3_fid: job.mp3_fid.map(|fid| fid.to_hex()),
-            duration_s: job.duration_s,
-            ..job.video_message()
-        };
+        let ready = job
+            .video_message()
+            .converted(mp3_fid.to_hex(), job.duration_s);
+        let size = self.mp3_size(mp3_fid).await?;
         let audio_only = job.source.as_ref().map(|source| crate::mailer::AudioOnly {
             uploaded_bytes: u64::try_from(job.size_bytes).unwrap_or(0),
             source,
@@ -95,7 +96,7 @@ impl Worker {
     /// "We could not convert ...", to the job's owner, with the reason on
     /// the job: only for a job that has failed.
     pub async fn handle_failed(&self, body: &[u8]) -> Result<Outcome, Error> {
-        let event = JobEvent::from_slice(body)?;
+        let event = JobEvent::from_slice(body).map_err(common::Error::from)?;
         tracing::Span::current().record("job_id", tracing::field::debug(&event.job_id));
         let job = self.recorded_job(&event.job_id).await?;
         if event.username != job.owner {
@@ -114,14 +115,9 @@ impl Worker {
         }
         self.claim(job.id, Notification::Failed).await?;
         let failed = JobEvent {
-            job_id: job.id.to_hex(),
-            state: "failed".to_owned(),
-            username: job.owner.clone(),
-            filename: job.filename.clone(),
             progress: job.progress,
             error: job.error.clone(),
-            mp3_fid: None,
-            notify_email: job.notify_email,
+            ..JobEvent::of(&job.video_message(), JobState::Failed)
         };
         let email = self.mailer.failed_email(&failed)?;
         self.send(email, job.id, Notification::Failed).await?;

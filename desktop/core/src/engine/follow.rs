@@ -7,7 +7,9 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::{SAFETY_POLL, Shared, backoff, emit_item, fail, set_online, signed_in, signed_out};
-use crate::api::{ApiClient, Job};
+use contract::JobState;
+
+use crate::api::{ApiClient, Job, JobEnvelope};
 use crate::error::Error;
 use crate::store::Stage;
 
@@ -16,25 +18,25 @@ pub(super) async fn apply_job(shared: &Shared, id: i64, job: &Job) -> Result<(),
     let Some(item) = shared.store.get(id).await? else {
         return Ok(());
     };
-    match (job.state.as_str(), item.stage) {
+    match (job.state, item.stage) {
         // Already past this point locally (a replayed event).
         (_, Stage::Done | Stage::Downloading) => {}
-        ("queued", Stage::Failed) | ("converting", Stage::Failed) => {
+        (JobState::Queued | JobState::Converting, Stage::Failed) => {
             shared.store.set_stage(id, Stage::Queued, 0.0).await?;
         }
         (_, Stage::Failed) => {}
-        ("queued", _) => shared.store.set_stage(id, Stage::Queued, 0.0).await?,
-        ("converting", _) => {
+        (JobState::Queued, _) => shared.store.set_stage(id, Stage::Queued, 0.0).await?,
+        (JobState::Converting, _) => {
             shared
                 .store
                 .set_stage(id, Stage::Converting, job.progress)
                 .await?
         }
-        ("done", _) => {
+        (JobState::Done, _) => {
             shared.store.set_stage(id, Stage::Downloading, 0.0).await?;
             shared.wake_download.notify_one();
         }
-        ("failed", _) => {
+        (JobState::Failed, _) => {
             let reason = job
                 .error
                 .clone()
@@ -42,7 +44,6 @@ pub(super) async fn apply_job(shared: &Shared, id: i64, job: &Job) -> Result<(),
             fail(shared, &item, &reason).await;
             return Ok(());
         }
-        _ => {}
     }
     emit_item(shared, id).await;
     Ok(())
@@ -72,7 +73,7 @@ pub(super) async fn follow_loop(shared: Arc<Shared>) {
                         event = stream.next() => match event {
                             Some(Ok(event)) if event.event == "job" => {
                                 match serde_json::from_str::<JobEnvelope>(&event.data) {
-                                    Ok(JobEnvelope { job }) => {
+                                    Ok(JobEnvelope { job, .. }) => {
                                         tracing::debug!(job = %job.id, state = %job.state, "job event");
                                         if let Ok(Some(item)) = shared.store.by_job(&job.id).await
                                             && let Err(err) = apply_job(&shared, item.id, &job).await
@@ -115,12 +116,6 @@ pub(super) async fn follow_loop(shared: Arc<Shared>) {
             _ = tokio::time::sleep(wait) => {}
         }
     }
-}
-
-/// The data of an `event: job` (`{"job": {...}}`, as `GET /api/v1/jobs/{id}`).
-#[derive(serde::Deserialize)]
-struct JobEnvelope {
-    job: Job,
 }
 
 /// Asks the server for every job still waiting on it.

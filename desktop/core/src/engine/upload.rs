@@ -76,7 +76,7 @@ async fn upload(shared: &Arc<Shared>, item: &Item) -> Result<(), Error> {
         let settings = shared.settings.read().await;
         (
             shared.api.read().await.clone(),
-            settings.conversion.to_options(),
+            settings.conversion.options()?,
             settings.upload_audio_only,
         )
     };

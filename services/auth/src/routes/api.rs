@@ -8,61 +8,28 @@ use axum::http::header::{AUTHORIZATION, CACHE_CONTROL};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::accounts;
 use crate::client_address::ClientAddress;
-use crate::error::{ApiError, Error};
+use crate::error::{Error, JsonError};
 use crate::state::AppState;
 use crate::store::User;
-use common::secret::Secret;
 
-/// `{email, password}`, for logging in and registering. The password is a
-/// [`Secret`] from the moment it is parsed.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Credentials {
-    email: String,
-    password: Secret,
-}
+use contract::account::{
+    Credentials, NewAccount, Preferences, Profile, RegistrationStatus, TokenResponse,
+};
 
-/// `POST /api/v1/login`'s answer.
-#[derive(Debug, Serialize)]
-pub struct TokenResponse {
-    /// The JWT, for `Authorization: Bearer ...`.
-    token: String,
-    /// When it stops being accepted (RFC 3339, UTC).
-    expires_at: String,
-}
-
-/// A user as they may see themselves (`/api/v1/me`).
-#[derive(Debug, Serialize)]
-pub struct Profile {
-    email: String,
-    admin: bool,
-    email_notifications: bool,
-    /// RFC 3339, UTC.
-    created_at: String,
-}
-
-impl From<User> for Profile {
-    fn from(user: User) -> Self {
-        Self {
-            email: user.email,
-            admin: user.is_admin,
-            email_notifications: user.email_notifications,
-            created_at: rfc3339(user.created_at),
-        }
+/// A user as they may see themselves.
+fn profile(user: User) -> Profile {
+    Profile {
+        email: user.email,
+        admin: user.is_admin,
+        email_notifications: user.email_notifications,
+        created_at: rfc3339(user.created_at),
     }
-}
-
-/// `PUT /api/v1/me/preferences`'s body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Preferences {
-    email_notifications: bool,
 }
 
 /// `POST /api/v1/login` `{email, password}` -> `{token, expires_at}`.
@@ -70,7 +37,7 @@ pub async fn login(
     State(state): State<AppState>,
     ClientAddress(client): ClientAddress,
     ApiJson(credentials): ApiJson<Credentials>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, JsonError> {
     let issued = accounts::login(&state, &credentials.email, credentials.password, client).await?;
     let expires_at = i64::try_from(issued.expires_at).unwrap_or(i64::MAX);
     let mut response = Json(TokenResponse {
@@ -82,13 +49,6 @@ pub async fn login(
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
-}
-
-/// `GET /api/v1/register`'s answer.
-#[derive(Debug, Serialize)]
-pub struct RegistrationStatus {
-    /// Whether `POST /api/v1/register` accepts new accounts.
-    enabled: bool,
 }
 
 /// `GET /api/v1/register` -> `{enabled}`: lets a client offer "create an
@@ -103,19 +63,19 @@ pub async fn registration(State(state): State<AppState>) -> Json<RegistrationSta
 pub async fn register(
     State(state): State<AppState>,
     ClientAddress(client): ClientAddress,
-    ApiJson(credentials): ApiJson<Credentials>,
-) -> Result<(StatusCode, Json<Profile>), ApiError> {
-    let user = accounts::register(&state, &credentials.email, credentials.password, client).await?;
-    Ok((StatusCode::CREATED, Json(user.into())))
+    ApiJson(account): ApiJson<NewAccount>,
+) -> Result<(StatusCode, Json<Profile>), JsonError> {
+    let user = accounts::register(&state, &account.email, account.password, client).await?;
+    Ok((StatusCode::CREATED, Json(profile(user))))
 }
 
 /// `GET /api/v1/me` with a Bearer token -> the caller's profile.
 pub async fn me(
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<Profile>, ApiError> {
+) -> Result<Json<Profile>, JsonError> {
     let user = accounts::current_user(&state, bearer_token(&headers)?).await?;
-    Ok(Json(user.into()))
+    Ok(Json(profile(user)))
 }
 
 /// `PUT /api/v1/me/preferences` `{email_notifications}` -> the updated
@@ -124,7 +84,7 @@ pub async fn set_preferences(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(preferences): ApiJson<Preferences>,
-) -> Result<Json<Profile>, ApiError> {
+) -> Result<Json<Profile>, JsonError> {
     let user = accounts::current_user(&state, bearer_token(&headers)?).await?;
     let user = state
         .store
@@ -135,12 +95,12 @@ pub async fn set_preferences(
             other => other,
         })?;
     tracing::info!(user = %user.email, email_notifications = user.email_notifications, "preferences changed");
-    Ok(Json(user.into()))
+    Ok(Json(profile(user)))
 }
 
 /// Any path no route matches.
-pub async fn not_found() -> ApiError {
-    ApiError(Error::NotFound)
+pub async fn not_found() -> JsonError {
+    JsonError(Error::NotFound)
 }
 
 /// The token of `Authorization: Bearer <token>`; anything else is
@@ -175,12 +135,12 @@ where
     T: DeserializeOwned,
     S: Send + Sync,
 {
-    type Rejection = ApiError;
+    type Rejection = JsonError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(request, state).await {
             Ok(Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(ApiError(Error::BadRequest {
+            Err(rejection) => Err(JsonError(Error::BadRequest {
                 status: rejection.status(),
                 message: rejection.body_text(),
             })),

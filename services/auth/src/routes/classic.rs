@@ -15,7 +15,7 @@ use crate::client_address::ClientAddress;
 use crate::error::Error;
 use crate::state::AppState;
 use crate::token::Claims;
-use common::secret::Secret;
+use contract::secret::Secret;
 
 /// Base64 for Basic credentials, lenient about padding because some clients
 /// leave it off.

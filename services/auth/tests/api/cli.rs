@@ -204,9 +204,7 @@ async fn key_generate_prints_a_key_the_service_signs_with() {
     let app = auth_service::App::build(config).await.expect("builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run(async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(app.run(common::testing::cancelled_by(stopped)));
 
     // Assert: the published key is the generated key's public half.
     let jwks: serde_json::Value = reqwest::get(format!("{address}/.well-known/jwks.json"))

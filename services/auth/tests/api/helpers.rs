@@ -271,9 +271,7 @@ pub async fn start(db: TestDatabase, signing: Signing, flags: &[&str]) -> TestAp
         .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(app.run(async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(app.run(common::testing::cancelled_by(stopped)));
     TestApp {
         shutdown: Some(stop),
         server,

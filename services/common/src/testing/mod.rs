@@ -4,8 +4,6 @@
 
 pub mod smtp;
 
-use std::future::Future;
-
 use tokio::sync::oneshot;
 
 /// The broker the tests use: `AMQP_URL`, else the local RabbitMQ.
@@ -133,12 +131,19 @@ pub fn free_port() -> u16 {
 
 /// A shutdown signal for a service run in a test, and the sender that
 /// fires it (dropping the sender fires it too).
-pub fn stopper() -> (
-    oneshot::Sender<()>,
-    impl Future<Output = ()> + Send + 'static,
-) {
+pub fn stopper() -> (oneshot::Sender<()>, crate::shutdown::CancellationToken) {
     let (tx, rx) = oneshot::channel::<()>();
-    (tx, async move {
-        let _ = rx.await;
-    })
+    (tx, cancelled_by(rx))
+}
+
+/// A token cancelled when `stop` fires or its sender is dropped (a test's
+/// stop handle, gone with the test).
+pub fn cancelled_by(stop: oneshot::Receiver<()>) -> crate::shutdown::CancellationToken {
+    let token = crate::shutdown::CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let _ = stop.await;
+        cancel.cancel();
+    });
+    token
 }

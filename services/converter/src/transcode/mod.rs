@@ -60,7 +60,7 @@ use std::time::{Duration, Instant};
 
 use ffmpeg_next as ffmpeg;
 
-pub use common::options::{Channels, Options, OptionsError, Quality, SampleRate};
+pub use contract::options::{Channels, Options, OptionsError, Quality, SampleRate};
 pub use limit::TimeLimit;
 
 use ffmpeg::util::error::{EIO, EMFILE, ENFILE};

@@ -9,7 +9,7 @@ use std::time::Duration;
 use mongodb::bson::{doc, oid::ObjectId};
 
 use common::jobs::JobState;
-use common::messages::ConversionMessage;
+use contract::VideoRequest;
 
 use crate::harness::{World, make_audio, mongodb_uri, start_converter};
 
@@ -53,7 +53,7 @@ async fn forged_video_messages_are_dead_lettered_and_change_no_job() {
     let forgeries = [
         (
             "their video for my failed job",
-            ConversionMessage {
+            VideoRequest {
                 video_fid: theirs.video_fid.to_hex(),
                 ..mine.video_message()
             },
@@ -61,7 +61,7 @@ async fn forged_video_messages_are_dead_lettered_and_change_no_job() {
         ),
         (
             "an unknown job in any name",
-            ConversionMessage {
+            VideoRequest {
                 job_id: ObjectId::new().to_hex(),
                 username: "whoever@example.com".into(),
                 ..theirs.video_message()
@@ -70,7 +70,7 @@ async fn forged_video_messages_are_dead_lettered_and_change_no_job() {
         ),
         (
             "my video for their job",
-            ConversionMessage {
+            VideoRequest {
                 video_fid: mine.video_fid.to_hex(),
                 username: "mallory@example.com".into(),
                 ..theirs.video_message()
@@ -79,7 +79,7 @@ async fn forged_video_messages_are_dead_lettered_and_change_no_job() {
         ),
         (
             "their job in my name",
-            ConversionMessage {
+            VideoRequest {
                 username: "mallory@example.com".into(),
                 ..theirs.video_message()
             },
@@ -148,9 +148,10 @@ async fn the_job_record_not_the_message_says_owner_file_name_and_options() {
 
     // The same job and video, but a file name and options of the sender's choosing.
     world
-        .publish(&ConversionMessage {
+        .publish(&VideoRequest {
             filename: "forged.m4a".into(),
-            options: serde_json::json!({"channels": "stereo"}),
+            options: contract::Options::from_json(&serde_json::json!({"channels": "stereo"}))
+                .expect("valid options"),
             ..job.video_message()
         })
         .await;

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use common::amqp::Publisher;
 use common::config::MongoStores;
 use common::jobs::Job;
-use common::messages::ConversionMessage;
+use contract::VideoRequest;
 
 pub use common::testing::{amqp_url, ffmpeg, ffprobe, mongodb_uri};
 
@@ -119,7 +119,7 @@ impl World {
         // The options live on the job, as the gateway records them.
         let job = Job {
             notify_email: false,
-            options: mongodb::bson::to_document(&options).expect("options as a document"),
+            options: contract::Options::from_json(&options).expect("valid options"),
             ..Job::queued(ObjectId::new(), owner, &name, video_fid)
         };
         self.mongo.jobs.insert(&job).await.expect("insert job");
@@ -127,7 +127,7 @@ impl World {
     }
 
     /// Publishes a `video` message, whatever it says.
-    pub async fn publish(&self, message: &ConversionMessage) {
+    pub async fn publish(&self, message: &VideoRequest) {
         self.publisher
             .publish(
                 &self.video_queue(),
@@ -351,9 +351,7 @@ pub async fn start_converter(args: Vec<String>) -> Running {
         .expect("converter starts");
     let port = app.port();
     let (stop, signal) = oneshot::channel::<()>();
-    let task = tokio::spawn(app.run(async move {
-        let _ = signal.await;
-    }));
+    let task = tokio::spawn(app.run(common::testing::cancelled_by(signal)));
     Running { port, stop, task }
 }
 

@@ -12,8 +12,12 @@ use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 
 use super::MAX_JSON_BYTES;
-use crate::error::{ApiError, ErrorBody, JsonError};
-use crate::openapi::{Credentials, Preferences, Profile, RegistrationStatus, TokenResponse};
+use contract::ErrorBody;
+use contract::account::{
+    Credentials, NewAccount, Preferences, Profile, RegistrationStatus, TokenResponse,
+};
+
+use crate::error::{ApiError, JsonError};
 use crate::state::AppState;
 
 /// What every account route needs to forward a request.
@@ -100,7 +104,7 @@ pub async fn registration(
     post,
     path = "/api/v1/register",
     tag = "account",
-    request_body = Credentials,
+    request_body = NewAccount,
     responses(
         (status = 201, description = "The new account", body = Profile),
         (status = 400, description = "Malformed JSON, invalid email or weak password", body = ErrorBody),

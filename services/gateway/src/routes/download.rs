@@ -10,17 +10,17 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use mongodb::bson::oid::ObjectId;
 
-use crate::auth_client::Claims;
+use crate::claims::{Caller, Claims};
 use crate::error::ApiError;
 use crate::range::ByteRange;
 use crate::state::AppState;
 
 pub async fn download(
     State(state): State<AppState>,
+    Caller(claims): Caller,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let claims = state.auth.validate(&headers).await?;
     let fid_text = query
         .get("fid")
         .filter(|fid| !fid.trim().is_empty())
@@ -91,7 +91,7 @@ pub async fn serve_mp3(
         ))
     };
     // Capped and cleaned again: files stored before names were.
-    let name = common::names::mp3_name(file.filename.as_deref().unwrap_or("audio.mp3"));
+    let name = contract::names::mp3_name(file.filename.as_deref().unwrap_or("audio.mp3"));
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();

@@ -17,14 +17,15 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use mongodb::bson::{DateTime, oid::ObjectId};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc};
 
 use common::jobs::Job;
-use common::messages::JobEvent;
+use contract::JobEvent;
 
-use super::jobs::JobView;
-use crate::auth_client::Claims;
-use crate::error::{ApiError, ErrorBody, JsonError};
+use crate::claims::{Bearer, Claims};
+use contract::ErrorBody;
+
+use crate::error::{ApiError, JsonError};
 use crate::events::{Cursor, Live};
 use crate::state::AppState;
 
@@ -50,9 +51,9 @@ const CLIENT_BUFFER: usize = 32;
 )]
 pub async fn events(
     State(state): State<AppState>,
+    Bearer(claims): Bearer,
     headers: HeaderMap,
 ) -> Result<Response, JsonError> {
-    let claims = state.auth.validate_bearer(&headers).await?;
     let resume = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())
@@ -109,7 +110,7 @@ struct Feed {
     owner: Option<String>,
     claims: Claims,
     tx: mpsc::Sender<Event>,
-    stopping: watch::Receiver<bool>,
+    stopping: common::shutdown::CancellationToken,
     /// Per job, the `updated_at` last sent: an older or equal snapshot
     /// (two events read the same document) is not sent again.
     sent: HashMap<ObjectId, DateTime>,
@@ -123,7 +124,7 @@ impl Feed {
     async fn follow(&mut self, mut live: broadcast::Receiver<Live>) {
         loop {
             let received = tokio::select! {
-                _ = self.stopping.wait_for(|stopping| *stopping) => return,
+                () = self.stopping.cancelled() => return,
                 _ = self.tx.closed() => return,
                 received = live.recv() => received,
             };
@@ -196,14 +197,14 @@ impl Feed {
             return true;
         }
         let cursor = Cursor::of(job);
-        let data = serde_json::json!({ "job": JobView::from(job) });
+        let data = serde_json::json!({ "job": job.view() });
         let event = Event::default()
             .event("job")
             .id(cursor.to_string())
             .data(data.to_string());
         let delivered = tokio::select! {
             sent = self.tx.send(event) => sent.is_ok(),
-            _ = self.stopping.wait_for(|stopping| *stopping) => false,
+            () = self.stopping.cancelled() => false,
         };
         if delivered {
             self.sent.insert(job.id, job.updated_at);

@@ -8,6 +8,7 @@ mod download;
 pub(crate) mod events;
 pub(crate) mod jobs;
 mod login;
+pub(crate) mod meta;
 mod upload;
 
 use axum::Router;
@@ -62,10 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/retry", api(post(jobs::retry)))
         .route("/api/v1/jobs/{id}/mp3", api(get(jobs::mp3)))
         .route("/api/v1/events", api(get(events::events)))
-        .route(
-            "/api/v1/openapi.json",
-            api(get(crate::openapi::openapi_json)),
-        )
+        .route("/api/v1/openapi.json", api(get(meta::openapi_json)))
         .route_layer(axum::middleware::from_fn(count_requests))
         .fallback(not_found)
         .with_state(state)

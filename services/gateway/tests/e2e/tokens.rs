@@ -185,3 +185,50 @@ async fn tokens_signed_by_another_key_are_refused() {
     );
     stack.stop().await;
 }
+
+/// An upload asks auth nothing: tokens are checked with auth's published
+/// key, and the email preference is the one the gateway last saw pass
+/// through it. With auth gone, a user who turned email off still gets a
+/// job that sends none (asking auth would have failed, and failing means
+/// "send email").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_asks_auth_nothing_not_even_the_email_preference() {
+    let pem = auth_service::token::generate_ed25519_pem().expect("key");
+    let mut stack = TestStack::start_with(
+        AuthDb::Sqlite,
+        StackOptions {
+            ed25519_pem: Some(pem),
+            ..StackOptions::default()
+        },
+    )
+    .await;
+    stack.add_user("fay@example.com", "fay-password").await;
+    let token = stack.token("fay@example.com", "fay-password").await;
+    let off = stack
+        .http
+        .put(format!("{}/api/v1/me/preferences", stack.gateway))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "email_notifications": false }))
+        .send()
+        .await
+        .expect("preferences");
+    assert_eq!(off.status(), 200);
+    // The first upload loads auth's key set, while auth is there.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = make_video(dir.path(), "first.mp4", 1, true);
+    assert_eq!(stack.upload(&token, &[&first]).await.status(), 200);
+
+    stack.stop_auth().await;
+    let second = make_video(dir.path(), "second.mp4", 2, true);
+    let upload = stack.upload(&token, &[&second]).await;
+
+    assert_eq!(upload.status(), 200);
+    let job_id = upload.headers()["x-job-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let id = mongodb::bson::oid::ObjectId::parse_str(&job_id).expect("id");
+    let job = stack.mongo.jobs.get(id).await.expect("read").expect("job");
+    assert!(!job.notify_email, "the preference the gateway saw: off");
+    stack.stop().await;
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::messages::JobEvent;
+use contract::JobEvent;
 
 use crate::helpers::{AuthDb, TestStack};
 
@@ -55,13 +55,12 @@ async fn an_event_naming_me_with_someone_elses_job_shows_me_nothing() {
     .expect("broker");
     let forged = JobEvent {
         job_id: bobs.clone(),
-        state: "done".into(),
+        state: contract::JobState::Done,
         username: "alice@example.com".into(),
         filename: "bobs-secret.mp4".into(),
         progress: 1.0,
         error: None,
         mp3_fid: None,
-        notify_email: true,
     };
     forger
         .publish_event(

@@ -16,7 +16,7 @@ async fn ready_mail_has_recipient_subject_both_parts_link_and_id() {
     let harness = Harness::start(port, 200).await;
     let job = harness.insert_job("Grüße aus Köln.mp4").await;
     let message = harness.ready_message(job).await;
-    let fid = message.mp3_fid.clone().expect("fid");
+    let fid = message.mp3_fid.clone();
 
     harness.publish_ready(&message).await;
     let mail = sink.wait_for(&fid, WAIT).await;

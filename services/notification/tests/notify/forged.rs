@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use common::jobs::{Job, JobState};
-use common::messages::{ConversionMessage, JobEvent};
 use common::testing::smtp::MailSink;
+use contract::{JobEvent, Mp3Result};
 use mongodb::bson::oid::ObjectId;
 
 use crate::harness::Harness;
@@ -33,7 +33,7 @@ async fn forged_ready_messages_mail_nobody_and_are_dead_lettered() {
     let forgeries = [
         (
             "their job to my address",
-            ConversionMessage {
+            Mp3Result {
                 username: "mallory@example.com".into(),
                 ..harness.ready_message(theirs).await
             },
@@ -41,15 +41,15 @@ async fn forged_ready_messages_mail_nobody_and_are_dead_lettered() {
         ),
         (
             "their job with another MP3",
-            ConversionMessage {
-                mp3_fid: Some(ObjectId::new().to_hex()),
+            Mp3Result {
+                mp3_fid: ObjectId::new().to_hex(),
                 ..harness.ready_message(theirs).await
             },
             "the message's MP3 is not the job's",
         ),
         (
             "an unknown job",
-            ConversionMessage {
+            Mp3Result {
                 job_id: ObjectId::new().to_hex(),
                 ..harness.ready_message(theirs).await
             },
@@ -57,8 +57,8 @@ async fn forged_ready_messages_mail_nobody_and_are_dead_lettered() {
         ),
         (
             "a job still converting (no MP3 yet)",
-            ConversionMessage {
-                mp3_fid: Some(ObjectId::new().to_hex()),
+            Mp3Result {
+                mp3_fid: ObjectId::new().to_hex(),
                 ..harness.ready_message(converting).await
             },
             "the message's MP3 is not the job's",
@@ -99,13 +99,12 @@ async fn forged_failure_events_mail_nobody() {
     harness
         .publish_event(&JobEvent {
             job_id: done.to_hex(),
-            state: "failed".into(),
+            state: contract::JobState::Failed,
             username: "ana@example.com".into(),
             filename: "fine.mp4".into(),
             progress: 0.0,
             error: Some("it was all a lie".into()),
             mp3_fid: None,
-            notify_email: true,
         })
         .await;
     harness
@@ -117,13 +116,12 @@ async fn forged_failure_events_mail_nobody() {
     harness
         .publish_event(&JobEvent {
             job_id: failed.to_hex(),
-            state: "failed".into(),
+            state: contract::JobState::Failed,
             username: "mallory@example.com".into(),
             filename: "broken.mp4".into(),
             progress: 0.0,
             error: Some("whatever".into()),
             mp3_fid: None,
-            notify_email: true,
         })
         .await;
     // Then the genuine event for the failed job: mailed to its owner, with

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use common::amqp::Publisher;
 use common::config::MongoStores;
 use common::jobs::{Job, JobState};
-use common::messages::{ConversionMessage, JobEvent};
+use contract::{JobEvent, Mp3Result};
 
 pub use common::testing::{amqp_url, free_port};
 
@@ -81,9 +81,7 @@ impl Harness {
         .expect("broker");
         let app = notification::App::build(config).await.expect("builds");
         let (stop, signal) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run(async move {
-            let _ = signal.await;
-        }));
+        let task = tokio::spawn(app.run(common::testing::cancelled_by(signal)));
         let harness = Harness {
             prefix,
             retry_base_ms,
@@ -148,16 +146,16 @@ impl Harness {
     }
 
     /// The `mp3` message the converter publishes for a job, from its record.
-    pub async fn ready_message(&self, job_id: ObjectId) -> ConversionMessage {
+    /// (A job without an MP3 yet gets an empty `mp3_fid`.)
+    pub async fn ready_message(&self, job_id: ObjectId) -> Mp3Result {
         let job = self.job(job_id).await;
-        ConversionMessage {
-            mp3_fid: job.mp3_fid.map(|fid| fid.to_hex()),
-            duration_s: job.duration_s,
-            ..job.video_message()
-        }
+        job.video_message().converted(
+            job.mp3_fid.map(|fid| fid.to_hex()).unwrap_or_default(),
+            job.duration_s,
+        )
     }
 
-    pub async fn publish_ready(&self, message: &ConversionMessage) {
+    pub async fn publish_ready(&self, message: &Mp3Result) {
         self.publish_raw(&message.to_vec()).await;
     }
 
@@ -178,13 +176,12 @@ impl Harness {
             .expect("fail the job");
         self.publish_event(&JobEvent {
             job_id: job_id.to_hex(),
-            state: "failed".into(),
+            state: contract::JobState::Failed,
             username: "ana@example.com".into(),
             filename: filename.into(),
             progress: 0.0,
             error: Some(reason.into()),
             mp3_fid: None,
-            notify_email: true,
         })
         .await;
     }

@@ -1,16 +1,29 @@
 //! Names and header text made from what users send (a file name, an
 //! email): the MP3's name, a form of it that is safe to paste into a shell,
-//! and text that is safe in a mail header. Nothing a user writes can add a
+//! and text that is safe in a mail header; the one rule for every part
+//! that names an MP3 (converter, gateway, mailer, desktop app). Nothing a user writes can add a
 //! directory, a header line, a command or an encoded-word.
 
 /// The longest MP3 name stem kept, in characters: names stay readable and
 /// headers (`Content-Disposition`) stay small.
 pub const MAX_STEM_CHARS: usize = 120;
 
-/// The MP3's name for an original file name: its stem (no directories, no
-/// control or reserved characters, no leading dots, at most
-/// [`MAX_STEM_CHARS`]) and `.mp3`; `audio.mp3` when nothing is left.
+/// The longest MP3 name stem kept, in bytes, well under the common 255-byte
+/// file name limit (a stem of 120 four-byte characters would pass it).
+pub const MAX_STEM_BYTES: usize = 180;
+
+/// The MP3's name for an original file name: [`mp3_stem`] and `.mp3`. The
+/// converter stores the MP3 under it, the download and the mail offer it,
+/// the desktop app saves it so (numbered when taken).
 pub fn mp3_name(original: &str) -> String {
+    format!("{}.mp3", mp3_stem(original))
+}
+
+/// An original file name's stem, safe as a file name anywhere: no
+/// directories, no control or reserved characters, no leading dots, at most
+/// [`MAX_STEM_CHARS`] characters and [`MAX_STEM_BYTES`] bytes; `audio` when
+/// nothing is left.
+pub fn mp3_stem(original: &str) -> String {
     let base = original.rsplit(['/', '\\']).next().unwrap_or(original);
     let stem = match base.rfind('.') {
         Some(dot) if dot > 0 => &base[..dot],
@@ -24,17 +37,23 @@ pub fn mp3_name(original: &str) -> String {
             c => c,
         })
         .collect();
-    let stem: String = cleaned
+    let mut stem = String::new();
+    for c in cleaned
         .trim()
         .trim_start_matches('.')
         .trim()
         .chars()
         .take(MAX_STEM_CHARS)
-        .collect();
+    {
+        if stem.len() + c.len_utf8() > MAX_STEM_BYTES {
+            break;
+        }
+        stem.push(c);
+    }
     if stem.is_empty() {
-        "audio.mp3".to_owned()
+        "audio".to_owned()
     } else {
-        format!("{stem}.mp3")
+        stem
     }
 }
 

@@ -2,7 +2,12 @@
 //! `video` message, parsed and range-checked. It lives here (no FFmpeg types)
 //! so the gateway can reject bad options with a 400 before storing anything,
 //! and the converter applies exactly the same rules.
+//!
+//! With serde they read through [`Options::from_json`] (so a value that
+//! deserialises is valid) and write their canonical form
+//! ([`Options::to_json`]), in a job record, a message or the API alike.
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 /// Options a job cannot be converted with; the message names the field.
@@ -304,6 +309,132 @@ impl Options {
             && self.trim_start_s.unwrap_or(0.0) == 0.0
             && self.trim_end_s.is_none()
             && !self.normalize
+    }
+}
+
+impl Serialize for Options {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Options {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        Options::from_json(&value).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Options {
+    /// The JSON Schema (2020-12, as OpenAPI 3.1 uses it) of exactly what
+    /// [`Options::from_json`] accepts, cross-field rules included, except
+    /// one no JSON Schema can state: `trim_end_s` greater than
+    /// `trim_start_s`. Keys may be `null` (the same as missing), names are
+    /// case-insensitive as the parser takes them.
+    pub fn json_schema() -> Value {
+        let bitrate = |rates: &[u32]| serde_json::json!({ "type": "integer", "enum": rates });
+        serde_json::json!({
+            "description": "Per-job conversion options; every field is optional (null is the same as absent) and anything else is a 400 naming the field. Defaults: LAME VBR V2, the source's sample rate and channels (up to stereo), the best audio track, the whole file, no normalisation. `bitrate_kbps` goes only with `\"quality\": \"cbr\"` and must be an MP3 bit rate (at 22050 Hz the MPEG-2 ones); `trim_end_s` must be greater than `trim_start_s`.",
+            "type": ["object", "null"],
+            "example": { "quality": "cbr", "bitrate_kbps": 128, "channels": "mono" },
+            "additionalProperties": false,
+            "properties": {
+                "quality": {
+                    "description": "`\"V0\"` (best) to `\"V9\"` (smallest) for VBR, or `\"cbr\"` together with `bitrate_kbps`.",
+                    "type": ["string", "null"],
+                    "pattern": "^([Vv][0-9]|[Cc][Bb][Rr])$"
+                },
+                "bitrate_kbps": {
+                    "description": "Constant bit rate in kbit/s, with `\"quality\": \"cbr\"`.",
+                    "type": ["integer", "null"]
+                },
+                "sample_rate": {
+                    "description": "`\"keep\"`, 22050, 44100 or 48000.",
+                    "anyOf": [
+                        { "type": "null" },
+                        { "type": "string", "pattern": "^[Kk][Ee][Ee][Pp]$" },
+                        { "type": "integer", "enum": SELECTABLE_SAMPLE_RATES }
+                    ]
+                },
+                "channels": {
+                    "description": "`\"keep\"`, `\"mono\"` or `\"stereo\"`.",
+                    "type": ["string", "null"],
+                    "pattern": "^([Kk][Ee][Ee][Pp]|[Mm][Oo][Nn][Oo]|[Ss][Tt][Ee][Rr][Ee][Oo])$"
+                },
+                "audio_track": {
+                    "description": "Index among the file's audio tracks, from 0; by default FFmpeg's best one.",
+                    "type": ["integer", "null"],
+                    "minimum": 0,
+                    "maximum": u64::MAX
+                },
+                "trim_start_s": {
+                    "description": "Seconds skipped at the start.",
+                    "type": ["number", "null"],
+                    "minimum": 0
+                },
+                "trim_end_s": {
+                    "description": "Where the converted span ends, in seconds from the start of the audio; greater than `trim_start_s`.",
+                    "type": ["number", "null"],
+                    "exclusiveMinimum": 0
+                },
+                "normalize": {
+                    "description": "EBU R128 loudness normalisation.",
+                    "type": ["boolean", "null"]
+                }
+            },
+            "anyOf": [
+                { "type": "null" },
+                {
+                    "title": "VBR",
+                    "properties": {
+                        "quality": { "type": ["string", "null"], "pattern": "^[Vv][0-9]$" },
+                        "bitrate_kbps": { "type": "null" }
+                    }
+                },
+                {
+                    "title": "CBR (MPEG-1 rates)",
+                    "required": ["quality", "bitrate_kbps"],
+                    "properties": {
+                        "quality": { "type": "string", "pattern": "^[Cc][Bb][Rr]$" },
+                        "bitrate_kbps": bitrate(&MPEG1_BITRATES),
+                        "sample_rate": {
+                            "anyOf": [
+                                { "type": ["null", "string"] },
+                                { "type": "integer", "enum": [44_100, 48_000] }
+                            ]
+                        }
+                    }
+                },
+                {
+                    "title": "CBR at 22050 Hz (MPEG-2 rates)",
+                    "required": ["quality", "bitrate_kbps", "sample_rate"],
+                    "properties": {
+                        "quality": { "type": "string", "pattern": "^[Cc][Bb][Rr]$" },
+                        "bitrate_kbps": bitrate(&MPEG2_BITRATES),
+                        "sample_rate": { "const": 22_050 }
+                    }
+                }
+            ]
+        })
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Options {
+    /// A stand-in object: the gateway's document puts
+    /// [`Options::json_schema`] in its place (utoipa's schema model has no
+    /// `not` nor type lists).
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .description(Some("See `Options::json_schema`"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Options {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ConversionOptions".into()
     }
 }
 

@@ -1,0 +1,216 @@
+//! The upload service behind `POST /upload` and `POST /api/v1/jobs`: one multipart file, streamed into GridFS chunk by chunk
+//! (SHA-256 and size computed on the way), then a job record and a
+//! broker-confirmed message on the `video` queue. If anything after the
+//! upload fails, the stored video and the job are removed again: a client
+//! that does not get `success!` has left nothing behind. A file that is
+//! clearly not media by its first bytes is refused (415) before anything
+//! is stored.
+//!
+//! A request can also be dropped half-way: the client goes away, or the
+//! shutdown grace runs out. While the body is being received, a guard then
+//! removes what was stored; once the file is complete, the rest (job record,
+//! confirmed publish, or the clean-up after a failure) runs as a background
+//! task that finishes even if its request is gone, and shutdown waits for it.
+
+mod leftovers;
+mod receive;
+
+use leftovers::*;
+use receive::*;
+
+use axum::extract::Multipart;
+use axum::extract::multipart::MultipartRejection;
+use axum::http::HeaderMap;
+use mongodb::bson::oid::ObjectId;
+
+use common::jobs::Job;
+use common::jobs::SourceFile;
+use contract::JobState;
+use contract::options::Options;
+
+use crate::claims::Claims;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A video that is safely in GridFS.
+pub(super) struct StoredVideo {
+    fid: ObjectId,
+    filename: String,
+    size: u64,
+    sha256: String,
+}
+
+/// What a successful upload led to.
+pub struct Accepted {
+    pub job: Job,
+    /// The same user already had a live job for the same content and
+    /// options: this is that job, and the new upload was dropped.
+    pub deduplicated: bool,
+}
+
+/// Receives one upload for an authenticated caller: streams the file part
+/// into GridFS, then either answers with the caller's live job for the same
+/// content and options, or records a new job and queues it. With
+/// `with_options`, a non-file part named `options` carries the conversion
+/// options as JSON (validated: a bad one is a 400 naming the field), and
+/// one named `source` the size and SHA-256 of the original when the file
+/// is only its audio; the classic route ignores non-file parts, as the
+/// original did.
+pub async fn accept(
+    state: &AppState,
+    claims: &Claims,
+    headers: &HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+    with_options: bool,
+) -> Result<Accepted, ApiError> {
+    // As in the original, a body without a readable file part (not multipart
+    // at all, or an empty form) means "no file".
+    let multipart = multipart.map_err(|_| ApiError::ExactlyOneFile)?;
+    let _in_flight = InFlight::start();
+    let request_id = crate::queue::request_id(headers).to_owned();
+
+    let job_id = ObjectId::new();
+    let fid = ObjectId::new();
+    // Held until the job is recorded or the leftovers are gone; if this
+    // gateway dies first, another one removes the upload.
+    let lease = state.leases.take(fid).await;
+    // Dropped before `disarm` (the request was cancelled): removes the file.
+    let leftovers = Leftovers::arm(state, fid, lease);
+    let received = receive(state, claims, multipart, with_options, job_id, fid).await;
+    let lease = leftovers.disarm();
+    let committing = received.map(|(video, options, source)| {
+        let (owned_state, claims, headers) = (state.clone(), claims.clone(), headers.clone());
+        state.background.spawn(async move {
+            let committed = commit(
+                owned_state,
+                claims,
+                headers,
+                video,
+                Wanted { options, source },
+                request_id,
+                job_id,
+            )
+            .await;
+            drop(lease);
+            committed
+        })
+    });
+    committing?
+        .await
+        .map_err(|err| ApiError::Internal(anyhow::anyhow!("upload commit task failed: {err}")))?
+}
+
+/// What the uploader asked for beside the file.
+pub(super) struct Wanted {
+    options: Options,
+    source: Option<SourceFile>,
+}
+
+/// What follows a complete upload: the caller's existing job for the same
+/// content, or a new job record and its confirmed message. Owns its data so
+/// it can run apart from the request.
+async fn commit(
+    state: AppState,
+    claims: Claims,
+    headers: HeaderMap,
+    video: StoredVideo,
+    wanted: Wanted,
+    request_id: String,
+    job_id: ObjectId,
+) -> Result<Accepted, ApiError> {
+    let (state, claims) = (&state, &claims);
+    let options = &wanted.options;
+    if let Some(job) = same_job(state, claims, &video, options).await {
+        discard(state, Some(&video)).await;
+        tracing::info!(job_id = %job.id, user = %claims.username, "repeated upload answered with the existing job");
+        return Ok(Accepted {
+            job,
+            deduplicated: true,
+        });
+    }
+
+    let notify_email = state.auth.wants_email(claims, &headers).await;
+    let job = match enqueue(
+        state,
+        claims,
+        job_id,
+        &video,
+        &wanted,
+        &request_id,
+        notify_email,
+    )
+    .await
+    {
+        Ok(job) => job,
+        Err(err) => {
+            discard(state, Some(&video)).await;
+            let _ = state.mongo.jobs.delete(job_id).await;
+            return Err(err);
+        }
+    };
+    metrics::counter!("gateway_upload_bytes_total").increment(video.size);
+    tracing::info!(job_id = %job_id, video_fid = %video.fid, user = %claims.username, size = video.size, "video queued");
+    Ok(Accepted {
+        job,
+        deduplicated: false,
+    })
+}
+
+/// The caller's queued, converting or finished job for the same content
+/// with equivalent options, if there is one. A lookup failure only means no
+/// deduplication.
+async fn same_job(
+    state: &AppState,
+    claims: &Claims,
+    video: &StoredVideo,
+    wanted: &Options,
+) -> Option<Job> {
+    let candidates = match state
+        .mongo
+        .jobs
+        .live_with_content(&claims.username, &video.sha256)
+        .await
+    {
+        Ok(candidates) => candidates,
+        Err(err) => {
+            tracing::warn!(error = %err, "could not look for a duplicate job");
+            return None;
+        }
+    };
+    candidates.into_iter().find(|job| job.options == *wanted)
+}
+
+/// Records the job and hands the video to the converter.
+async fn enqueue(
+    state: &AppState,
+    claims: &Claims,
+    job_id: ObjectId,
+    video: &StoredVideo,
+    wanted: &Wanted,
+    request_id: &str,
+    notify_email: bool,
+) -> Result<Job, ApiError> {
+    let job = Job {
+        source: wanted.source.clone(),
+        options: wanted.options.clone(),
+        notify_email,
+        size_bytes: i64::try_from(video.size).unwrap_or(i64::MAX),
+        sha256: video.sha256.clone(),
+        ..Job::queued(job_id, &claims.username, &video.filename, video.fid)
+    };
+    state.mongo.jobs.insert(&job).await?;
+    // Announced before the converter can pick it up, so live clients see
+    // `queued` first.
+    crate::queue::announce(state, &job, JobState::Queued).await;
+    crate::queue::publish(state, &job, request_id).await?;
+    Ok(job)
+}
+
+/// Best-effort removal of a stored video after a failed request.
+async fn discard(state: &AppState, video: Option<&StoredVideo>) {
+    if let Some(video) = video
+        && let Err(err) = common::gridfs::delete(&state.videos_bucket(), video.fid).await
+    {
+        tracing::error!(video_fid = %video.fid, error = %err, "could not remove an orphaned video");
+    }
+}
