@@ -112,11 +112,14 @@ ensure_system_packages() {
 # container runner reads the rendered manifests) and pika (scripts/audit
 # reads queue depths).
 ensure_venv() {
-  if [ ! -x "$VENV/bin/secantusd-py" ] || ! "$VENV/bin/python" -c 'import aiosmtpd, yaml, pika' 2>/dev/null; then
+  if [ ! -x "$VENV/bin/secantusd-py" ] || [ ! -x "$VENV/bin/schemathesis" ] \
+    || ! "$VENV/bin/python" -c 'import aiosmtpd, yaml, pika' 2>/dev/null; then
     log "creating the Python venv in $VENV"
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --upgrade pip
-    "$VENV/bin/pip" install -q --pre secantusdb aiosmtpd pyyaml pika==1.3.2
+    "$VENV/bin/pip" install -q --pre secantusdb
+    # schemathesis: scripts/fuzz-api, the gateway against its own OpenAPI document.
+    "$VENV/bin/pip" install -q aiosmtpd pyyaml pika==1.3.2 schemathesis==4.32.5
   fi
 }
 
