@@ -163,7 +163,7 @@ fn router(state: AppState) -> Router {
             Ok(())
         })
     });
-    let request_id = HeaderName::from_static("x-request-id");
+    let request_id = HeaderName::from_static(common::amqp::REQUEST_ID_HEADER);
     routes::router(state)
         .merge(common::ops::router(ready))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))

@@ -11,3 +11,4 @@ mod logs;
 mod reader;
 mod retries;
 mod streaming;
+mod tracing_ids;
