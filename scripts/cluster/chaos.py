@@ -183,11 +183,19 @@ def wait_finished(job_ids: list[str], seconds: float) -> None:
 
 
 def wait_mails(count: int, seconds: float) -> None:
+    seen = {"total": 0}
+
     def arrived():
         with urllib.request.urlopen(f"http://{pod_ip('mailpit-0')}:8025/api/v1/messages", timeout=10) as response:
-            return json.load(response)["total"] >= count
+            seen["total"] = json.load(response)["total"]
+            return seen["total"] >= count
 
-    c.wait_for(f"{count} mails", arrived, seconds)
+    try:
+        c.wait_for(f"{count} mails", arrived, seconds)
+    except SystemExit:
+        # How far it got, and where the jobs stand, for whoever reads the failure.
+        print(f"chaos: {seen['total']} of {count} mails arrived; queues: {in_flight()}", file=sys.stderr)
+        raise
 
 
 def in_flight() -> dict[str, int]:

@@ -80,7 +80,7 @@ def wait_for(what: str, probe, seconds: float):
 def diagnose() -> None:
     """What an operator would look at first: the pods and the last log lines."""
     print(subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}} {{.Status}}"], capture_output=True, text=True).stdout, file=sys.stderr)
-    for pod in pods("converter") + pods("gateway"):
+    for pod in pods("converter") + pods("gateway") + pods("notification"):
         logs = subprocess.run(["podman", "logs", "--tail", "8", pod], capture_output=True, text=True)
         print(f"--- {pod}\n{logs.stdout}{logs.stderr}", file=sys.stderr)
 
