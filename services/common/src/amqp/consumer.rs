@@ -19,7 +19,11 @@ use crate::error::Result;
 
 use crate::shutdown::CancellationToken;
 
-use super::*;
+use super::publisher::publish_on;
+use super::topology::{
+    dead_letter_queue, declare_delay_queue, declare_queue, declare_topic_exchange, delay_queue,
+};
+use super::{connect, open_with_backoff};
 
 /// What to do with a delivery once its handler is done.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +63,16 @@ impl RetryPolicy {
     }
 }
 
+/// A text header of a message (request id, failure reason), empty when
+/// absent or not text.
+pub fn header_text(headers: Option<&FieldTable>, name: &str) -> String {
+    match headers.and_then(|headers| headers.inner().get(name)) {
+        Some(AMQPValue::LongString(value)) => value.to_string(),
+        Some(AMQPValue::ShortString(value)) => value.to_string(),
+        _ => String::new(),
+    }
+}
+
 /// A received message handed to a handler.
 #[derive(Debug, Clone)]
 pub struct Incoming {
@@ -78,11 +92,7 @@ pub struct Incoming {
 impl Incoming {
     /// A text header (request id and the like), empty when absent.
     pub fn header_text(&self, name: &str) -> String {
-        match self.headers.inner().get(name) {
-            Some(AMQPValue::LongString(value)) => value.to_string(),
-            Some(AMQPValue::ShortString(value)) => value.to_string(),
-            _ => String::new(),
-        }
+        header_text(Some(&self.headers), name)
     }
 
     /// How long the message waited between publish and now (zero if the

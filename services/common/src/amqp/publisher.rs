@@ -11,7 +11,9 @@ use tokio::sync::Mutex;
 
 use crate::error::{Error, Result};
 
-use super::*;
+use super::consumer::PUBLISHED_MS_HEADER;
+use super::topology::{declare_queue, declare_topic_exchange};
+use super::{OPEN_TIMEOUT, bounded, connect, with_heartbeat};
 
 /// Publishes persistent JSON messages to queues and waits until the broker
 /// has confirmed each one. Reconnects on the next publish after the broker

@@ -10,7 +10,8 @@ use crate::error::Result;
 
 use crate::shutdown::CancellationToken;
 
-use super::*;
+use super::topology::declare_topic_exchange;
+use super::{connect, open_with_backoff};
 
 /// Settings for [`subscribe`].
 #[derive(Debug, Clone)]

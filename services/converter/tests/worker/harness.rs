@@ -197,16 +197,10 @@ impl World {
                 .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: true })
                 .await;
             if let Ok(Some(message)) = got {
-                let headers = message
-                    .delivery
-                    .properties
-                    .headers()
-                    .clone()
-                    .unwrap_or_default();
-                reason = Some(match headers.inner().get(common::amqp::REASON_HEADER) {
-                    Some(lapin::types::AMQPValue::LongString(text)) => text.to_string(),
-                    _ => String::new(),
-                });
+                reason = Some(common::amqp::header_text(
+                    message.delivery.properties.headers().as_ref(),
+                    common::amqp::REASON_HEADER,
+                ));
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

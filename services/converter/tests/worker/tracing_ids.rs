@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use lapin::options::BasicGetOptions;
-use lapin::types::AMQPValue;
 
 use common::jobs::JobState;
 use contract::Mp3Result;
@@ -49,17 +48,10 @@ async fn the_request_id_of_a_video_message_comes_back_on_its_mp3_message() {
         .await
         .expect("get")
         .expect("the mp3 message");
-    let headers = message
-        .delivery
-        .properties
-        .headers()
-        .clone()
-        .unwrap_or_default();
-    assert!(
-        matches!(
-            headers.inner().get(common::amqp::REQUEST_ID_HEADER),
-            Some(AMQPValue::LongString(id)) if id.to_string() == "req-7f3a"
-        ),
+    let headers = message.delivery.properties.headers().as_ref();
+    assert_eq!(
+        common::amqp::header_text(headers, common::amqp::REQUEST_ID_HEADER),
+        "req-7f3a",
         "{headers:?}"
     );
     let result = Mp3Result::from_slice(&message.delivery.data).expect("an mp3 result");

@@ -15,8 +15,8 @@
 mod leftovers;
 mod receive;
 
-use leftovers::*;
-use receive::*;
+use leftovers::{InFlight, Leftovers};
+use receive::receive;
 
 use axum::extract::Multipart;
 use axum::extract::multipart::MultipartRejection;

@@ -15,7 +15,7 @@ use crate::claims::Claims;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-use super::*;
+use super::{StoredVideo, discard};
 
 /// Reads the multipart body: the one file part streamed into GridFS as
 /// `fid`, and with `with_options` the `options` and `source` parts. On an
