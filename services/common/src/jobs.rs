@@ -55,6 +55,10 @@ pub struct Job {
     /// `sha256` above are then the audio's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceFile>,
+    /// How often the owner asked for a failed job to be tried again: each
+    /// failure (and its mail) is told apart by it.
+    #[serde(default)]
+    pub retries: u32,
 }
 
 impl Job {
@@ -84,6 +88,7 @@ impl Job {
             failure_notified_at: None,
             mp3_attempts: Vec::new(),
             source: None,
+            retries: 0,
         }
     }
 }
@@ -165,10 +170,29 @@ impl Notification {
 
     fn claim_field(self) -> &'static str {
         match self {
-            Notification::Ready => "notify_claimed_at",
-            Notification::Failed => "failure_notify_claimed_at",
+            Notification::Ready => "notify_claim",
+            Notification::Failed => "failure_notify_claim",
         }
     }
+}
+
+/// Where a job's email claim stands for a delivery that asked for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This delivery holds it: it may send.
+    Taken,
+    /// Another delivery holds it until then (renewed while it is alive).
+    HeldUntil(DateTime),
+    /// The email was sent already.
+    Sent,
+    /// No such job (deleted).
+    Gone,
+}
+
+/// `now` plus `lease`, saturating.
+fn later(now: DateTime, lease: std::time::Duration) -> DateTime {
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    DateTime::from_millis(now.timestamp_millis().saturating_add(lease_ms))
 }
 
 /// Typed access to the `jobs` collection.
@@ -303,10 +327,14 @@ impl JobStore {
             .collection
             .update_one(
                 doc! { "_id": id, "state": JobState::Failed.as_str() },
-                doc! { "$set": {
-                    "state": JobState::Queued.as_str(), "progress": 0.0, "error": null,
-                    "failure_notified_at": null, "updated_at": DateTime::now(),
-                } },
+                doc! {
+                    "$set": {
+                        "state": JobState::Queued.as_str(), "progress": 0.0, "error": null,
+                        "failure_notified_at": null, "updated_at": DateTime::now(),
+                    },
+                    "$unset": { Notification::Failed.claim_field(): "" },
+                    "$inc": { "retries": 1 },
+                },
             )
             .await?;
         Ok(updated.modified_count == 1)
@@ -411,51 +439,109 @@ impl JobStore {
         self.set(id, doc! { "published_at": DateTime::now() }).await
     }
 
-    /// Records that the user was emailed that the MP3 is ready.
-    pub async fn mark_notified(&self, id: ObjectId) -> Result<()> {
-        self.set(id, doc! { "notified_at": DateTime::now() }).await
+    /// Records that the user was emailed (`kind`) and lets the claim go:
+    /// from now on every delivery of the message skips it.
+    pub async fn mark_notified(&self, id: ObjectId, kind: Notification) -> Result<()> {
+        self.collection
+            .update_one(
+                doc! { "_id": id },
+                doc! {
+                    "$set": { kind.sent_field(): DateTime::now(), "updated_at": DateTime::now() },
+                    "$unset": { kind.claim_field(): "" },
+                },
+            )
+            .await?;
+        Ok(())
     }
 
-    /// Records that the user was emailed that the job failed.
-    pub async fn mark_failure_notified(&self, id: ObjectId) -> Result<()> {
-        self.set(id, doc! { "failure_notified_at": DateTime::now() })
-            .await
-    }
-
-    /// Claims the right to send one of a job's emails. Exactly one caller
-    /// gets `true` until the send is recorded, the claim is released, or it
-    /// is older than `lease` (its holder died). Two deliveries of the same
-    /// message handled at once therefore send one email.
+    /// Claims the right to send one of a job's emails for `holder` (one
+    /// delivery of the message) until `lease` from now. Exactly one holder
+    /// at a time: the claim ends when the send is recorded, when its holder
+    /// releases it, or when its lease runs out unrenewed (the holder died).
+    /// Two deliveries of the same message handled at once send one email.
     pub async fn claim_notification(
         &self,
         id: ObjectId,
         kind: Notification,
+        holder: ObjectId,
         lease: std::time::Duration,
-    ) -> Result<bool> {
+    ) -> Result<Claim> {
         let now = DateTime::now();
-        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-        let stale = DateTime::from_millis(now.timestamp_millis().saturating_sub(lease_ms));
         let claim = kind.claim_field();
+        let until = format!("{claim}.until");
         let result = self
             .collection
             .update_one(
                 doc! {
                     "_id": id,
                     kind.sent_field(): null,
-                    "$or": [ { claim: null }, { claim: { "$lt": stale } } ],
+                    "$or": [ { claim: null }, { until.as_str(): { "$lte": now } } ],
                 },
-                doc! { "$set": { claim: now } },
+                doc! { "$set": { claim: { "holder": holder, "until": later(now, lease) } } },
             )
             .await?;
-        Ok(result.modified_count == 1)
+        if result.modified_count == 1 {
+            return Ok(Claim::Taken);
+        }
+        // Why not: read the job as it is now.
+        let Some(job) = self
+            .collection
+            .clone_with_type::<bson::Document>()
+            .find_one(doc! { "_id": id })
+            .await?
+        else {
+            return Ok(Claim::Gone);
+        };
+        if !matches!(job.get(kind.sent_field()), None | Some(bson::Bson::Null)) {
+            return Ok(Claim::Sent);
+        }
+        let held_until = job
+            .get_document(claim)
+            .ok()
+            .and_then(|held| held.get_datetime("until").ok().copied());
+        Ok(match held_until {
+            Some(until) => Claim::HeldUntil(until),
+            // Released between the two reads: free to take on the next try.
+            None => Claim::HeldUntil(now),
+        })
     }
 
-    /// Gives a claim back after a failed send, so the retry may send.
-    pub async fn release_notification(&self, id: ObjectId, kind: Notification) -> Result<()> {
+    /// Extends `holder`'s claim to `lease` from now; `false` when it no
+    /// longer holds it (it lapsed and another delivery took it, or the job
+    /// is gone).
+    pub async fn renew_notification(
+        &self,
+        id: ObjectId,
+        kind: Notification,
+        holder: ObjectId,
+        lease: std::time::Duration,
+    ) -> Result<bool> {
+        let claim = kind.claim_field();
+        let until = format!("{claim}.until");
+        let updated = self
+            .collection
+            .update_one(
+                doc! { "_id": id, format!("{claim}.holder"): holder },
+                doc! { "$set": { until: later(DateTime::now(), lease) } },
+            )
+            .await?;
+        Ok(updated.matched_count == 1)
+    }
+
+    /// Gives `holder`'s claim back (a send that failed or never happened),
+    /// so the next delivery may send at once. A claim that lapsed and was
+    /// taken by another delivery is left alone.
+    pub async fn release_notification(
+        &self,
+        id: ObjectId,
+        kind: Notification,
+        holder: ObjectId,
+    ) -> Result<()> {
+        let claim = kind.claim_field();
         self.collection
             .update_one(
-                doc! { "_id": id },
-                doc! { "$unset": { kind.claim_field(): "" } },
+                doc! { "_id": id, format!("{claim}.holder"): holder },
+                doc! { "$unset": { claim: "" } },
             )
             .await?;
         Ok(())
@@ -509,6 +595,7 @@ mod tests {
             failure_notified_at: None,
             mp3_attempts: Vec::new(),
             source: None,
+            retries: 0,
         };
 
         let json = serde_json::to_value(job.view()).expect("json");

@@ -100,6 +100,14 @@ fn amqp_error(err: common::Error) -> lapin::Error {
     }
 }
 
+/// A `basic.get` from `queue` (declared first by whoever may).
+async fn read(channel: &Channel, queue: &str) -> Result<(), lapin::Error> {
+    channel
+        .basic_get(queue.into(), lapin::options::BasicGetOptions::default())
+        .await
+        .map(|_| ())
+}
+
 async fn allowed(broker: &Broker, user: &str, what: &str) -> bool {
     let (conn, channel) = broker.channel_of(user).await;
     let durable = QueueDeclareOptions {
@@ -131,6 +139,12 @@ async fn allowed(broker: &Broker, user: &str, what: &str) -> bool {
                 .queue_declare("mp3".into(), durable, FieldTable::default())
                 .await
                 .map(|_| ()),
+            "declare video.dlq" => common::amqp::declare_queue(&channel, "video.dlq")
+                .await
+                .map_err(amqp_error),
+            "declare mp3.dlq" => common::amqp::declare_queue(&channel, "mp3.dlq")
+                .await
+                .map_err(amqp_error),
             "declare other" => channel
                 .queue_declare("other".into(), durable, FieldTable::default())
                 .await
@@ -174,6 +188,8 @@ async fn allowed(broker: &Broker, user: &str, what: &str) -> bool {
             )
             .await
             .map_err(amqp_error),
+            "read mp3.dlq" => read(&channel, "mp3.dlq").await,
+            "read video.dlq" => read(&channel, "video.dlq").await,
             "publish to video" => publish("", "video").await,
             "publish job.queued" => publish("events", "job.queued").await,
             "publish job.done" => publish("events", "job.done").await,
@@ -194,6 +210,8 @@ async fn each_service_may_do_what_it_does_and_nothing_else() {
         ("gateway", "declare video"),
         ("converter", "declare mp3"),
         ("gateway", "declare events"),
+        ("converter", "declare video.dlq"),
+        ("notification", "declare mp3.dlq"),
     ] {
         assert!(allowed(&broker, user, what).await, "{user}: {what}");
     }
@@ -219,6 +237,11 @@ async fn each_service_may_do_what_it_does_and_nothing_else() {
         ("notification", "consume video", false),
         ("notification", "declare video", false),
         ("notification", "publish job.done", false),
+        // Replaying its own dead letters, and nobody else's.
+        ("notification", "read mp3.dlq", true),
+        ("notification", "read video.dlq", false),
+        ("converter", "read mp3.dlq", false),
+        ("gateway", "read mp3.dlq", false),
     ];
     let mut wrong = Vec::new();
     for (user, what, expected) in expectations {

@@ -60,6 +60,8 @@ impl App {
                     base_delay: Duration::from_millis(config.retry_base_ms),
                 },
                 grace: Duration::from_secs(60),
+                // The converter never waits for another delivery.
+                wait: Duration::from_millis(config.retry_base_ms),
                 bind: None,
             },
         })

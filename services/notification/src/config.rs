@@ -60,10 +60,30 @@ pub struct Config {
     /// dead-letter queue).
     #[arg(long, env = "RETRY_BASE_MS", default_value_t = 30_000)]
     pub retry_base_ms: u64,
+    /// How long the claim on an email outlives a notification process that
+    /// died while sending it, in milliseconds: a live one renews its claim
+    /// every third of this. Another delivery of the same message waits for
+    /// the claim to end (without using up its attempts), then sends.
+    #[arg(long, env = "CLAIM_LEASE_MS", default_value_t = 30_000)]
+    pub claim_lease_ms: u64,
     #[command(flatten)]
     pub amqp: AmqpConfig,
     #[command(flatten)]
     pub mongo: MongoConfig,
+    /// A one-off command; without one the service consumes and mails.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// One-off operator commands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Put every dead-lettered notification (the `mp3` queue's and the
+    /// failure events') back to work with fresh attempts, after fixing what
+    /// made them fail. Each is checked again as it is consumed: a job that
+    /// was mailed meanwhile, or deleted, is skipped. `scripts/audit` says
+    /// when there is something to replay.
+    ReplayDeadLetters,
 }
 
 impl Config {

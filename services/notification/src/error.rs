@@ -19,9 +19,10 @@ pub enum Error {
     /// deleted, someone else's, not in the state the email is about).
     #[error("refused: {0}")]
     Mismatch(String),
-    /// Another delivery of the same message is sending this email right now.
-    #[error("another delivery is sending this email")]
-    InFlight,
+    /// Another delivery of the same message holds this email's claim (it is
+    /// sending, or it died and its lease has not lapsed yet).
+    #[error("another delivery is sending this email (its claim ends by {until})")]
+    InFlight { until: mongodb::bson::DateTime },
 }
 
 impl Error {
@@ -37,7 +38,7 @@ impl Error {
             | Self::Mismatch(_) => true,
             Self::Smtp(err) => err.is_permanent(),
             Self::Common(common::Error::Json(_)) => true,
-            Self::Common(_) | Self::InFlight => false,
+            Self::Common(_) | Self::InFlight { .. } => false,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The notification service: emails each user once when their MP3 is ready
 //! (queue `mp3`) and once when their conversion failed (`job.failed` events).
 
+pub mod claim;
 pub mod config;
 pub mod error;
 pub mod mailer;
@@ -19,6 +20,28 @@ use worker::Worker;
 /// Attempts per email (the first included) before the dead-letter queue.
 const MAX_ATTEMPTS: u32 = 8;
 
+/// Runs a one-off [`config::Command`] and prints what it did.
+pub async fn run_command(command: config::Command, config: &Config) -> anyhow::Result<()> {
+    match command {
+        config::Command::ReplayDeadLetters => {
+            for queue in [&config.amqp.mp3_queue, &config.failed_events_queue] {
+                let moved = common::amqp::replay_dead_letters(
+                    &config.amqp.amqp_url,
+                    "notification-replay",
+                    queue,
+                )
+                .await
+                .with_context(|| format!("replaying {}", common::amqp::dead_letter_queue(queue)))?;
+                println!(
+                    "{moved} messages moved from {} back to {queue}",
+                    common::amqp::dead_letter_queue(queue)
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
 /// A notification worker with its operations port bound.
 pub struct App {
     listener: tokio::net::TcpListener,
@@ -31,6 +54,7 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let mongo = config.mongo.connect().await?;
         let mailer = mailer::Mailer::new(&config).context("configuring email")?;
+        let lease = claim::Lease(Duration::from_millis(config.claim_lease_ms));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -44,6 +68,9 @@ impl App {
                 max_attempts: MAX_ATTEMPTS,
                 base_delay: Duration::from_millis(config.retry_base_ms),
             },
+            // A delivery that finds another one sending comes back after
+            // the holder's next renewal.
+            wait: lease.renew_every(),
             bind: None,
         };
         let failed = ConsumerSettings {
@@ -54,7 +81,11 @@ impl App {
         };
         Ok(App {
             listener,
-            worker: Worker { mailer, mongo },
+            worker: Worker {
+                mailer,
+                mongo,
+                lease,
+            },
             ready,
             failed,
         })

@@ -78,11 +78,13 @@ impl Mailer {
                 api_url => format!("{}/api/v1/jobs/{}/mp3", self.public_url, message.job_id),
             },
         )?;
-        self.build(&message.username, rendered)
+        let id = self.message_id(&format!("ready.{}", message.job_id));
+        self.build(&message.username, rendered, id)
     }
 
     /// "We could not convert <file>", with the reason in plain words.
-    pub fn failed_email(&self, event: &JobEvent) -> Result<Message, Error> {
+    /// `retries` tells this failure of the job from earlier ones.
+    pub fn failed_email(&self, event: &JobEvent, retries: u32) -> Result<Message, Error> {
         let reason = event
             .error
             .as_deref()
@@ -96,15 +98,29 @@ impl Mailer {
                 advice => failure_advice(&event.filename, reason),
             },
         )?;
-        self.build(&event.username, rendered)
+        let id = self.message_id(&format!("failed.{retries}.{}", event.job_id));
+        self.build(&event.username, rendered, id)
     }
 
-    fn build(&self, to: &str, rendered: crate::templates::Rendered) -> Result<Message, Error> {
+    /// The Message-ID of one email about one job: the same for every copy
+    /// of it, so a copy sent again (an SMTP server that took the mail but
+    /// whose answer was lost) can be recognised and dropped by the
+    /// receiving side.
+    fn message_id(&self, what: &str) -> String {
+        format!("<{what}@{}>", self.from.email.domain())
+    }
+
+    fn build(
+        &self,
+        to: &str,
+        rendered: crate::templates::Rendered,
+        message_id: String,
+    ) -> Result<Message, Error> {
         let to: Mailbox = to.parse().map_err(|_| Error::BadAddress(to.to_owned()))?;
         Ok(Message::builder()
             .from(self.from.clone())
             .to(to)
-            .message_id(None)
+            .message_id(Some(message_id))
             // The subject carries the user's file name: one line, capped,
             // no encoded-word of theirs.
             .subject(contract::names::header_text(
@@ -352,7 +368,7 @@ mod tests {
                 error: Some(reason.into()),
                 mp3_fid: None,
             };
-            let email = mailer().failed_email(&event).expect("builds");
+            let email = mailer().failed_email(&event, 0).expect("builds");
             let text = text_part(&email);
             let raw = String::from_utf8(email.formatted()).expect("utf-8");
             let html = &raw[raw.find("Content-Type: text/html").expect("an HTML part")..];
@@ -396,7 +412,7 @@ mod tests {
             error: Some("the file has no audio track".into()),
             mp3_fid: None,
         };
-        let email = mailer().failed_email(&event).expect("builds");
+        let email = mailer().failed_email(&event, 0).expect("builds");
         let text = String::from_utf8(email.formatted()).expect("utf-8");
         assert!(
             text.contains("Subject: We could not convert silent.mp4"),

@@ -1,9 +1,12 @@
 //! Decides what happens to one message: the `mp3` queue's "ready" messages
-//! and the `job.failed` events. Each email goes out at most once per job
-//! (`notified_at` / `failure_notified_at` are recorded before the ack). The
-//! lapin loop lives in `common::amqp::consume`.
+//! and the `job.failed` events. Each email goes out once per job, under a
+//! claim ([`crate::claim`]) that one delivery holds at a time and that
+//! `notified_at` / `failure_notified_at` end before the ack. A mail the SMTP
+//! server took but never confirmed (the connection dropped after the data)
+//! is sent again: delivery is at least once, and both copies carry the same
+//! Message-ID, so a receiving system can drop the second. The lapin loop
+//! lives in `common::amqp::consume`.
 
-use mongodb::bson::oid::ObjectId;
 use tracing::Instrument as _;
 
 use common::amqp::{Disposition, Incoming};
@@ -11,6 +14,7 @@ use common::config::MongoStores;
 use common::jobs::{Job, Notification};
 use contract::{JobEvent, JobState, Mp3Result};
 
+use crate::claim::{Held, Lease};
 use crate::error::Error;
 use crate::mailer::Mailer;
 
@@ -22,14 +26,12 @@ pub enum Outcome {
     Skipped(&'static str),
 }
 
-/// How long a claim on a job's email holds if its holder dies mid-send
-/// (well over an SMTP send with its timeouts).
-const CLAIM_LEASE: std::time::Duration = std::time::Duration::from_secs(300);
-
 #[derive(Clone)]
 pub struct Worker {
     pub mailer: Mailer,
     pub mongo: MongoStores,
+    /// How long a claim on an email outlives a holder that died.
+    pub lease: Lease,
 }
 
 impl Worker {
@@ -74,7 +76,12 @@ impl Worker {
         let Some(mp3_fid) = job.mp3_fid else {
             return Err(Error::Mismatch("the job names no MP3".into()));
         };
-        self.claim(job.id, Notification::Ready).await?;
+        let Some(claim) =
+            Held::take(&self.mongo.jobs, job.id, Notification::Ready, self.lease).await?
+        else {
+            return Ok(Outcome::Skipped("already notified"));
+        };
+        // From here every way out but `sent` gives the claim back.
         let ready = job
             .video_message()
             .converted(mp3_fid.to_hex(), job.duration_s);
@@ -84,12 +91,9 @@ impl Worker {
             source,
         });
         let email = self.mailer.ready_email(&ready, size, audio_only)?;
-        self.send(email, job.id, Notification::Ready).await?;
+        self.mailer.send(email).await?;
+        claim.sent().await;
         metrics::counter!("notification_emails_sent_total", "kind" => "ready").increment(1);
-        if let Err(err) = self.mongo.jobs.mark_notified(job.id).await {
-            // The mail went out: acking is right even if the mark is lost.
-            tracing::warn!(error = %err, "sent, but could not record notified_at");
-        }
         Ok(Outcome::Sent)
     }
 
@@ -113,18 +117,20 @@ impl Worker {
         if job.failure_notified_at.is_some() {
             return Ok(Outcome::Skipped("already notified"));
         }
-        self.claim(job.id, Notification::Failed).await?;
+        let Some(claim) =
+            Held::take(&self.mongo.jobs, job.id, Notification::Failed, self.lease).await?
+        else {
+            return Ok(Outcome::Skipped("already notified"));
+        };
         let failed = JobEvent {
             progress: job.progress,
             error: job.error.clone(),
             ..JobEvent::of(&job.video_message(), JobState::Failed)
         };
-        let email = self.mailer.failed_email(&failed)?;
-        self.send(email, job.id, Notification::Failed).await?;
+        let email = self.mailer.failed_email(&failed, job.retries)?;
+        self.mailer.send(email).await?;
+        claim.sent().await;
         metrics::counter!("notification_emails_sent_total", "kind" => "failed").increment(1);
-        if let Err(err) = self.mongo.jobs.mark_failure_notified(job.id).await {
-            tracing::warn!(error = %err, "sent, but could not record failure_notified_at");
-        }
         Ok(Outcome::Sent)
     }
 
@@ -139,42 +145,8 @@ impl Worker {
             .ok_or_else(|| Error::Mismatch("no such job (unknown, or deleted)".into()))
     }
 
-    /// Takes the job's claim for this email, or reports that another
-    /// delivery holds it (retried later, when the send is recorded).
-    async fn claim(&self, id: ObjectId, kind: Notification) -> Result<(), Error> {
-        if self
-            .mongo
-            .jobs
-            .claim_notification(id, kind, CLAIM_LEASE)
-            .await?
-        {
-            return Ok(());
-        }
-        // Deleted since it was read: nobody to tell, and nothing to retry.
-        if self.mongo.jobs.get(id).await?.is_none() {
-            return Err(Error::Mismatch("no such job (deleted)".into()));
-        }
-        Err(Error::InFlight)
-    }
-
-    /// Sends under a claim; a failed send gives the claim back.
-    async fn send(
-        &self,
-        email: lettre::Message,
-        id: ObjectId,
-        kind: Notification,
-    ) -> Result<(), Error> {
-        let result = self.mailer.send(email).await;
-        if result.is_err()
-            && let Err(err) = self.mongo.jobs.release_notification(id, kind).await
-        {
-            tracing::warn!(error = %err, "could not release the notification claim");
-        }
-        result
-    }
-
     /// The MP3's size for the email, from its GridFS record.
-    async fn mp3_size(&self, fid: ObjectId) -> Result<Option<u64>, Error> {
+    async fn mp3_size(&self, fid: mongodb::bson::oid::ObjectId) -> Result<Option<u64>, Error> {
         let bucket = common::gridfs::bucket(&self.mongo.mp3s);
         Ok(common::gridfs::find(&bucket, fid)
             .await?
@@ -198,6 +170,12 @@ fn disposition(
             tracing::info!(?outcome, kind, "notification handled");
             count("ok");
             Disposition::Ack
+        }
+        // Another delivery is sending this email: wait for its claim to
+        // end, which is no failed attempt of this one.
+        Err(err @ Error::InFlight { .. }) => {
+            count("waited");
+            Disposition::Wait(err.to_string())
         }
         Err(err) if err.is_permanent() => {
             tracing::warn!(error = %err, kind, "message dead-lettered");

@@ -35,10 +35,21 @@ pub enum Disposition {
     Retry(String),
     /// A permanent failure: straight to the dead-letter queue, with the reason.
     DeadLetter(String),
+    /// Not this delivery's turn (another one holds the work): back after
+    /// [`ConsumerSettings::wait`], with its attempts untouched, never to the
+    /// dead-letter queue for it. After [`MAX_WAITS`] waits in a row it
+    /// counts as a [`Disposition::Retry`], so nothing waits for ever.
+    Wait(String),
 }
+
+/// How many times in a row one message may [`Disposition::Wait`] before its
+/// waits count as failed attempts.
+pub const MAX_WAITS: u32 = 360;
 
 /// Header that counts attempts (1 for the first delivery).
 pub const ATTEMPT_HEADER: &str = "x-attempt";
+/// Header that counts a message's waits in a row ([`Disposition::Wait`]).
+pub const WAITS_HEADER: &str = "x-waits";
 /// Header that says why a message was retried or dead-lettered.
 pub const REASON_HEADER: &str = "x-failure-reason";
 /// Header with the publish time in milliseconds since the Unix epoch: the
@@ -145,6 +156,9 @@ pub struct ConsumerSettings {
     pub grace: Duration,
     /// Retries through delay queues, then `<queue>.dlq`.
     pub retry: RetryPolicy,
+    /// How long a message that must [`Disposition::Wait`] waits before its
+    /// next delivery.
+    pub wait: Duration,
     /// Binds the queue to a topic exchange with this routing key (event
     /// subscriptions such as `job.failed`).
     pub bind: Option<(String, String)>,
@@ -215,12 +229,14 @@ where
         };
         if stopping {
             // Stop the flow of new messages, then let running work finish.
-            let _ = channel
-                .basic_cancel(
+            let _ = tokio::time::timeout(
+                super::CLOSE_TIMEOUT,
+                channel.basic_cancel(
                     consumer.tag(),
                     lapin::options::BasicCancelOptions::default(),
-                )
-                .await;
+                ),
+            )
+            .await;
             let drained = tokio::time::timeout(settings.grace, async {
                 while running.join_next().await.is_some() {}
             })
@@ -228,11 +244,11 @@ where
             if drained.is_err() {
                 tracing::warn!("grace period over; unfinished messages go back to the queue");
             }
-            let _ = conn.close(200, "shutting down".into()).await;
+            super::close_quietly(&conn, "shutting down").await;
             return;
         }
         running.abort_all();
-        let _ = conn.close(200, "reconnecting".into()).await;
+        super::close_quietly(&conn, "reconnecting").await;
     }
 }
 
@@ -246,21 +262,31 @@ pub(super) async fn settle(
     incoming: &Incoming,
     outcome: Disposition,
 ) {
+    let outcome = match outcome {
+        Disposition::Wait(reason) if waits_of(&incoming.headers) >= MAX_WAITS => {
+            Disposition::Retry(format!("{reason} ({MAX_WAITS} waits in a row)"))
+        }
+        other => other,
+    };
     let moved = match outcome {
         Disposition::Ack => Ok(()),
+        Disposition::Wait(reason) => {
+            let waits = waits_of(&incoming.headers) + 1;
+            tracing::info!(queue = %settings.queue, attempt = incoming.attempt, waits, wait = ?settings.wait, %reason, "waiting for another delivery");
+            metrics::counter!("amqp_messages_waited_total", "queue" => settings.queue.clone())
+                .increment(1);
+            let mut headers = with_failure(&incoming.headers, incoming.attempt, &reason);
+            headers.insert(WAITS_HEADER.into(), AMQPValue::LongUInt(waits));
+            delay(channel, settings, &incoming.body, settings.wait, headers).await
+        }
         Disposition::Retry(reason) if !incoming.last_attempt => {
-            let delay = settings.retry.delay_after(incoming.attempt);
-            tracing::info!(queue = %settings.queue, attempt = incoming.attempt, retry_in = ?delay, %reason, "retrying later");
+            let delay_for = settings.retry.delay_after(incoming.attempt);
+            tracing::info!(queue = %settings.queue, attempt = incoming.attempt, retry_in = ?delay_for, %reason, "retrying later");
             metrics::counter!("amqp_messages_retried_total", "queue" => settings.queue.clone())
                 .increment(1);
-            let target = delay_queue(&settings.queue, delay);
-            match declare_delay_queue(channel, &target, &settings.queue, delay).await {
-                Ok(()) => {
-                    let headers = with_failure(&incoming.headers, incoming.attempt + 1, &reason);
-                    publish_on(channel, "", &target, &incoming.body, headers, true).await
-                }
-                Err(err) => Err(err),
-            }
+            let mut headers = with_failure(&incoming.headers, incoming.attempt + 1, &reason);
+            headers.insert(WAITS_HEADER.into(), AMQPValue::LongUInt(0));
+            delay(channel, settings, &incoming.body, delay_for, headers).await
         }
         Disposition::Retry(reason) | Disposition::DeadLetter(reason) => {
             tracing::warn!(queue = %settings.queue, attempt = incoming.attempt, %reason, "dead-lettering");
@@ -293,6 +319,30 @@ pub(super) async fn settle(
     };
     if let Err(err) = settled {
         tracing::warn!(error = %err, "could not settle a delivery; the broker will redeliver it");
+    }
+}
+
+/// Puts a message in the delay queue that hands it back to the consumer's
+/// queue after `wait` (confirmed).
+async fn delay(
+    channel: &Channel,
+    settings: &ConsumerSettings,
+    body: &[u8],
+    wait: Duration,
+    headers: FieldTable,
+) -> Result<()> {
+    let target = delay_queue(&settings.queue, wait);
+    declare_delay_queue(channel, &target, &settings.queue, wait).await?;
+    publish_on(channel, "", &target, body, headers, true).await
+}
+
+/// How many times in a row the message has waited.
+pub(super) fn waits_of(headers: &FieldTable) -> u32 {
+    match headers.inner().get(WAITS_HEADER) {
+        Some(AMQPValue::LongUInt(n)) => *n,
+        Some(AMQPValue::LongInt(n)) => u32::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(*n).unwrap_or(0),
+        _ => 0,
     }
 }
 

@@ -1,15 +1,17 @@
 //! RabbitMQ plumbing, by responsibility: [`topology`] (queues and
 //! exchanges), [`publisher`] (confirmed publishing), [`consumer`] (the
-//! consume loop with retry and dead-lettering) and [`subscription`] (topic
-//! subscriptions); here, connecting with a heartbeat and bounded set-up.
+//! consume loop with retry and dead-lettering), [`replay`] (dead letters
+//! back to work) and [`subscription`] (topic subscriptions); here, connecting with a heartbeat and bounded set-up.
 
 mod consumer;
 mod publisher;
+mod replay;
 mod subscription;
 mod topology;
 
 pub use consumer::*;
 pub use publisher::*;
+pub use replay::*;
 pub use subscription::*;
 pub use topology::*;
 
@@ -50,6 +52,19 @@ pub fn with_heartbeat(url: &str) -> Result<lapin::uri::AMQPUri> {
 /// a channel may take. A link that silently drops packets would otherwise
 /// hold the caller forever: heartbeats only start once the connection is up.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long closing a connection may take: a broker that does not answer
+/// the close (it is gone, or the link is) must not hold a service's
+/// shutdown or reconnect; the socket goes with the connection anyway.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Closes `conn` politely, giving up after [`CLOSE_TIMEOUT`].
+pub async fn close_quietly(conn: &Connection, reason: &str) {
+    let closing = conn.close(200, reason.to_owned().into());
+    if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
+        tracing::debug!(reason, "the broker did not answer the close in time");
+    }
+}
 
 /// `work`, or [`Error::Unresponsive`] when the broker has not answered
 /// `what` within `after`.

@@ -70,7 +70,7 @@ pub async fn subscribe<H>(
             }
         };
         connected.send_replace(false);
-        let _ = conn.close(200, "unsubscribing".into()).await;
+        super::close_quietly(&conn, "unsubscribing").await;
         if stopping {
             return;
         }

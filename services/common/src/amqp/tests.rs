@@ -112,3 +112,169 @@ fn failure_headers_keep_the_others() {
         matches!(out.inner().get(REASON_HEADER), Some(AMQPValue::LongString(r)) if r.to_string() == "smtp down")
     );
 }
+
+/// A consumer on a fresh queue with one attempt in all (any counted failure
+/// dead-letters) and 50 ms waits, the queue's name, and a publisher.
+async fn one_attempt_consumer<H, Fut>(
+    handler: H,
+) -> (
+    String,
+    ConsumerSettings,
+    crate::shutdown::CancellationToken,
+    tokio::task::JoinHandle<()>,
+    Publisher,
+)
+where
+    H: Fn(Incoming) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Disposition> + Send + 'static,
+{
+    let queue = format!("wait-{}", uuid::Uuid::new_v4().simple());
+    let settings = ConsumerSettings {
+        url: crate::testing::amqp_url(),
+        queue: queue.clone(),
+        name: "wait-test".into(),
+        concurrency: 1,
+        grace: Duration::from_secs(5),
+        retry: RetryPolicy {
+            max_attempts: 1,
+            base_delay: Duration::from_millis(50),
+        },
+        wait: Duration::from_millis(50),
+        bind: None,
+    };
+    let shutdown = crate::shutdown::CancellationToken::new();
+    let consumer = tokio::spawn(consume(settings.clone(), handler, shutdown.clone()));
+    let publisher = Publisher::connect(&settings.url, "wait-test", &[&queue], &[])
+        .await
+        .expect("publisher");
+    (queue, settings, shutdown, consumer, publisher)
+}
+
+/// Stops the consumer; returns what the dead-letter queue held (body and
+/// reason) and removes the test's queues.
+async fn finish(
+    settings: &ConsumerSettings,
+    shutdown: crate::shutdown::CancellationToken,
+    consumer: tokio::task::JoinHandle<()>,
+) -> Vec<String> {
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(20), consumer)
+        .await
+        .expect("the consumer stops")
+        .expect("consumer task");
+    let conn = connect(&settings.url, "wait-test").await.expect("connect");
+    let channel = conn.create_channel().await.expect("channel");
+    let dlq = dead_letter_queue(&settings.queue);
+    let mut reasons = Vec::new();
+    while let Some(message) = channel
+        .basic_get(
+            dlq.as_str().into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .expect("basic_get")
+    {
+        reasons.push(header_text(
+            message.delivery.properties.headers().as_ref(),
+            REASON_HEADER,
+        ));
+    }
+    for name in [
+        settings.queue.clone(),
+        dlq,
+        delay_queue(&settings.queue, settings.wait),
+    ] {
+        let _ = channel
+            .queue_delete(
+                name.as_str().into(),
+                lapin::options::QueueDeleteOptions::default(),
+            )
+            .await;
+    }
+    let _ = conn.close(200, "done".into()).await;
+    reasons
+}
+
+/// A delivery told to wait (another one holds the work) comes back with
+/// its attempts untouched and is never dead-lettered for waiting, even on
+/// its last attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_another_delivery_is_no_failed_attempt() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let (queue, settings, shutdown, consumer, publisher) =
+        one_attempt_consumer(move |incoming: Incoming| {
+            let record = record.clone();
+            async move {
+                let mut seen = record.lock().expect("seen");
+                seen.push((
+                    incoming.attempt,
+                    incoming.last_attempt,
+                    waits_of(&incoming.headers),
+                ));
+                if seen.len() < 4 {
+                    Disposition::Wait("someone else holds it".into())
+                } else {
+                    Disposition::Ack
+                }
+            }
+        })
+        .await;
+    publisher
+        .publish(&queue, b"{}", FieldTable::default())
+        .await
+        .expect("publish");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while seen.lock().expect("seen").len() < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            seen.lock().expect("seen")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dead = finish(&settings, shutdown, consumer).await;
+
+    assert_eq!(
+        *seen.lock().expect("seen"),
+        [(1, true, 0), (1, true, 1), (1, true, 2), (1, true, 3)]
+    );
+    assert!(dead.is_empty(), "{dead:?}");
+}
+
+/// Nothing waits for ever: after MAX_WAITS waits in a row a wait counts as
+/// a failed attempt (here the last one: dead-lettered, with the reason).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_waits_in_a_row_count_as_a_failed_attempt() {
+    let (queue, settings, shutdown, consumer, publisher) =
+        one_attempt_consumer(|_| async { Disposition::Wait("someone else holds it".into()) }).await;
+    let mut headers = FieldTable::default();
+    headers.insert(WAITS_HEADER.into(), AMQPValue::LongUInt(MAX_WAITS));
+    publisher
+        .publish(&queue, b"{}", headers)
+        .await
+        .expect("publish");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let conn = connect(&settings.url, "wait-test").await.expect("connect");
+    let channel = conn.create_channel().await.expect("channel");
+    loop {
+        let waiting = message_count(&channel, &dead_letter_queue(&queue))
+            .await
+            .expect("dead-letter queue");
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = conn.close(200, "done".into()).await;
+    let dead = finish(&settings, shutdown, consumer).await;
+
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].contains("waits in a row"), "{dead:?}");
+}

@@ -50,6 +50,23 @@ pub(super) async fn declare_durable(channel: &Channel, name: &str, args: FieldTa
     Ok(())
 }
 
+/// How many messages wait in `queue` (ready ones; not those delivered and
+/// unacknowledged). An error when it does not exist, which also closes the
+/// channel, as the broker does for a passive declare of a missing queue.
+pub async fn message_count(channel: &Channel, queue: &str) -> Result<u32> {
+    let declared = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(declared.message_count())
+}
+
 /// The dead-letter queue of `queue`.
 pub fn dead_letter_queue(queue: &str) -> String {
     format!("{queue}.dlq")

@@ -2,6 +2,7 @@
 //! real servers that run inside the test process, and where the real
 //! broker and database of the machine are.
 
+pub mod proxy;
 pub mod smtp;
 
 use tokio::sync::oneshot;
@@ -24,6 +25,20 @@ pub fn mongodb_uri() -> String {
 /// left behind cost the broker memory on every later run. Best effort, over
 /// one connection.
 pub async fn clean_up(prefix: &str, extra_queues: &[String]) {
+    // Best effort, and bounded: a broker or database that stopped answering
+    // must not hold the test (it fails on its own assertions, or passes).
+    if tokio::time::timeout(CLEAN_UP_WITHIN, clean_up_unbounded(prefix, extra_queues))
+        .await
+        .is_err()
+    {
+        tracing::warn!(prefix, "test clean-up unfinished after {CLEAN_UP_WITHIN:?}");
+    }
+}
+
+/// How long [`clean_up`] may take.
+pub const CLEAN_UP_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn clean_up_unbounded(prefix: &str, extra_queues: &[String]) {
     let mut queues = extra_queues.to_vec();
     for name in ["video", "mp3", "job-failed"] {
         let queue = format!("{prefix}.{name}");
@@ -42,22 +57,51 @@ pub async fn clean_up(prefix: &str, extra_queues: &[String]) {
         }
         queues.push(queue);
     }
-    if let Ok(conn) = crate::amqp::connect(&amqp_url(), "test clean-up").await {
-        if let Ok(channel) = conn.create_channel().await {
+    if let Some(Ok(conn)) = slow_step(
+        prefix,
+        "connecting to the broker",
+        crate::amqp::connect(&amqp_url(), "test clean-up"),
+    )
+    .await
+    {
+        if let Some(Ok(channel)) =
+            slow_step(prefix, "opening a channel", conn.create_channel()).await
+        {
             // Deleting a queue that does not exist succeeds.
             for queue in queues {
-                let _ = channel
-                    .queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
-                    .await;
+                let what = format!("deleting queue {queue}");
+                let deleting = channel
+                    .queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default());
+                if slow_step(prefix, &what, deleting).await.is_none() {
+                    break;
+                }
             }
         }
-        let _ = conn.close(200, "done".into()).await;
+        crate::amqp::close_quietly(&conn, "done").await;
     }
     if let Ok(client) = mongodb::Client::with_uri_str(mongodb_uri()).await {
         for db in ["videos", "mp3s"] {
-            let _ = client.database(&format!("{prefix}_{db}")).drop().await;
+            let name = format!("{prefix}_{db}");
+            let what = format!("dropping database {name}");
+            let database = client.database(&name);
+            slow_step(prefix, &what, database.drop().into_future()).await;
         }
     }
+}
+
+/// One step of the clean-up, given up (and named in the log) after 10 s:
+/// a server that stops answering shows which call it left unanswered.
+async fn slow_step<T>(
+    prefix: &str,
+    what: &str,
+    step: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let limit = std::time::Duration::from_secs(10);
+    let done = tokio::time::timeout(limit, step).await.ok();
+    if done.is_none() {
+        tracing::warn!(prefix, "test clean-up: no answer within {limit:?} {what}");
+    }
+    done
 }
 
 /// Runs the `ffmpeg` CLI (quiet, overwriting) with `args` split on
@@ -127,6 +171,20 @@ pub fn free_port() -> u16 {
         .and_then(|listener| listener.local_addr())
         .expect("a free local port")
         .port()
+}
+
+/// `work`, or a panic that names what the test waited for once `limit`
+/// has passed: a test that waits on something that never comes fails
+/// within a minute, saying what it was, instead of hanging the suite.
+pub async fn within<T>(
+    what: &str,
+    limit: std::time::Duration,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    match tokio::time::timeout(limit, work).await {
+        Ok(done) => done,
+        Err(_) => panic!("waited {limit:?} for {what}, in vain"),
+    }
 }
 
 /// A shutdown signal for a service run in a test, and the sender that

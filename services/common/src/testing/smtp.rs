@@ -1,12 +1,16 @@
 //! A real (minimal) SMTP server for tests: it speaks enough of RFC 5321 for
 //! lettre to deliver, keeps every message it receives, and can be told to
-//! refuse recipients (a permanent 5xx) to exercise the failure paths.
+//! refuse recipients (a permanent 5xx), to keep a session waiting for its
+//! greeting, or to take a message and hang up before confirming it, to
+//! exercise the failure paths.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
+
 use tokio::sync::{Mutex, Notify};
 
 /// One delivered message.
@@ -77,7 +81,22 @@ pub struct MailSink {
     /// Answer every RCPT TO with this line (e.g. `550 5.1.1 no such user`).
     reject_recipients: Option<&'static str>,
     /// RCPT TO commands seen, accepted or not.
-    attempts: Arc<std::sync::atomic::AtomicUsize>,
+    attempts: Arc<AtomicUsize>,
+    /// The next this many sessions never get their greeting (a server that
+    /// hangs); they end when the client gives up.
+    stall: Arc<AtomicUsize>,
+    /// The next this many messages are kept, then the connection is closed
+    /// instead of the "250" that confirms them.
+    drop_after_data: Arc<AtomicUsize>,
+    /// Sessions opened, stalled or not.
+    sessions: Arc<AtomicUsize>,
+}
+
+/// Takes one from a counter of "the next N" unless it is at zero.
+fn take_one(counter: &AtomicUsize) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 impl MailSink {
@@ -113,9 +132,34 @@ impl MailSink {
         (sink, port)
     }
 
+    /// The next `sessions` connections get no greeting: the client waits
+    /// until its own timeout (or until it is cancelled).
+    pub fn stall_next(&self, sessions: usize) {
+        self.stall.store(sessions, Ordering::SeqCst);
+    }
+
+    /// The next `messages` are taken and kept, then the connection closes
+    /// before the reply that confirms them: the client cannot know whether
+    /// the mail went.
+    pub fn drop_after_data_next(&self, messages: usize) {
+        self.drop_after_data.store(messages, Ordering::SeqCst);
+    }
+
+    /// Sessions opened so far (stalled ones included).
+    pub fn sessions(&self) -> usize {
+        self.sessions.load(Ordering::SeqCst)
+    }
+
     async fn session(&self, socket: tokio::net::TcpStream) -> std::io::Result<()> {
+        self.sessions.fetch_add(1, Ordering::SeqCst);
         let (read, mut write) = socket.into_split();
         let mut lines = BufReader::new(read);
+        if take_one(&self.stall) {
+            // Silent until the client hangs up.
+            let mut rest = Vec::new();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut lines, &mut rest).await;
+            return Ok(());
+        }
         write.write_all(b"220 test-smtp ready\r\n").await?;
         let mut recipients = Vec::new();
         let mut line = String::new();
@@ -132,8 +176,7 @@ impl MailSink {
             } else if command.starts_with("HELO") || command.starts_with("MAIL FROM") {
                 write.write_all(b"250 ok\r\n").await?;
             } else if command.starts_with("RCPT TO") {
-                self.attempts
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.attempts.fetch_add(1, Ordering::SeqCst);
                 if let Some(reply) = self.reject_recipients {
                     write.write_all(format!("{reply}\r\n").as_bytes()).await?;
                     continue;
@@ -163,6 +206,9 @@ impl MailSink {
                     data,
                 });
                 self.arrived.notify_waiters();
+                if take_one(&self.drop_after_data) {
+                    return Ok(());
+                }
                 write.write_all(b"250 queued\r\n").await?;
             } else if command == "QUIT" {
                 write.write_all(b"221 bye\r\n").await?;
@@ -208,6 +254,6 @@ impl MailSink {
 
     /// How many recipients clients tried to send to (accepted or refused).
     pub fn recipient_attempts(&self) -> usize {
-        self.attempts.load(std::sync::atomic::Ordering::SeqCst)
+        self.attempts.load(Ordering::SeqCst)
     }
 }

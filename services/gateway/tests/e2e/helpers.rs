@@ -557,77 +557,21 @@ pub fn mp3_id_from_mail(data: &str) -> String {
         .unwrap_or_else(|| panic!("no MP3 id in mail:\n{data}"))
 }
 
-/// What a [`CuttableProxy`] does with traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ProxyMode {
-    Open,
-    /// Connections stay open but nothing moves either way: what a client
-    /// sees of a broker that blocks publishers (disk or memory alarm) or of
-    /// a network that drops packets.
-    Stalled,
-    Down,
-}
+/// A TCP proxy to RabbitMQ that can be cut, brought down or stalled
+/// (`common::testing::proxy::TcpProxy`), with stacks whose gateway reaches
+/// the broker through it.
+pub struct CuttableProxy(pub common::testing::proxy::TcpProxy);
 
-/// A TCP proxy to RabbitMQ that can be cut: while down it refuses new
-/// connections, and cutting it closes the ones it carries. It can also
-/// stall them.
-pub struct CuttableProxy {
-    pub port: u16,
-    mode: std::sync::Arc<tokio::sync::watch::Sender<ProxyMode>>,
+impl std::ops::Deref for CuttableProxy {
+    type Target = common::testing::proxy::TcpProxy;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl CuttableProxy {
     pub async fn start() -> CuttableProxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let url = amqp_url();
-        let target = url
-            .split_once('@')
-            .map(|(_, rest)| rest)
-            .unwrap_or(url.trim_start_matches("amqp://"))
-            .split('/')
-            .next()
-            .unwrap_or("127.0.0.1:5672")
-            .to_owned();
-        let (mode, _) = tokio::sync::watch::channel(ProxyMode::Open);
-        let mode = std::sync::Arc::new(mode);
-        let watcher = mode.clone();
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if *watcher.borrow() == ProxyMode::Down {
-                    drop(client);
-                    continue;
-                }
-                let target = target.clone();
-                let mut changed = watcher.subscribe();
-                tokio::spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
-                        let stalled = tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
-                            mode = changed.wait_for(|mode| *mode != ProxyMode::Open) => {
-                                mode.is_ok_and(|mode| *mode == ProxyMode::Stalled)
-                            }
-                        };
-                        if stalled {
-                            // Hold both ends, move nothing, until the stall
-                            // ends; then close.
-                            let _ = changed.wait_for(|mode| *mode != ProxyMode::Stalled).await;
-                        }
-                    }
-                });
-            }
-        });
-        CuttableProxy { port, mode }
-    }
-
-    pub fn set_down(&self, down: bool) {
-        self.mode.send_replace(if down {
-            ProxyMode::Down
-        } else {
-            ProxyMode::Open
-        });
+        CuttableProxy(common::testing::proxy::TcpProxy::to_broker_of(&amqp_url()).await)
     }
 
     /// A stack whose gateway reaches RabbitMQ through a new proxy (the
@@ -651,21 +595,8 @@ impl CuttableProxy {
         .await
     }
 
-    /// Stalls the connections it carries (new ones are stalled too).
-    pub fn stall(&self) {
-        self.mode.send_replace(ProxyMode::Stalled);
-    }
-
     /// The broker URL through this proxy (same credentials and vhost).
     pub fn url(&self) -> String {
-        let url = amqp_url();
-        let (scheme_and_user, rest) = url.split_once('@').unwrap_or(("amqp://", &url));
-        let vhost = rest.split_once('/').map(|(_, v)| v).unwrap_or("%2f");
-        let prefix = if scheme_and_user.ends_with("//") {
-            scheme_and_user.to_owned()
-        } else {
-            format!("{scheme_and_user}@")
-        };
-        format!("{prefix}127.0.0.1:{}/{vhost}", self.port)
+        self.0.url_for(&amqp_url())
     }
 }

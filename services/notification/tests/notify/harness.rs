@@ -18,9 +18,34 @@ use contract::{JobEvent, Mp3Result};
 
 pub use common::testing::{amqp_url, free_port};
 
+/// How a test's notification service is set up.
+pub struct Options {
+    pub smtp_port: u16,
+    pub retry_base_ms: u64,
+    /// How long an email claim outlives a holder that died.
+    pub claim_lease_ms: u64,
+    /// The broker as the service reaches it (a proxy the test can cut);
+    /// the test itself always talks to the broker directly.
+    pub service_amqp_url: String,
+}
+
+impl Options {
+    pub fn new(smtp_port: u16, retry_base_ms: u64) -> Options {
+        Options {
+            smtp_port,
+            retry_base_ms,
+            claim_lease_ms: 30_000,
+            service_amqp_url: amqp_url(),
+        }
+    }
+}
+
 pub struct Harness {
     pub prefix: String,
+    /// The service's configuration, for one-off commands.
+    pub config: notification::Config,
     retry_base_ms: u64,
+    claim_lease_ms: u64,
     pub mongo: MongoStores,
     pub publisher: Publisher,
     stop: Option<oneshot::Sender<()>>,
@@ -38,6 +63,16 @@ impl Harness {
 
     /// Starts the service sending to `smtp_port`, retrying after `retry_base_ms`.
     pub async fn start(smtp_port: u16, retry_base_ms: u64) -> Harness {
+        Self::start_with(Options::new(smtp_port, retry_base_ms)).await
+    }
+
+    pub async fn start_with(options: Options) -> Harness {
+        let Options {
+            smtp_port,
+            retry_base_ms,
+            claim_lease_ms,
+            service_amqp_url,
+        } = options;
         common::telemetry::init();
         let prefix = format!("n{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let mongo_uri =
@@ -54,8 +89,10 @@ impl Harness {
             "http://gateway.test".into(),
             "--retry-base-ms".into(),
             retry_base_ms.to_string(),
+            "--claim-lease-ms".into(),
+            claim_lease_ms.to_string(),
             "--amqp-url".into(),
-            amqp_url(),
+            service_amqp_url,
             "--mp3-queue".into(),
             format!("{prefix}.mp3"),
             "--events-exchange".into(),
@@ -79,12 +116,16 @@ impl Harness {
         )
         .await
         .expect("broker");
-        let app = notification::App::build(config).await.expect("builds");
+        let app = notification::App::build(config.clone())
+            .await
+            .expect("builds");
         let (stop, signal) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run(common::testing::cancelled_by(signal)));
         let harness = Harness {
             prefix,
+            config,
             retry_base_ms,
+            claim_lease_ms,
             mongo,
             publisher,
             stop: Some(stop),
@@ -233,6 +274,28 @@ impl Harness {
         }
     }
 
+    /// Both dead-letter queues are empty.
+    pub async fn assert_no_dead_letter(&self) {
+        assert_eq!(self.dead_letter_count().await, 0, "dead letters");
+    }
+
+    /// Messages in the service's two dead-letter queues.
+    pub async fn dead_letter_count(&self) -> u32 {
+        let conn = common::amqp::connect(&amqp_url(), "dlq-reader")
+            .await
+            .expect("connect");
+        let channel = conn.create_channel().await.expect("channel");
+        let mut count = 0;
+        for queue in [self.mp3_queue(), format!("{}.job-failed", self.prefix)] {
+            let dlq = common::amqp::dead_letter_queue(&queue);
+            count += common::amqp::message_count(&channel, &dlq)
+                .await
+                .expect("the dead-letter queue exists");
+        }
+        let _ = conn.close(200, "done".into()).await;
+        count
+    }
+
     /// Waits until the job satisfies `done` (the mark is written right after
     /// the mail went out, so it may trail the mail by a moment).
     pub async fn wait_for_job(&self, id: ObjectId, done: impl Fn(&Job) -> bool) -> Job {
@@ -273,9 +336,18 @@ impl Harness {
             max_attempts: 8,
             base_delay: Duration::from_millis(self.retry_base_ms),
         };
-        let delays: Vec<String> = (1..8)
-            .map(|attempt| common::amqp::delay_queue(&mp3, policy.delay_after(attempt)))
+        let lease = notification::claim::Lease(Duration::from_millis(self.claim_lease_ms));
+        let failed = format!("{}.job-failed", self.prefix);
+        let mut delays: Vec<String> = (1..8)
+            .flat_map(|attempt| {
+                [&mp3, &failed]
+                    .map(|queue| common::amqp::delay_queue(queue, policy.delay_after(attempt)))
+            })
             .collect();
+        // Where messages wait for another delivery's claim.
+        for queue in [&mp3, &failed] {
+            delays.push(common::amqp::delay_queue(queue, lease.renew_every()));
+        }
         common::testing::clean_up(&self.prefix, &delays).await;
     }
 }
