@@ -27,12 +27,19 @@ pub struct Leases {
     jobs: common::jobs::JobStore,
     videos: mongodb::gridfs::GridFsBucket,
     held: Arc<Mutex<HashSet<ObjectId>>>,
+    /// When this gateway last failed to reach MongoDB for its leases: no
+    /// lease is judged expired until MongoDB has answered for a whole
+    /// [`EXPIRED_AFTER`] since, so an outage that kept every holder from
+    /// renewing does not make their live uploads look abandoned.
+    last_failure: Arc<Mutex<Option<std::time::Instant>>>,
 }
 
 /// One upload's lease; dropping it gives the lease back.
 pub struct Lease {
     leases: Leases,
     fid: ObjectId,
+    /// Leave the record to expire instead of removing it.
+    to_sweeper: bool,
 }
 
 impl Leases {
@@ -42,7 +49,24 @@ impl Leases {
             jobs: stores.jobs.clone(),
             videos: common::gridfs::bucket(&stores.videos),
             held: Arc::default(),
+            last_failure: Arc::default(),
         }
+    }
+
+    fn failed(&self) {
+        *self
+            .last_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::time::Instant::now());
+    }
+
+    /// Whether MongoDB has answered this gateway for long enough to tell
+    /// an abandoned lease from one whose holder could not renew.
+    fn trusted(&self) -> bool {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_none_or(|at| at.elapsed() >= EXPIRED_AFTER)
     }
 
     /// Takes the lease for the upload stored as `fid`. If MongoDB does not
@@ -60,6 +84,7 @@ impl Leases {
         Lease {
             leases: self.clone(),
             fid,
+            to_sweeper: false,
         }
     }
 
@@ -92,11 +117,12 @@ impl Leases {
         let renewed = self
             .collection
             .update_many(
-                doc! { "_id": { "$in": held } },
+                doc! { "_id": { "$in": held }, "swept": { "$ne": true } },
                 doc! { "$set": { "renewed_at": DateTime::now() } },
             )
             .await;
         if let Err(err) = renewed {
+            self.failed();
             tracing::warn!(error = %err, "could not renew the upload leases");
         }
     }
@@ -104,6 +130,9 @@ impl Leases {
     /// Removes what dead gateways' uploads left: the chunks and file of
     /// every expired lease that no job owns.
     pub async fn sweep(&self) {
+        if !self.trusted() {
+            return;
+        }
         let cutoff = DateTime::from_millis(
             DateTime::now().timestamp_millis()
                 - i64::try_from(EXPIRED_AFTER.as_millis()).unwrap_or(i64::MAX),
@@ -119,6 +148,7 @@ impl Leases {
         let expired = match expired {
             Ok(expired) => expired,
             Err(err) => {
+                self.failed();
                 tracing::warn!(error = %err, "could not look for expired upload leases");
                 return;
             }
@@ -127,13 +157,27 @@ impl Leases {
             let Ok(fid) = lease.get_object_id("_id") else {
                 continue;
             };
-            if let Err(err) = self.reclaim(fid).await {
+            if let Err(err) = self.reclaim(fid, cutoff).await {
                 tracing::warn!(error = %err, video_fid = %fid, "could not remove an abandoned upload");
             }
         }
     }
 
-    async fn reclaim(&self, fid: ObjectId) -> common::error::Result<()> {
+    /// Takes an expired lease over (only if it is still expired: a holder
+    /// that renewed meanwhile keeps it) and removes its upload unless a job
+    /// owns it. Until the removal is done, a lease of the sweeper's own
+    /// stands for it.
+    async fn reclaim(&self, fid: ObjectId, cutoff: DateTime) -> common::error::Result<()> {
+        let taken = self
+            .collection
+            .update_one(
+                doc! { "_id": fid, "renewed_at": { "$lt": cutoff } },
+                doc! { "$set": { "renewed_at": DateTime::now(), "swept": true } },
+            )
+            .await?;
+        if taken.modified_count == 0 {
+            return Ok(());
+        }
         if !self.jobs.owns_video(fid).await? {
             common::gridfs::delete(&self.videos, fid).await?;
             tracing::info!(video_fid = %fid, "removed an upload its gateway abandoned");
@@ -143,9 +187,37 @@ impl Leases {
     }
 }
 
+impl Lease {
+    /// Renews the lease once more and says whether it is still this
+    /// upload's: false when a sweeper took it over (this gateway stalled
+    /// past [`EXPIRED_AFTER`]) and may be removing the upload's chunks.
+    /// Checked before a job is recorded for the upload.
+    pub async fn still_held(&self) -> common::error::Result<bool> {
+        let renewed = self
+            .leases
+            .collection
+            .update_one(
+                doc! { "_id": self.fid, "swept": { "$ne": true } },
+                doc! { "$set": { "renewed_at": DateTime::now() } },
+            )
+            .await?;
+        Ok(renewed.matched_count == 1)
+    }
+
+    /// Stops renewing the lease but leaves its record: what the upload left
+    /// could not be removed now (MongoDB did not answer), so the lease
+    /// expires and a sweeper removes it later.
+    pub fn leave_to_sweeper(mut self) {
+        self.to_sweeper = true;
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         self.leases.held_set().remove(&self.fid);
+        if self.to_sweeper {
+            return;
+        }
         // No runtime means the process is going down: the lease expires.
         if tokio::runtime::Handle::try_current().is_err() {
             return;

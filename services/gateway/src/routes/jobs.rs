@@ -251,7 +251,13 @@ pub async fn delete(
     common::gridfs::delete(&state.videos_bucket(), job.video_fid)
         .await
         .map_err(ApiError::from)?;
-    if let Some(mp3_fid) = job.mp3_fid {
+    // The MP3 and whatever other conversion attempts stored (one killed
+    // mid-way leaves its file to whoever finishes the job, and nobody will).
+    let mut mp3s: Vec<_> = job.mp3_attempts.clone();
+    mp3s.extend(job.mp3_fid);
+    mp3s.sort();
+    mp3s.dedup();
+    for mp3_fid in mp3s {
         common::gridfs::delete(&state.mp3s_bucket(), mp3_fid)
             .await
             .map_err(ApiError::from)?;

@@ -52,10 +52,17 @@ impl Drop for Leftovers {
             tokio::time::sleep(SECOND_SWEEP).await;
             let second = common::gridfs::delete(&bucket, fid).await;
             match first.and(second) {
-                Ok(()) => tracing::info!(video_fid = %fid, "removed the video of a dropped upload"),
-                Err(err) => tracing::error!(video_fid = %fid, error = %err, "could not remove the video of a dropped upload"),
+                Ok(()) => {
+                    tracing::info!(video_fid = %fid, "removed the video of a dropped upload");
+                    drop(lease);
+                }
+                Err(err) => {
+                    tracing::error!(video_fid = %fid, error = %err, "could not remove the video of a dropped upload; its lease leaves it to a sweeper");
+                    if let Some(lease) = lease {
+                        lease.leave_to_sweeper();
+                    }
+                }
             }
-            drop(lease);
         });
     }
 }

@@ -78,24 +78,58 @@ pub async fn accept(
     let leftovers = Leftovers::arm(state, fid, lease);
     let received = receive(state, claims, multipart, with_options, job_id, fid).await;
     let lease = leftovers.disarm();
-    let committing = received.map(|(video, options, source)| {
-        let (owned_state, claims, headers) = (state.clone(), claims.clone(), headers.clone());
-        state.background.spawn(async move {
-            let committed = commit(
-                owned_state,
-                claims,
-                headers,
-                video,
-                Wanted { options, source },
-                request_id,
-                job_id,
-            )
-            .await;
-            drop(lease);
-            committed
-        })
+    let (video, options, source) = match received {
+        Ok(received) => received,
+        Err(err) => {
+            // Whatever the failed upload wrote (a file, loose chunks) goes
+            // now; when MongoDB cannot take that, the lease stays for a
+            // sweeper.
+            match (
+                common::gridfs::delete(&state.videos_bucket(), fid).await,
+                lease,
+            ) {
+                (Err(cause), Some(lease)) => {
+                    tracing::error!(video_fid = %fid, error = %cause, "could not remove a failed upload; its lease leaves it to a sweeper");
+                    lease.leave_to_sweeper();
+                }
+                (_, lease) => drop(lease),
+            }
+            return Err(err);
+        }
+    };
+    let (owned_state, claims, headers) = (state.clone(), claims.clone(), headers.clone());
+    let committing = state.background.spawn(async move {
+        if let Some(held) = &lease
+            && !matches!(held.still_held().await, Ok(true))
+        {
+            // A sweeper took the upload for abandoned (or MongoDB does not
+            // answer): no job may name what it removes. The sweeper, or the
+            // lease's expiry, cleans up.
+            tracing::warn!(video_fid = %video.fid, "the upload's lease was lost before its job was recorded");
+            if let Some(lease) = lease {
+                lease.leave_to_sweeper();
+            }
+            return Err(ApiError::Unavailable("storage (MongoDB)"));
+        }
+        let (committed, cleaned) = commit(
+            owned_state,
+            claims,
+            headers,
+            video,
+            Wanted { options, source },
+            request_id,
+            job_id,
+        )
+        .await;
+        match lease {
+            // What it left could not be removed: the lease stays, to expire,
+            // and a sweeper removes it then.
+            Some(lease) if !cleaned => lease.leave_to_sweeper(),
+            lease => drop(lease),
+        }
+        committed
     });
-    committing?
+    committing
         .await
         .map_err(|err| ApiError::Internal(anyhow::anyhow!("upload commit task failed: {err}")))?
 }
@@ -108,7 +142,8 @@ pub(super) struct Wanted {
 
 /// What follows a complete upload: the caller's existing job for the same
 /// content, or a new job record and its confirmed message. Owns its data so
-/// it can run apart from the request.
+/// it can run apart from the request. Also says whether nothing is left
+/// behind (false when a clean-up failed).
 async fn commit(
     state: AppState,
     claims: Claims,
@@ -117,16 +152,19 @@ async fn commit(
     wanted: Wanted,
     request_id: String,
     job_id: ObjectId,
-) -> Result<Accepted, ApiError> {
+) -> (Result<Accepted, ApiError>, bool) {
     let (state, claims) = (&state, &claims);
     let options = &wanted.options;
     if let Some(job) = same_job(state, claims, &video, options).await {
-        discard(state, Some(&video)).await;
+        let cleaned = discard(state, Some(&video)).await;
         tracing::info!(job_id = %job.id, user = %claims.username, "repeated upload answered with the existing job");
-        return Ok(Accepted {
-            job,
-            deduplicated: true,
-        });
+        return (
+            Ok(Accepted {
+                job,
+                deduplicated: true,
+            }),
+            cleaned,
+        );
     }
 
     let notify_email = state.auth.wants_email(claims, &headers).await;
@@ -143,17 +181,27 @@ async fn commit(
     {
         Ok(job) => job,
         Err(err) => {
-            discard(state, Some(&video)).await;
-            let _ = state.mongo.jobs.delete(job_id).await;
-            return Err(err);
+            // The job first: while it names the video, no sweeper takes it.
+            let unrecorded = match state.mongo.jobs.delete(job_id).await {
+                Ok(()) => true,
+                Err(err) => {
+                    tracing::error!(%job_id, error = %err, "could not remove the record of a job that was never queued");
+                    false
+                }
+            };
+            let cleaned = unrecorded && discard(state, Some(&video)).await;
+            return (Err(err), cleaned);
         }
     };
     metrics::counter!("gateway_upload_bytes_total").increment(video.size);
     tracing::info!(job_id = %job_id, video_fid = %video.fid, user = %claims.username, size = video.size, "video queued");
-    Ok(Accepted {
-        job,
-        deduplicated: false,
-    })
+    (
+        Ok(Accepted {
+            job,
+            deduplicated: false,
+        }),
+        true,
+    )
 }
 
 /// The caller's queued, converting or finished job for the same content
@@ -206,11 +254,15 @@ async fn enqueue(
     Ok(job)
 }
 
-/// Best-effort removal of a stored video after a failed request.
-async fn discard(state: &AppState, video: Option<&StoredVideo>) {
+/// Best-effort removal of a stored video after a failed request; false
+/// when it could not be removed (the upload's lease then leaves it to a
+/// sweeper).
+async fn discard(state: &AppState, video: Option<&StoredVideo>) -> bool {
     if let Some(video) = video
         && let Err(err) = common::gridfs::delete(&state.videos_bucket(), video.fid).await
     {
         tracing::error!(video_fid = %video.fid, error = %err, "could not remove an orphaned video");
+        return false;
     }
+    true
 }

@@ -398,40 +398,77 @@ async fn an_oversized_json_body_is_413_every_time_and_harms_no_later_request() {
     stack.stop().await;
 }
 
+/// Uploads in GridFS with leases as gateways leave them, for the sweeper.
+struct Leased {
+    stack: TestStack,
+    uploads: mongodb::Collection<mongodb::bson::Document>,
+    bucket: mongodb::gridfs::GridFsBucket,
+    part: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Leased {
+    async fn start() -> Leased {
+        let stack = TestStack::start(AuthDb::Sqlite).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("part.bin");
+        std::fs::write(&part, vec![7u8; 300 * 1024]).expect("write");
+        Leased {
+            uploads: stack.mongo.videos.collection("uploads"),
+            bucket: common::gridfs::bucket(&stack.mongo.videos),
+            stack,
+            part,
+            _dir: dir,
+        }
+    }
+
+    /// A stored upload (file and chunks).
+    async fn stored(&self, name: &str) -> mongodb::bson::oid::ObjectId {
+        common::gridfs::upload_file(&self.bucket, &self.part, name, mongodb::bson::doc! {})
+            .await
+            .expect("store")
+    }
+
+    /// Sets a lease's last renewal two minutes back (inserting it if need be).
+    async fn last_renewed_long_ago(&self, fid: mongodb::bson::oid::ObjectId) {
+        use mongodb::bson::{DateTime, doc};
+        let long_ago = DateTime::from_millis(DateTime::now().timestamp_millis() - 120_000);
+        self.uploads
+            .update_one(
+                doc! { "_id": fid },
+                doc! { "$set": { "renewed_at": long_ago } },
+            )
+            .upsert(true)
+            .await
+            .expect("age the lease");
+    }
+
+    async fn exists(&self, fid: mongodb::bson::oid::ObjectId) -> bool {
+        common::gridfs::find(&self.bucket, fid)
+            .await
+            .expect("find")
+            .is_some()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_gateways_upload_is_swept_a_live_ones_is_not() {
     use mongodb::bson::{DateTime, doc, oid::ObjectId};
-    let stack = TestStack::start(AuthDb::Sqlite).await;
-    let uploads = stack
-        .mongo
-        .videos
-        .collection::<mongodb::bson::Document>("uploads");
-    let bucket = common::gridfs::bucket(&stack.mongo.videos);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let chunk = dir.path().join("part.bin");
-    std::fs::write(&chunk, vec![7u8; 300 * 1024]).expect("write");
+    let scene = Leased::start().await;
     // A gateway killed mid-upload: its chunks and file, a lease it no longer renews.
-    let dead = common::gridfs::upload_file(&bucket, &chunk, "dead.mp4", doc! {})
-        .await
-        .expect("store");
-    let long_ago = DateTime::from_millis(DateTime::now().timestamp_millis() - 120_000);
-    uploads
-        .insert_one(doc! { "_id": dead, "renewed_at": long_ago })
-        .await
-        .expect("lease");
+    let dead = scene.stored("dead.mp4").await;
+    scene.last_renewed_long_ago(dead).await;
     // A live upload: renewed just now.
-    let live = common::gridfs::upload_file(&bucket, &chunk, "live.mp4", doc! {})
-        .await
-        .expect("store");
-    uploads
+    let live = scene.stored("live.mp4").await;
+    scene
+        .uploads
         .insert_one(doc! { "_id": live, "renewed_at": DateTime::now() })
         .await
         .expect("lease");
     // A finished upload whose gateway died before giving the lease back.
-    let finished = common::gridfs::upload_file(&bucket, &chunk, "done.mp4", doc! {})
-        .await
-        .expect("store");
-    stack
+    let finished = scene.stored("done.mp4").await;
+    scene
+        .stack
         .mongo
         .jobs
         .insert(&common::jobs::Job::queued(
@@ -442,24 +479,15 @@ async fn a_dead_gateways_upload_is_swept_a_live_ones_is_not() {
         ))
         .await
         .expect("job");
-    uploads
-        .insert_one(doc! { "_id": finished, "renewed_at": long_ago })
-        .await
-        .expect("lease");
+    scene.last_renewed_long_ago(finished).await;
 
-    gateway::leases::Leases::new(&stack.mongo).sweep().await;
+    gateway::leases::Leases::new(&scene.stack.mongo)
+        .sweep()
+        .await;
 
-    let exists = |fid| {
-        let bucket = bucket.clone();
-        async move {
-            common::gridfs::find(&bucket, fid)
-                .await
-                .expect("find")
-                .is_some()
-        }
-    };
-    assert!(!exists(dead).await, "the dead upload stayed");
-    let chunks = stack
+    assert!(!scene.exists(dead).await, "the dead upload stayed");
+    let chunks = scene
+        .stack
         .mongo
         .videos
         .collection::<mongodb::bson::Document>("fs.chunks")
@@ -467,9 +495,10 @@ async fn a_dead_gateways_upload_is_swept_a_live_ones_is_not() {
         .await
         .expect("count");
     assert_eq!(chunks, 0, "its chunks stayed");
-    assert!(exists(live).await, "a live upload was removed");
-    assert!(exists(finished).await, "a job's video was removed");
-    let left: Vec<ObjectId> = uploads
+    assert!(scene.exists(live).await, "a live upload was removed");
+    assert!(scene.exists(finished).await, "a job's video was removed");
+    let left: Vec<ObjectId> = scene
+        .uploads
         .distinct("_id", doc! {})
         .await
         .expect("leases")
@@ -477,5 +506,31 @@ async fn a_dead_gateways_upload_is_swept_a_live_ones_is_not() {
         .filter_map(|id| id.as_object_id())
         .collect();
     assert_eq!(left, vec![live], "only the live lease is left");
-    stack.stop().await;
+    scene.stack.stop().await;
+}
+
+/// A gateway that stalled past the lease's expiry (a frozen process, a
+/// long pause) finds its lease taken over by a sweeper: its upload is not
+/// recorded as a job that names a removed video.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_swept_while_its_holder_stalled_is_known_lost_to_it() {
+    let scene = Leased::start().await;
+    let fid = scene.stored("stalled.mp4").await;
+    let lease = gateway::leases::Leases::new(&scene.stack.mongo)
+        .take(fid)
+        .await;
+    assert!(lease.still_held().await.expect("renew"), "held while alive");
+    // Its gateway stalls: no renewal for two minutes.
+    scene.last_renewed_long_ago(fid).await;
+
+    gateway::leases::Leases::new(&scene.stack.mongo)
+        .sweep()
+        .await;
+
+    assert!(!scene.exists(fid).await, "the stalled upload was swept");
+    assert!(
+        !lease.still_held().await.expect("renew"),
+        "the stalled holder must learn its lease is gone"
+    );
+    scene.stack.stop().await;
 }
