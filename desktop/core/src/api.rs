@@ -23,6 +23,15 @@ pub struct Session {
     pub expires_at: serde_json::Value,
 }
 
+/// The longest a call that sends or receives little (sign-in, a job's
+/// state, a retry) may take, answer included: a server that accepted the
+/// connection and never answers must not hold the engine.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest a download or the event stream may go without a byte (the
+/// gateway sends a keep-alive every 15 s).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The HTTP client for one server.
 #[derive(Clone)]
 pub struct ApiClient {
@@ -72,6 +81,7 @@ impl ApiClient {
         let response = self
             .http
             .post(self.url("/api/v1/login"))
+            .timeout(CALL_TIMEOUT)
             .json(&serde_json::json!({ "email": email, "password": password }))
             .send()
             .await?;
@@ -89,6 +99,7 @@ impl ApiClient {
         let response = self
             .http
             .post(self.url("/api/v1/register"))
+            .timeout(CALL_TIMEOUT)
             .json(&serde_json::json!({ "email": email, "password": password }))
             .send()
             .await?;
@@ -173,6 +184,7 @@ impl ApiClient {
     pub async fn job(&self, id: &str) -> Result<Job, Error> {
         let response = self
             .authed(self.http.get(self.url(&format!("/api/v1/jobs/{id}"))))?
+            .timeout(CALL_TIMEOUT)
             .send()
             .await?;
         let body: serde_json::Value = json(response).await?;
@@ -189,6 +201,7 @@ impl ApiClient {
                 self.http
                     .post(self.url(&format!("/api/v1/jobs/{id}/retry"))),
             )?
+            .timeout(CALL_TIMEOUT)
             .send()
             .await?;
         checked(response).await.map(drop)
@@ -205,7 +218,12 @@ impl ApiClient {
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id);
         }
-        let response = checked(request.send().await?).await?;
+        // The answer's head within the call timeout; the stream itself is
+        // watched for silence by its reader (see IDLE_TIMEOUT).
+        let response = tokio::time::timeout(CALL_TIMEOUT, request.send())
+            .await
+            .map_err(|_| Error::Offline("the event stream did not answer".into()))??;
+        let response = checked(response).await?;
         let mut parser = SseParser::default();
         Ok(response
             .bytes_stream()
@@ -240,7 +258,9 @@ impl ApiClient {
         if have > 0 {
             request = request.header(header::RANGE, format!("bytes={have}-"));
         }
-        let response = request.send().await?;
+        let response = tokio::time::timeout(CALL_TIMEOUT, request.send())
+            .await
+            .map_err(|_| Error::Offline("the download did not start".into()))??;
         if response.status() == StatusCode::RANGE_NOT_SATISFIABLE {
             // What we have is already everything, or stale: start over.
             tokio::fs::remove_file(part).await.ok();
@@ -260,7 +280,10 @@ impl ApiClient {
             .map_err(Error::io(format!("writing {}", part.display())))?;
         let mut written = start;
         let mut body = response.bytes_stream();
-        while let Some(chunk) = body.next().await {
+        while let Some(chunk) = tokio::time::timeout(IDLE_TIMEOUT, body.next())
+            .await
+            .map_err(|_| Error::Offline("the download stalled".into()))?
+        {
             let chunk = chunk?;
             file.write_all(&chunk)
                 .await

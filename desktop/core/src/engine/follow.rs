@@ -9,7 +9,7 @@ use futures::StreamExt;
 use super::{SAFETY_POLL, Shared, backoff, emit_item, fail, set_online, signed_in, signed_out};
 use contract::JobState;
 
-use crate::api::{ApiClient, Job, JobEnvelope};
+use crate::api::{ApiClient, IDLE_TIMEOUT, Job, JobEnvelope};
 use crate::error::Error;
 use crate::store::Stage;
 
@@ -57,20 +57,33 @@ pub(super) async fn follow_loop(shared: Arc<Shared>) {
         }
         let api = shared.api.read().await.clone();
         let cursor = shared.store.meta("events_cursor").await.ok().flatten();
-        match api.events(cursor.as_deref()).await {
+        // Every network wait races the engine's stop.
+        let opened = tokio::select! {
+            _ = shared.stop.cancelled() => return,
+            opened = api.events(cursor.as_deref()) => opened,
+        };
+        match opened {
             Ok(stream) => {
                 attempt = 0;
                 set_online(&shared, true);
                 // Catch up on what changed while the stream was down.
-                poll_active(&shared, &api).await;
+                if !poll_active_unless_stopped(&shared, &api).await {
+                    return;
+                }
                 let mut stream = std::pin::pin!(stream);
                 let mut safety = tokio::time::interval(SAFETY_POLL);
                 safety.tick().await;
                 loop {
                     tokio::select! {
                         _ = shared.stop.cancelled() => return,
-                        _ = safety.tick() => poll_active(&shared, &api).await,
-                        event = stream.next() => match event {
+                        _ = safety.tick() => if !poll_active_unless_stopped(&shared, &api).await {
+                            return;
+                        },
+                        // Silence longer than the keep-alives allow: a
+                        // dead connection, whatever TCP thinks.
+                        event = tokio::time::timeout(IDLE_TIMEOUT, stream.next()) => match event.unwrap_or_else(|_| {
+                            Some(Err(Error::Offline("the event stream went silent".into())))
+                        }) {
                             Some(Ok(event)) if event.event == "job" => {
                                 match serde_json::from_str::<JobEnvelope>(&event.data) {
                                     Ok(JobEnvelope { job, .. }) => {
@@ -106,7 +119,9 @@ pub(super) async fn follow_loop(shared: Arc<Shared>) {
                 if matches!(err, Error::Offline(_)) {
                     set_online(&shared, false);
                 }
-                poll_active(&shared, &api).await;
+                if !poll_active_unless_stopped(&shared, &api).await {
+                    return;
+                }
             }
         }
         attempt += 1;
@@ -115,6 +130,14 @@ pub(super) async fn follow_loop(shared: Arc<Shared>) {
             _ = shared.stop.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+/// [`poll_active`], unless the engine stops first (then false).
+async fn poll_active_unless_stopped(shared: &Shared, api: &ApiClient) -> bool {
+    tokio::select! {
+        _ = shared.stop.cancelled() => false,
+        _ = poll_active(shared, api) => true,
     }
 }
 

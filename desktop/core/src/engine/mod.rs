@@ -68,6 +68,9 @@ const NOTICE_WINDOW: Duration = Duration::from_secs(3);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Active jobs are polled this often even while the event stream is up.
 const SAFETY_POLL: Duration = Duration::from_secs(30);
+/// How long [`Engine::stop`] waits for the loops, and then for the local
+/// state, before cutting them off.
+pub const STOP_WITHIN: Duration = Duration::from_secs(10);
 /// Progress events are sent at most this often per transfer.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
@@ -137,12 +140,31 @@ impl Engine {
     }
 
     /// Stops every loop; an upload or download in flight is cut and resumed
-    /// by the next start.
+    /// by the next start. Bounded: every loop stops at its next await, and
+    /// one that has not within [`STOP_WITHIN`] (a file system that hangs
+    /// under a hash, say) is cut off, as is the local state's closing, so
+    /// quitting the app never hangs.
     pub async fn stop(&self) {
         self.shared.stop.cancel();
         let mut tasks = self.tasks.lock().await;
-        while tasks.join_next().await.is_some() {}
-        self.shared.store.close().await;
+        let joined = tokio::time::timeout(STOP_WITHIN, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if joined.is_err() {
+            tracing::warn!(
+                left = tasks.len(),
+                "loops still busy after {STOP_WITHIN:?}; cutting them off"
+            );
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+        if tokio::time::timeout(STOP_WITHIN, self.shared.store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the local state did not close within {STOP_WITHIN:?}");
+        }
     }
 
     pub async fn settings(&self) -> Settings {

@@ -72,14 +72,13 @@ pub(super) async fn upload_loop(shared: Arc<Shared>) {
 }
 
 async fn upload(shared: &Arc<Shared>, item: &Item) -> Result<(), Error> {
-    let (api, options, audio_only) = {
+    // One lock at a time, each let go at once: nothing that changes the
+    // settings ever waits behind an upload.
+    let (options, audio_only) = {
         let settings = shared.settings.read().await;
-        (
-            shared.api.read().await.clone(),
-            settings.conversion.options()?,
-            settings.upload_audio_only,
-        )
+        (settings.conversion.options()?, settings.upload_audio_only)
     };
+    let api = shared.api.read().await.clone();
     // Removed when this upload ends, however it ends.
     let audio = if audio_only {
         extract(shared, item).await?

@@ -43,7 +43,7 @@ fn pcm(mp3: &Path) -> Vec<i16> {
 }
 
 async fn job(stack: &Stack, id: &str) -> serde_json::Value {
-    let body: serde_json::Value = reqwest::Client::new()
+    let body: serde_json::Value = crate::harness::http()
         .get(format!("{}/api/v1/jobs/{id}", stack.gateway))
         .bearer_auth(&stack.token)
         .send()

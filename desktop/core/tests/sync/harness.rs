@@ -9,13 +9,24 @@ use clap::Parser;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use common::testing::{amqp_url, mongodb_uri, stopper};
+use common::testing::{amqp_url, mongodb_uri, stopper, within};
 use desktop_core::Engine;
 use desktop_core::api::ApiClient;
 use desktop_core::settings::{ExistingFiles, Settings};
 use desktop_core::store::{Item, Stage, Store};
 
 pub const WAIT: Duration = Duration::from_secs(90);
+/// The most any one step of the harness (a start, a stop, an HTTP call)
+/// may take before the test fails, saying what it waited for.
+pub const STEP: Duration = Duration::from_secs(60);
+
+/// An HTTP client whose every call ends within a step.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(STEP / 2)
+        .build()
+        .expect("HTTP client")
+}
 
 pub struct Stack {
     pub gateway: String,
@@ -29,6 +40,10 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start() -> Stack {
+        within("the server stack to start", STEP, Self::start_unbounded()).await
+    }
+
+    async fn start_unbounded() -> Stack {
         common::telemetry::init();
         let prefix = format!("d{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let workdir = tempfile::tempdir().expect("tempdir");
@@ -125,7 +140,7 @@ impl Stack {
 
     /// How many jobs the server holds for the test user.
     pub async fn job_count(&self) -> usize {
-        let body: serde_json::Value = reqwest::Client::new()
+        let body: serde_json::Value = http()
             .get(format!("{}/api/v1/jobs", self.gateway))
             .bearer_auth(&self.token)
             .send()
@@ -137,7 +152,18 @@ impl Stack {
         body["jobs"].as_array().map(Vec::len).unwrap_or(0)
     }
 
+    /// Stops the services (each gets 20 s to finish, then is cut off) and
+    /// removes what the test stored; all of it within a step.
     pub async fn stop(self) {
+        within(
+            "the server stack to stop and clean up",
+            STEP,
+            self.stop_unbounded(),
+        )
+        .await;
+    }
+
+    async fn stop_unbounded(self) {
         for stop in self.stops {
             let _ = stop.send(());
         }
@@ -196,9 +222,13 @@ impl Desktop {
             ..Settings::default()
         };
         tweak(&mut settings);
-        let store = Store::open(&dirs.path().join("state/queue.db"))
-            .await
-            .expect("store");
+        let store = within(
+            "the local state to open",
+            STEP,
+            Store::open(&dirs.path().join("state/queue.db")),
+        )
+        .await
+        .expect("store");
         let engine = Engine::start(
             store,
             settings,
@@ -210,12 +240,14 @@ impl Desktop {
 
     /// Stops the engine and hands back its folders.
     pub async fn stop(self) -> tempfile::TempDir {
-        self.engine.stop().await;
+        within("the desktop engine to stop", STEP, self.engine.stop()).await;
         self.dirs
     }
 
     pub async fn items(&self) -> Vec<Item> {
-        self.engine.items().await.expect("items")
+        within("the engine's item list", STEP, self.engine.items())
+            .await
+            .expect("items")
     }
 
     /// Waits until an item named `name` reaches `stage`.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use desktop_core::EngineEvent;
 use desktop_core::store::Stage;
 
-use crate::harness::{Desktop, Stack, duration_of, files_in, make_video};
+use crate::harness::{Desktop, STEP, Stack, duration_of, files_in, make_video};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_video_dropped_into_the_folder_comes_back_as_an_mp3_of_the_same_length() {
@@ -213,11 +213,15 @@ async fn videos_already_in_the_folder_are_asked_about_once_and_only_new_ones_go_
     make_video(&desktop.watch_dir(), "new.mp4", 1.5, true);
     assert_eq!(next_question().await, 1);
     assert!(desktop.items().await.is_empty(), "taken before the answer");
-    desktop
-        .engine
-        .choose_existing(desktop_core::settings::ExistingFiles::OnlyNew)
-        .await
-        .expect("answer");
+    common::testing::within(
+        "the answer to the question",
+        STEP,
+        desktop
+            .engine
+            .choose_existing(desktop_core::settings::ExistingFiles::OnlyNew),
+    )
+    .await
+    .expect("answer");
     desktop.wait_for("new.mp4", Stage::Done).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let names: Vec<String> = desktop.items().await.into_iter().map(|i| i.name).collect();
@@ -242,12 +246,15 @@ async fn an_interrupted_mp3_download_resumes_from_where_it_stopped() {
     let api = desktop.engine.api().await;
     let seen_from = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
     let first = seen_from.clone();
-    let total = api
-        .download_mp3(&job, &part, move |got, _| {
+    let total = common::testing::within(
+        "the resumed download",
+        STEP,
+        api.download_mp3(&job, &part, move |got, _| {
             first.fetch_min(got, std::sync::atomic::Ordering::Relaxed);
-        })
-        .await
-        .expect("resumed download");
+        }),
+    )
+    .await
+    .expect("resumed download");
     assert_eq!(total, whole.len() as u64);
     assert_eq!(std::fs::read(&part).expect("read part"), whole);
     // The first progress report already counted the half we had.
