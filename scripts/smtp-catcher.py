@@ -9,6 +9,11 @@ and tests read, so they work the same against Mailpit on a cluster:
                                            "To", "Subject", "Created", "Size"}]}
   GET /api/v1/message/<ID>/raw            the message as sent
   DELETE /api/v1/messages                 removes every message
+and, for scripts/chaos (no Mailpit has it):
+  POST /api/v1/faults {"drop_after_data": N}
+                                          keeps each of the next N messages,
+                                          then hangs up instead of its "250":
+                                          the sender cannot know it went
 """
 import asyncio
 import datetime
@@ -28,6 +33,9 @@ class KeepAsEml:
     def __init__(self, folder: pathlib.Path):
         self.folder = folder
         self.count = 0
+        # Faults asked for through the API (scripts/chaos).
+        self.drop_after_data = 0
+        self.lock = threading.Lock()
 
     async def handle_DATA(self, server, session, envelope):
         self.count += 1
@@ -35,6 +43,13 @@ class KeepAsEml:
         path = self.folder / f"{stamp}-{self.count:04d}.eml"
         path.write_bytes(envelope.original_content or envelope.content)
         print(f"{path.name}: {envelope.mail_from} -> {', '.join(envelope.rcpt_tos)}", flush=True)
+        with self.lock:
+            drop = self.drop_after_data > 0
+            self.drop_after_data -= drop
+        if drop:
+            print(f"{path.name}: kept, and hanging up before confirming it (fault)", flush=True)
+            server.transport.abort()
+            await asyncio.sleep(3600)  # cancelled with the lost connection
         return "250 Message accepted"
 
 
@@ -55,7 +70,7 @@ def summary(path: pathlib.Path) -> dict:
     }
 
 
-def api_handler(folder: pathlib.Path):
+def api_handler(folder: pathlib.Path, handler: KeepAsEml):
     class Api(BaseHTTPRequestHandler):
         def send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
             self.send_response(status)
@@ -78,6 +93,19 @@ def api_handler(folder: pathlib.Path):
                 if "/" not in parts[3] and file.is_file():
                     return self.send(200, file.read_bytes(), "message/rfc822")
             return self.send(404, b'{"error": "not found"}')
+
+        def do_POST(self):  # noqa: N802
+            if self.path.split("?", 1)[0] != "/api/v1/faults":
+                return self.send(404, b'{"error": "not found"}')
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                faults = json.loads(self.rfile.read(length) or b"{}")
+                drop = int(faults.get("drop_after_data", 0))
+            except (ValueError, TypeError, AttributeError):
+                return self.send(400, b'{"error": "expected {\\"drop_after_data\\": N}"}')
+            with handler.lock:
+                handler.drop_after_data = max(0, drop)
+            return self.send(200, json.dumps({"drop_after_data": drop}).encode())
 
         def do_DELETE(self):  # noqa: N802
             if self.path.split("?", 1)[0] != "/api/v1/messages":
@@ -102,11 +130,12 @@ def main() -> None:
         sys.exit(__doc__)
     host, port, folder = args[0], int(args[1]), pathlib.Path(args[2])
     folder.mkdir(parents=True, exist_ok=True)
-    controller = Controller(KeepAsEml(folder), hostname=host, port=port)
+    handler = KeepAsEml(folder)
+    controller = Controller(handler, hostname=host, port=port)
     controller.start()
     print(f"SMTP catcher on {host}:{port}, mail in {folder}", flush=True)
     if api_port is not None:
-        server = ThreadingHTTPServer((host, api_port), api_handler(folder))
+        server = ThreadingHTTPServer((host, api_port), api_handler(folder, handler))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         print(f"Mailpit-style API on {host}:{api_port}", flush=True)
     # SIGTERM (a container's stop, scripts/down) ends it cleanly; as a

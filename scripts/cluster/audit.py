@@ -10,7 +10,9 @@ Problems it finds, one line each:
   - a done job without its MP3 (no mp3_fid, or no such file)
   - two MP3s for one job, or two mails (of one kind) for one job
   - a stored video or MP3 that no job names, or chunks without a file (orphans)
-  - a finished job whose user was never mailed (when the job asked for mail)
+  - a finished job whose user was never mailed (when the job asked for mail),
+    and, when its message was dead-lettered, the command that replays it
+    (`notification replay-dead-letters`)
   - messages left in `video` or `mp3`
   - more messages in the dead-letter queues than expected
 Exits 1 when it finds any, 0 when all is well. With --json it prints the
@@ -38,8 +40,12 @@ def option(args: list, name: str, default: str | None = None) -> str | None:
     return default
 
 
-def mails(args: list) -> list[tuple[str, str]]:
-    """(kind, job id) of every mail sent: `ready` or `failed`."""
+def mails(args: list) -> list[tuple[str, str, str]]:
+    """(kind, job id, Message-ID) of every mail sent: `ready` or `failed`.
+    The notification service sends at least once: a mail whose SMTP
+    confirmation was lost is sent again with the same Message-ID, which a
+    receiving system drops; two Message-IDs of one kind for one job are
+    two different mails."""
     texts = []
     api = option(args, "--mail-api")
     if api:
@@ -58,7 +64,29 @@ def mails(args: list) -> list[tuple[str, str]]:
         subject = str(message["Subject"] or "")
         kind = "failed" if subject.startswith("We could not") else "ready"
         job = JOB_IN_MAIL.search(text) or JOB_LINE.search(text)
-        found.append((kind, job.group(1) if job else "?"))
+        found.append((kind, job.group(1) if job else "?", str(message["Message-ID"] or "").strip()))
+    return found
+
+
+def dead_lettered(url: str, queue: str) -> list[tuple[dict, str]]:
+    """The messages waiting in a dead-letter queue (body as JSON, reason),
+    read and left in place."""
+    found = []
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    try:
+        while True:
+            method, properties, body = channel.basic_get(queue, auto_ack=False)
+            if method is None:
+                break
+            reason = (properties.headers or {}).get("x-failure-reason", "")
+            try:
+                found.append((json.loads(body), reason if isinstance(reason, str) else str(reason)))
+            except ValueError:
+                found.append(({}, reason))
+    except pika.exceptions.ChannelClosedByBroker:
+        pass  # never declared: nothing in it
+    connection.close()  # unacked: all back in the queue
     return found
 
 
@@ -113,19 +141,35 @@ def audit(args: list) -> tuple[list[str], dict]:
             problems.append(f"chunks of {name} file {fid} have no file (an upload cut off, never cleaned up)")
         orphans += [f"chunks of {name} file {fid}" for fid in ids]
     sent = mails(args)
-    mail_counts = collections.Counter(sent)
+    # One mail is one Message-ID; copies of it (sent again after a lost
+    # confirmation) count once, as `resent`.
+    distinct = {(kind, job, mid or f"#{n}") for n, (kind, job, mid) in enumerate(sent)}
+    mail_counts = collections.Counter((kind, job) for kind, job, _ in distinct)
+    resent = len(sent) - len(distinct)
     duplicate_mails = [key for key, n in mail_counts.items() if n > 1 and key[1] != "?"]
     for kind, job in duplicate_mails:
         problems.append(f"job {job} got {mail_counts[(kind, job)]} '{kind}' mails")
+    prefix = option(args, "--queue-prefix", "")
+    mail_queues = {"ready": f"{prefix}mp3.dlq", "failed": f"{prefix}notification.job-failed.dlq"}
+    waiting = {
+        (kind, str(body.get("job_id"))): (queue, reason)
+        for kind, queue in mail_queues.items()
+        for body, reason in dead_lettered(option(args, "--amqp-url"), queue)
+    }
     unmailed = [
         job for job in jobs
         if job.get("notify_email", True) and job["state"] in ("done", "failed")
         and not mail_counts[("ready" if job["state"] == "done" else "failed", str(job["_id"]))]
     ]
     for job in unmailed:
-        problems.append(f"job {job['_id']} is {job['state']}, and its user was never mailed")
-    unknown_mails = [job for _, job in sent if job != "?" and job not in {str(j) for j in job_ids}]
-    prefix = option(args, "--queue-prefix", "")
+        kind = "ready" if job["state"] == "done" else "failed"
+        problem = f"job {job['_id']} is {job['state']}, and its user was never mailed"
+        if (kind, str(job["_id"])) in waiting:
+            queue, reason = waiting[(kind, str(job["_id"]))]
+            problem += (f"; its message is dead-lettered in {queue} ({reason}): once the cause is fixed, "
+                        "`notification replay-dead-letters` sends it")
+        problems.append(problem)
+    unknown_mails = [job for _, job, _ in sent if job != "?" and job not in {str(j) for j in job_ids}]
     queues = [f"{prefix}video", f"{prefix}mp3"]
     dead = [f"{prefix}video.dlq", f"{prefix}mp3.dlq", f"{prefix}notification.job-failed.dlq"]
     depths = queue_depths(option(args, "--amqp-url"), queues + dead)
@@ -143,7 +187,8 @@ def audit(args: list) -> tuple[list[str], dict]:
         "unfinished": len(jobs) - states["done"] - states["failed"],
         "lost": sum(1 for job in jobs if job["state"] == "done" and not job.get("mp3_fid")),
         "dup": len(duplicates) + len(duplicate_mails),
-        "mails": len(sent),
+        "mails": len(distinct),
+        "resent": resent,
         "unmailed": len(unmailed),
         "mails_for_unknown_jobs": len(unknown_mails),
         "orphans": len(orphans),

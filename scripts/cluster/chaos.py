@@ -4,12 +4,17 @@ by the audit and one summary line:
 
   scenario=<name> jobs=N done=N failed=F lost=0 dup=0 mails=M orphans=0
 
-usage: chaos.py MEDIA_DIR [--long] [SCENARIO ...]
+usage: chaos.py MEDIA_DIR [--long] [--soak N] [SCENARIO[=RUNS] ...]
 scenarios: converter-kills broker-restart database-restart mail-outage
-           partition gateway-loss load hostile (default: all)
+           partition gateway-loss load hostile notification-kill smtp-drop
+           claim-database-restart converter-pause (default: all)
 --long: ten times the jobs and longer outages.
-Exits non-zero on the first scenario that loses, duplicates or orphans
-anything, or leaves a container restarted that should not be.
+--soak N: runs each chosen scenario N times (SCENARIO=RUNS sets its own
+count), going on after a failure, and ends with a table per scenario:
+runs, failures, the worst lost/dup/orphans, and the first failure's reason.
+Without --soak it exits non-zero on the first scenario that loses,
+duplicates or orphans anything, or leaves a container restarted that
+should not be.
 """
 import concurrent.futures
 import itertools
@@ -209,8 +214,16 @@ def in_flight() -> dict[str, int]:
     return counts
 
 
-def conclude(name: str, uploads: Uploads, expect_dead: int = 0, mails: int | None = None) -> None:
-    """Waits for the work to settle, audits, and prints the summary line."""
+# The last scenario's audit counts, for the soak's table (set before a
+# failing scenario fails).
+LAST: dict = {}
+
+
+def conclude(name: str, uploads: Uploads, expect_dead: int = 0, mails: int | None = None,
+             resent: int | None = 0) -> dict:
+    """Waits for the work to settle, audits, and prints the summary line.
+    `resent`: how many mails may arrive twice with one Message-ID (sent
+    again after a lost SMTP confirmation; `None`: any number)."""
     wait_finished(uploads.accepted, 300 * SCALE)
     wait_mails(len(uploads.accepted) if mails is None else mails, 300)
     c.wait_for("no message in flight", lambda: not in_flight(), 120)
@@ -222,17 +235,22 @@ def conclude(name: str, uploads: Uploads, expect_dead: int = 0, mails: int | Non
     recorded = {str(j["_id"]): j for j in mongo["videos"]["jobs"].find({"_id": {"$in": [ObjectId(j) for j in uploads.accepted]}})}
     mongo.close()
     lost = sum(1 for job in uploads.accepted if recorded.get(job, {}).get("state") != "done")
+    LAST.update(lost=lost, dup=counts["dup"], orphans=counts["orphans"], resent=counts["resent"])
     print(
         f"scenario={name} jobs={counts['jobs']} done={counts['done']} failed={counts['failed']} "
         f"lost={lost} dup={counts['dup']} mails={counts['mails']} orphans={counts['orphans']}"
+        + (f" resent={counts['resent']}" if counts["resent"] else "")
         + (f" refused={uploads.refused}" if uploads.refused else ""),
         flush=True,
     )
     for problem in problems:
         print(f"chaos: {problem}", file=sys.stderr)
+    if resent is not None and counts["resent"] != resent:
+        problems.append(f"{counts['resent']} mails arrived twice, {resent} expected")
     if problems or lost:
         c.diagnose()
-        c.fail(f"{name}: {len(problems)} audit problems, {lost} accepted jobs not done")
+        c.fail(f"{name}: {len(problems)} audit problems ({'; '.join(problems[:3])}), {lost} accepted jobs not done")
+    return counts
 
 
 # --- Scenarios -----------------------------------------------------------------------
@@ -303,25 +321,7 @@ def mail_outage(media, tokens):
 
 def partition(media, tokens):
     uploads = Uploads(media, tokens)
-    work = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / f"chaos-{c.RUN}-long.mkv"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=black:s=64x64:r=1", "-f", "lavfi",
-         "-i", "sine=frequency=440:sample_rate=48000", "-t", "3600", "-c:v", "libx264", "-c:a", "flac",
-         "-metadata", f"comment={c.RUN}", "-shortest", str(work)],
-        check=True,
-    )
-    uploads.one(work.read_bytes(), "partition.mkv")
-    work.unlink()
-    job = uploads.accepted[0]
-
-    def converting_on():
-        for pod in pods("converter"):
-            logs = subprocess.run(["podman", "logs", "--since", "2m", pod], capture_output=True, text=True).stdout
-            if any("conversion started" in line and job in line for line in logs.splitlines()):
-                return pod
-        return None
-
-    victim = c.wait_for("the long job converting", converting_on, 60)
+    job, victim = long_job_converting(uploads, "partition.mkv")
     aliases = ["converter", "converter.mp3converter", "converter.mp3converter.svc"]
     restarts_before = restarts()[victim]
     podman("network", "disconnect", "mp3c-cluster", victim)
@@ -451,28 +451,33 @@ def load(media, tokens):
         noise = random.randbytes(2**20)
         while out.tell() < size:
             out.write(noise)
-    # Peak resident memory per gateway, whole (VmRSS) and without the
-    # binary's own mapped pages (RssAnon: heap and stacks). A debug build's
-    # code alone keeps about 30 MiB resident (a release build's 16 MiB), so
-    # the 64 MiB goal is checked on the whole RSS of release images and on
-    # the heap of the debug images scripts/test runs.
-    peak = {pod: {"VmRSS": 0, "RssAnon": 0} for pod in ("gateway-0", "gateway-1")}
-    profile = podman("inspect", "--format", '{{index .Config.Labels "io.mp3converter.build-profile"}}', "gateway-0")
-    measured = "VmRSS" if profile == "release" else "RssAnon"
+    # Resident memory per gateway: whole (VmRSS) and without the binary's
+    # own mapped pages (RssAnon: heap and stacks). The goal is on what the
+    # load adds to the heap over the gateway's own idle baseline, the same
+    # for every build: a debug build's code alone keeps about 30 MiB
+    # resident (a release build's 16 MiB), which the load does not change.
+    def memory(pod: str) -> dict[str, int]:
+        pid = podman("inspect", "--format", "{{.State.Pid}}", pod)
+        seen = {"VmRSS": 0, "RssAnon": 0}
+        try:
+            status = pathlib.Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return seen
+        for line in status.splitlines():
+            key, _, value = line.partition(":")
+            if key in seen:
+                seen[key] = int(value.split()[0])
+        return seen
+
+    idle = {pod: memory(pod) for pod in ("gateway-0", "gateway-1")}
+    peak = {pod: dict(seen) for pod, seen in idle.items()}
     done = threading.Event()
 
     def watch_memory():
         while not done.wait(0.5):
             for pod, seen in peak.items():
-                pid = podman("inspect", "--format", "{{.State.Pid}}", pod)
-                try:
-                    status = pathlib.Path(f"/proc/{pid}/status").read_text()
-                except OSError:
-                    continue
-                for line in status.splitlines():
-                    key, _, value = line.partition(":")
-                    if key in seen:
-                        seen[key] = max(seen[key], int(value.split()[0]))
+                for key, value in memory(pod).items():
+                    seen[key] = max(seen[key], value)
 
     watcher = threading.Thread(target=watch_memory)
     watcher.start()
@@ -487,14 +492,21 @@ def load(media, tokens):
     done.set()
     watcher.join()
     big.unlink()
-    shown = ", ".join(f"{pod} {seen['VmRSS'] / 1024:.1f} (heap {seen['RssAnon'] / 1024:.1f})" for pod, seen in peak.items())
+    growth = {pod: (peak[pod]["RssAnon"] - idle[pod]["RssAnon"]) / 1024 for pod in peak}
+    shown = ", ".join(
+        f"{pod} {seen['VmRSS'] / 1024:.1f} (heap {idle[pod]['RssAnon'] / 1024:.1f} idle, "
+        f"{seen['RssAnon'] / 1024:.1f} peak, +{growth[pod]:.1f})"
+        for pod, seen in peak.items()
+    )
     step(f"load: {count} uploads of {size >> 20} MiB at once ({count * size / 2**20 / took:.0f} MiB/s) "
-         f"with {small} small jobs; gateway peak RSS in MiB, {profile} build: {shown}")
+         f"with {small} small jobs; gateway RSS in MiB: {shown}")
     if uploads.refused:
         c.fail(f"uploads were refused under load: {uploads.refused}")
-    worst = max(seen[measured] for seen in peak.values()) / 1024
-    if worst >= 64:
-        c.fail(f"a gateway's {measured} reached {worst:.1f} MiB (goal: under 64)")
+    # 48 MiB of heap over idle: the 64 MiB whole-process goal of a release
+    # gateway, less its 16 MiB of code.
+    worst = max(growth.values())
+    if worst >= 48:
+        c.fail(f"a gateway's heap grew by {worst:.1f} MiB under load (goal: under 48)")
     conclude("load", uploads)
 
 
@@ -581,6 +593,145 @@ def hostile(media, tokens):
         c.fail(f"containers restarted during hostile input: {changed}")
 
 
+# --- Claims and pauses ---------------------------------------------------------------
+
+
+def signal_pod(pod: str, sig: signal.Signals) -> None:
+    """`sig` to every process of the container (SIGSTOP freezes it whole,
+    as a stalled node or a debugger would; SIGCONT lets it go on)."""
+    podman("kill", "-s", sig.name.removeprefix("SIG"), pod)
+
+
+def claims_held() -> int:
+    """Jobs whose ready or failure mail is claimed by a delivery right now."""
+    mongo = c.mongo()
+    held = mongo["videos"]["jobs"].count_documents(
+        {"$or": [{"notify_claim": {"$ne": None}}, {"failure_notify_claim": {"$ne": None}}]})
+    mongo.close()
+    return held
+
+
+def mail_stalled(uploads: Uploads, count: int) -> None:
+    """`count` jobs converted while the mail server is frozen (its port
+    still takes connections: the kernel answers, nobody greets), until a
+    notification pod holds a claim and waits on it."""
+    uploads.many(count)
+    wait_finished(uploads.accepted, 300)
+    c.wait_for("a notification claim held while the mail server hangs", claims_held, 60)
+
+
+def notification_kill(media, tokens):
+    """Both notification pods SIGKILLed between claim and send: nothing can
+    give those claims back. The mails go once the claims' lease lapses,
+    without a retry counted or a message dead-lettered for waiting."""
+    uploads = Uploads(media, tokens)
+    signal_pod("mailpit-0", signal.SIGSTOP)
+    try:
+        mail_stalled(uploads, 10)
+        held = claims_held()
+        for pod in pods("notification"):
+            kill(pod)
+    finally:
+        signal_pod("mailpit-0", signal.SIGCONT)
+    step(f"notification-kill: both notification pods killed holding {held} claims")
+    conclude("notification-kill", uploads)
+
+
+def smtp_drop(media, tokens):
+    """The mail server takes a message and hangs up before confirming it:
+    the sender cannot know it went and sends it again, with the same
+    Message-ID (at least once; the receiving side can drop the copy)."""
+    uploads = Uploads(media, tokens)
+    dropped = 4
+    faults(drop_after_data=dropped)
+    try:
+        uploads.many(10)
+        wait_finished(uploads.accepted, 300)
+        wait_mails(len(uploads.accepted) + dropped, 300)
+    finally:
+        faults(drop_after_data=0)
+    step(f"smtp-drop: {dropped} mails taken and left unconfirmed by the server")
+    conclude("smtp-drop", uploads, mails=len(uploads.accepted) + dropped, resent=dropped)
+
+
+def faults(**asked) -> None:
+    request = urllib.request.Request(
+        f"http://{pod_ip('mailpit-0')}:8025/api/v1/faults", data=json.dumps(asked).encode(), method="POST")
+    request.add_header("Content-Type", "application/json")
+    urllib.request.urlopen(request, timeout=10).read()
+
+
+def claim_database_restart(media, tokens):
+    """MongoDB restarted while deliveries hold claims and wait on a frozen
+    mail server: renewals and releases fail meanwhile; every mail still goes
+    once."""
+    uploads = Uploads(media, tokens)
+    signal_pod("mailpit-0", signal.SIGSTOP)
+    try:
+        mail_stalled(uploads, 10)
+        podman("restart", "-t", "5", "mongodb-0")
+        time.sleep(5)
+    finally:
+        signal_pod("mailpit-0", signal.SIGCONT)
+    step("claim-database-restart: MongoDB restarted under held claims")
+    conclude("claim-database-restart", uploads)
+
+
+def converter_pause(media, tokens):
+    """A converter frozen (SIGSTOP) mid-conversion past the broker's
+    heartbeat: the broker gives its job to another converter; resumed, the
+    frozen one finds its connection gone and its job taken, and the job
+    ends done once, with one MP3 and one mail."""
+    uploads = Uploads(media, tokens)
+    job, victim = long_job_converting(uploads, "paused.mkv")
+    restarts_before = restarts()[victim]
+    signal_pod(victim, signal.SIGSTOP)
+    try:
+        # The heartbeat is 10 s: the broker gives up on it after two missed.
+        def taken_over():
+            for pod in pods("converter"):
+                if pod != victim and job in logs_since(pod, "2m", "conversion started"):
+                    return pod
+            return None
+
+        heir = c.wait_for("another converter taking the frozen one's job", taken_over, 90)
+    finally:
+        signal_pod(victim, signal.SIGCONT)
+    wait_ready(victim, 8090, seconds=120)
+    if restarts()[victim] != restarts_before:
+        c.fail(f"{victim} was restarted; it should have carried on by itself")
+    step(f"converter-pause: {victim} frozen mid-job, {heir} took the job over, {victim} resumed")
+    conclude("converter-pause", uploads)
+
+
+def logs_since(pod: str, since: str, needle: str) -> str:
+    logs = subprocess.run(["podman", "logs", "--since", since, pod], capture_output=True, text=True).stdout
+    return "\n".join(line for line in logs.splitlines() if needle in line)
+
+
+def long_job_converting(uploads: Uploads, name: str) -> tuple[str, str]:
+    """An hour of sound (a minute or so to convert) uploaded, and the
+    converter working on it."""
+    work = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / f"chaos-{c.RUN}-{name}"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=black:s=64x64:r=1", "-f", "lavfi",
+         "-i", "sine=frequency=440:sample_rate=48000", "-t", "3600", "-c:v", "libx264", "-c:a", "flac",
+         "-metadata", f"comment={c.RUN}-{name}", "-shortest", str(work)],
+        check=True,
+    )
+    uploads.one(work.read_bytes(), name)
+    work.unlink()
+    job = uploads.accepted[-1]
+
+    def converting_on():
+        for pod in pods("converter"):
+            if job in logs_since(pod, "2m", "conversion started"):
+                return pod
+        return None
+
+    return job, c.wait_for("the long job converting", converting_on, 60)
+
+
 def audit_finds_what_is_wrong() -> None:
     """The audit is only worth its "all well" if it sees trouble: one of
     each kind, planted by hand, must each be named."""
@@ -612,6 +763,16 @@ def audit_finds_what_is_wrong() -> None:
     videos["jobs"].update_one({"_id": doubled}, {"$set": {"mp3_fid": mp3(doubled)}})
     extra = mp3(doubled)
     unmailed = job("failed", notify_email=True)
+    # Its failure event, dead-lettered: the audit names the way to replay it.
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(
+        f"amqp://admin:{c.generated('RABBITMQ_ADMIN_PASSWORD')}@{pod_ip('rabbitmq-0')}:5672/%2f"))
+    channel = connection.channel()
+    channel.queue_declare("notification.job-failed.dlq", durable=True, arguments={"x-queue-type": "quorum"})
+    channel.basic_publish("", "notification.job-failed.dlq", json.dumps({"job_id": str(unmailed)}).encode(),
+                          pika.BasicProperties(delivery_mode=2, headers={"x-failure-reason": "SMTP: refused"}))
+    connection.close()
     orphan = ObjectId()
     videos["fs.files"].insert_one({"_id": orphan, "length": 0, "chunkSize": 261120, "uploadDate": now, "filename": "o.mp4"})
     loose = ObjectId()
@@ -623,7 +784,8 @@ def audit_finds_what_is_wrong() -> None:
         f"job {hollow} is done without its MP3",
         f"job {doubled} has 2 MP3s",
         f"MP3 {extra} belongs to no job",
-        f"job {unmailed} is failed, and its user was never mailed",
+        f"job {unmailed} is failed, and its user was never mailed; its message is dead-lettered in "
+        "notification.job-failed.dlq (SMTP: refused): once the cause is fixed, `notification replay-dead-letters` sends it",
         f"video {orphan} belongs to no job",
         f"chunks of mp3s file {loose} have no file (an upload cut off, never cleaned up)",
     }
@@ -643,6 +805,10 @@ SCENARIOS = {
     "gateway-loss": gateway_loss,
     "load": load,
     "hostile": hostile,
+    "notification-kill": notification_kill,
+    "smtp-drop": smtp_drop,
+    "claim-database-restart": claim_database_restart,
+    "converter-pause": converter_pause,
 }
 
 
@@ -650,19 +816,75 @@ def main() -> None:
     args = [a for a in sys.argv[1:] if a != "--long"]
     if not args or args[0] in ("-h", "--help"):
         sys.exit(__doc__)
+    soak = None
+    if "--soak" in args:
+        at = args.index("--soak")
+        try:
+            soak = int(args[at + 1])
+        except (IndexError, ValueError):
+            sys.exit(f"--soak needs a number of runs; {__doc__}")
+        del args[at:at + 2]
     media = pathlib.Path(args[0])
-    chosen = args[1:] or list(SCENARIOS)
-    unknown = [name for name in chosen if name not in SCENARIOS]
-    if unknown:
-        sys.exit(f"unknown scenarios {unknown}; {__doc__}")
+    runs: dict[str, int] = {}
+    for chosen in args[1:] or list(SCENARIOS):
+        name, _, count = chosen.partition("=")
+        if name not in SCENARIOS or (count and not count.isdigit()):
+            sys.exit(f"unknown scenario {chosen!r}; {__doc__}")
+        runs[name] = int(count) if count else (soak or 1)
     tokens = ensure_users()
     reset()
     audit_finds_what_is_wrong()
-    for name in chosen:
-        reset()
-        started = time.monotonic()
-        SCENARIOS[name](media, tokens)
-        step(f"{name} took {time.monotonic() - started:.0f}s")
+    table = {}
+    for name, count in runs.items():
+        row = table[name] = {"runs": 0, "failures": 0, "lost": 0, "dup": 0, "orphans": 0, "seconds": 0.0, "first": ""}
+        for run in range(count):
+            reset()
+            LAST.clear()
+            started = time.monotonic()
+            try:
+                SCENARIOS[name](media, tokens)
+            except SystemExit as failure:
+                if soak is None:
+                    raise
+                row["failures"] += 1
+                row["first"] = row["first"] or f"run {run + 1}: {failure}"
+                print(f"chaos: {name} run {run + 1} of {count} FAILED: {failure}", flush=True)
+                recover()
+            took = time.monotonic() - started
+            row["runs"] += 1
+            row["seconds"] += took
+            for key in ("lost", "dup", "orphans"):
+                row[key] = max(row[key], LAST.get(key, 0))
+            step(f"{name} took {took:.0f}s" + (f" (run {run + 1} of {count})" if count > 1 else ""))
+    if soak is not None:
+        print_soak(table)
+        if any(row["failures"] for row in table.values()):
+            sys.exit(1)
+
+
+def recover() -> None:
+    """After a failed soak run: whatever a scenario froze or cut off goes
+    back, so the next run starts from a working system."""
+    for pod in pods("converter") + ["mailpit-0"]:
+        subprocess.run(["podman", "kill", "-s", "CONT", pod], capture_output=True)
+    faults(drop_after_data=0)
+    for pod in pods("converter"):
+        aliases = ["converter", "converter.mp3converter", "converter.mp3converter.svc"]
+        subprocess.run(["podman", "network", "connect", *[f"--alias={a}" for a in aliases], "mp3c-cluster", pod],
+                       capture_output=True)
+    for pod, port in [("rabbitmq-0", None), ("mongodb-0", None), ("gateway-0", 8080), ("gateway-1", 8080)]:
+        subprocess.run(["podman", "start", pod], capture_output=True)
+        if port:
+            wait_ready(pod, port)
+
+
+def print_soak(table: dict) -> None:
+    print("\nchaos soak:", flush=True)
+    print(f"{'scenario':<24} {'runs':>4} {'failures':>8} {'lost':>4} {'dup':>3} {'orphans':>7} {'mean s':>6}  first failure")
+    for name, row in table.items():
+        mean = row["seconds"] / max(row["runs"], 1)
+        print(f"{name:<24} {row['runs']:>4} {row['failures']:>8} {row['lost']:>4} {row['dup']:>3} "
+              f"{row['orphans']:>7} {mean:>6.0f}  {row['first'][:100]}", flush=True)
 
 
 if __name__ == "__main__":
