@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use clap::Parser;
 use clap::builder::BoolishValueParser;
-use ipnet::IpNet;
 
 use crate::cli::Command;
 use contract::secret::Secret;
@@ -127,11 +126,10 @@ pub struct Config {
     #[arg(
         long,
         env = "TRUSTED_PROXIES",
-        value_delimiter = ',',
         default_value = "127.0.0.0/8,::1",
-        value_parser = common::client_address::parse_network
+        value_parser = common::client_address::parse_networks
     )]
-    pub trusted_proxies: Vec<IpNet>,
+    pub trusted_proxies: common::client_address::Networks,
 
     /// A one-off administrative command; without one the service serves HTTP.
     #[command(subcommand)]
@@ -233,12 +231,15 @@ mod tests {
     #[test]
     fn trusted_proxies_take_addresses_and_ranges() {
         let config = parse(&["--trusted-proxies", "10.0.0.0/8, 192.0.2.7,::1"]).expect("parses");
-        let expected: Vec<IpNet> = ["10.0.0.0/8", "192.0.2.7/32", "::1/128"]
+        let expected: Vec<ipnet::IpNet> = ["10.0.0.0/8", "192.0.2.7/32", "::1/128"]
             .iter()
             .map(|n| n.parse().expect("network"))
             .collect();
-        assert_eq!(config.trusted_proxies, expected);
+        assert_eq!(config.trusted_proxies.0, expected);
         assert!(parse(&["--trusted-proxies", "gateway"]).is_err());
+        // Empty: nobody is trusted (what a manifest's empty value means).
+        let none = parse(&["--trusted-proxies", ""]).expect("parses");
+        assert!(none.trusted_proxies.0.is_empty());
     }
 
     #[test]

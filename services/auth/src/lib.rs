@@ -96,7 +96,7 @@ impl App {
             passwords,
             tokens: Arc::new(tokens),
             limits: limits.clone(),
-            proxies: TrustedProxies::new(config.trusted_proxies.clone()),
+            proxies: TrustedProxies::new(config.trusted_proxies.0.clone()),
             allow_registration: config.allow_registration,
         });
         let listener = TcpListener::bind(config.listen)

@@ -75,6 +75,23 @@ impl TrustedProxies {
     }
 }
 
+/// A comma-separated list of addresses and CIDR ranges, as a setting
+/// gives it (`TRUSTED_PROXIES`); an empty one (or only commas) is no
+/// network at all, which is what "trust nobody" looks like in a manifest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Networks(pub Vec<IpNet>);
+
+/// Reads a [`Networks`] list, for a clap value parser.
+pub fn parse_networks(value: &str) -> Result<Networks, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(parse_network)
+        .collect::<Result<Vec<_>, _>>()
+        .map(Networks)
+}
+
 /// An address (`10.0.0.7`, a single host) or a CIDR range (`10.0.0.0/8`),
 /// for a clap value parser.
 pub fn parse_network(value: &str) -> Result<IpNet, String> {

@@ -37,6 +37,13 @@ pub struct Config {
     /// (opening, probing and verifying take time even for a short clip).
     #[arg(long, env = "CONVERSION_TIME_LIMIT_MIN_S", default_value_t = 60.0)]
     pub time_limit_min_s: f64,
+    /// Seconds running conversions may take to finish after SIGTERM (a
+    /// scale-down, a rollout). What is still running then is given back:
+    /// its message returns to the queue unacknowledged and another
+    /// converter does it again from the start. Keep the pod's
+    /// terminationGracePeriodSeconds above it.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 60)]
+    pub shutdown_grace_secs: u64,
     #[command(flatten)]
     pub amqp: AmqpConfig,
     #[command(flatten)]

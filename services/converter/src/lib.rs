@@ -59,7 +59,7 @@ impl App {
                     max_attempts: 5,
                     base_delay: Duration::from_millis(config.retry_base_ms),
                 },
-                grace: Duration::from_secs(60),
+                grace: Duration::from_secs(config.shutdown_grace_secs),
                 // The converter never waits for another delivery.
                 wait: Duration::from_millis(config.retry_base_ms),
                 bind: None,

@@ -9,9 +9,13 @@ use common::config::{AmqpConfig, MongoConfig};
 #[derive(Debug, Clone, Parser)]
 #[command(name = "gateway", version, about)]
 pub struct Config {
-    /// Address the HTTP server listens on.
+    /// Address the HTTP server listens on: the public API, and nothing else.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+    /// Address of the operations server (`/healthz`, `/readyz`, `/metrics`):
+    /// for probes and Prometheus, never routed from the internet.
+    #[arg(long, env = "OPS_LISTEN_ADDR", default_value = "0.0.0.0:8081")]
+    pub ops_listen: SocketAddr,
     /// Base URL of the auth service (login and token validation).
     #[arg(long, env = "AUTH_URL", default_value = "http://127.0.0.1:5000")]
     pub auth_url: String,
@@ -45,10 +49,11 @@ pub struct Config {
     #[arg(
         long,
         env = "TRUSTED_PROXIES",
-        value_delimiter = ',',
-        value_parser = common::client_address::parse_network
+        default_value = "",
+        hide_default_value = true,
+        value_parser = common::client_address::parse_networks
     )]
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub trusted_proxies: common::client_address::Networks,
     #[command(flatten)]
     pub amqp: AmqpConfig,
     #[command(flatten)]

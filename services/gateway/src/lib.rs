@@ -41,10 +41,14 @@ const HEADER_LIMITS: common::server::HeaderLimits = common::server::HeaderLimits
     read_timeout: Some(std::time::Duration::from_secs(30)),
 };
 
-/// A gateway bound to its port, ready to serve.
+/// A gateway bound to its ports, ready to serve.
 pub struct App {
     listener: tokio::net::TcpListener,
     router: Router,
+    /// The operations port (`/healthz`, `/readyz`, `/metrics`), apart from
+    /// the public one so that an Ingress never exposes them.
+    ops_listener: tokio::net::TcpListener,
+    ops_router: Router,
     /// Cancelled at shutdown: ends the SSE streams, the event subscription
     /// and the lease upkeep.
     stopping: CancellationToken,
@@ -91,7 +95,7 @@ impl App {
             events,
             stopping: stopping.clone(),
             sse_keep_alive: std::time::Duration::from_millis(config.sse_keep_alive_ms.max(1)),
-            proxies: common::client_address::TrustedProxies::new(config.trusted_proxies.clone()),
+            proxies: common::client_address::TrustedProxies::new(config.trusted_proxies.0.clone()),
             upload_pace: config::Pace {
                 idle: std::time::Duration::from_secs(config.upload_idle_secs.max(1)),
                 window: std::time::Duration::from_secs(config.upload_rate_window_secs.max(1)),
@@ -103,8 +107,13 @@ impl App {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
+        let ops_listener = tokio::net::TcpListener::bind(config.ops_listen)
+            .await
+            .with_context(|| format!("binding {}", config.ops_listen))?;
         Ok(App {
             listener,
+            ops_listener,
+            ops_router: ops_router(state.clone()),
             router: router(state),
             stopping: stopping.clone(),
             grace: std::time::Duration::from_secs(config.shutdown_grace_secs),
@@ -116,11 +125,30 @@ impl App {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
+    /// The operations port.
+    pub fn ops_port(&self) -> u16 {
+        self.ops_listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(0)
+    }
+
     /// Serves until `shutdown` is cancelled, then stops accepting connections,
     /// lets running requests finish within the grace period
     /// (`SHUTDOWN_GRACE_SECS`) and aborts the rest.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        tracing::info!(port = self.port(), "gateway listening");
+        tracing::info!(
+            port = self.port(),
+            ops_port = self.ops_port(),
+            "gateway listening"
+        );
+        // The operations port answers until the public one has finished, so
+        // probes see `/readyz` fail (shutting down) and `/healthz` pass
+        // while requests drain.
+        let ops_done = CancellationToken::new();
+        let ops = axum::serve(self.ops_listener, self.ops_router)
+            .with_graceful_shutdown(ops_done.clone().cancelled_owned());
+        let ops = tokio::spawn(std::future::IntoFuture::into_future(ops));
         // Live event streams never end by themselves: they end with the
         // signal, so the graceful shutdown does not wait for their clients.
         let stopping = self.stopping;
@@ -141,33 +169,47 @@ impl App {
             on_shutdown,
         )
         .await;
+        ops_done.cancel();
+        if let Ok(Err(err)) = ops.await {
+            tracing::warn!(error = %err, "the operations server failed");
+        }
         tracing::info!("gateway stopped");
         Ok(())
     }
 }
 
+/// The public API, with its layers.
 fn router(state: AppState) -> Router {
-    let ready_state = state.clone();
+    let request_id = HeaderName::from_static(common::amqp::REQUEST_ID_HEADER);
+    routes::router(state)
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(axum::middleware::from_fn(linger::drain_unread))
+}
+
+/// `/healthz`, `/readyz` and `/metrics`. Ready means the gateway can take
+/// uploads and serve jobs, files and events: MongoDB and RabbitMQ answer,
+/// and it is not shutting down. Auth is not part of it: only sign-in,
+/// registration and the account routes need it (they answer 503 while it
+/// is down), tokens are checked with the keys already fetched, and one auth
+/// blip must not take every gateway, downloads and live events included,
+/// out of the Service.
+fn ops_router(state: AppState) -> Router {
     let ready: common::ops::ReadinessCheck = Arc::new(move || {
-        let state = ready_state.clone();
+        let state = state.clone();
         Box::pin(async move {
+            if state.stopping.is_cancelled() {
+                return Err("shutting down".to_owned());
+            }
             if !state.mongo.is_reachable().await {
                 return Err("MongoDB".to_owned());
             }
             if !state.publisher.is_connected().await {
                 return Err("RabbitMQ".to_owned());
             }
-            if !state.auth.is_reachable().await {
-                return Err("auth service".to_owned());
-            }
             Ok(())
         })
     });
-    let request_id = HeaderName::from_static(common::amqp::REQUEST_ID_HEADER);
-    routes::router(state)
-        .merge(common::ops::router(ready))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http())
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .layer(axum::middleware::from_fn(linger::drain_unread))
+    common::ops::router(ready)
 }

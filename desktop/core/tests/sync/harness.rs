@@ -102,7 +102,14 @@ impl Stack {
         let gateway = gateway::App::build(
             gateway::Config::try_parse_from(args(
                 "gateway",
-                &["--auth-url", &auth_url, "--sse-keep-alive-ms", "1000"],
+                &[
+                    "--auth-url",
+                    &auth_url,
+                    "--sse-keep-alive-ms",
+                    "1000",
+                    "--ops-listen",
+                    "127.0.0.1:0",
+                ],
             ))
             .expect("gateway config"),
         )

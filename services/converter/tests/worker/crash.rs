@@ -221,3 +221,56 @@ async fn a_redelivered_done_job_removes_an_overtaken_attempts_mp3() {
     converter.stop().await;
     world.clean_up(&[]).await;
 }
+
+/// A scale-down: the converter gets SIGTERM mid-conversion and its drain
+/// (SHUTDOWN_GRACE_SECS) runs out. It gives the job back unfinished; the
+/// next converter does it once, from the start: nothing lost, one MP3, and
+/// two conversions in all (the given-back one and the one that finishes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_past_the_drain_gives_the_job_back_and_it_is_converted_once_more() {
+    let world = World::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let video = make_audio(dir.path(), "scaled down.m4a", 900);
+    let first = crate::harness::spawn_binary(
+        &world.converter_args(&mongodb_uri(), &["--shutdown-grace-secs", "1"]),
+    );
+
+    let job = world.submit(&video).await;
+    world
+        .wait_for_job(job, Duration::from_secs(60), |j| {
+            j.state == JobState::Converting
+        })
+        .await;
+    let stopped = std::time::Instant::now();
+    let first_logs = crate::harness::stop_binary(first).await;
+    let drained_in = stopped.elapsed();
+    let interrupted = world.mongo.jobs.get(job).await.expect("read").expect("job");
+    let second = crate::harness::spawn_binary(&world.converter_args(&mongodb_uri(), &[]));
+    let done = world
+        .wait_for_job(job, Duration::from_secs(120), |j| j.state == JobState::Done)
+        .await;
+    let second_logs = crate::harness::stop_binary(second).await;
+
+    assert_eq!(
+        interrupted.state,
+        JobState::Converting,
+        "stopped mid-conversion"
+    );
+    assert!(
+        drained_in < Duration::from_secs(15),
+        "a 1 s drain took {drained_in:?}"
+    );
+    let started = |logs: &str| {
+        logs.lines()
+            .filter(|line| line.contains("conversion started") && line.contains(&job.to_hex()))
+            .count()
+    };
+    assert_eq!(
+        (started(&first_logs), started(&second_logs)),
+        (1, 1),
+        "converted once more, no more"
+    );
+    assert_eq!(world.mp3s_for(job).await, 1, "exactly one MP3");
+    assert!(done.duration_s.is_some_and(|d| (d - 900.0).abs() < 1.0));
+    world.clean_up(&[]).await;
+}

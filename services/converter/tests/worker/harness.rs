@@ -3,8 +3,6 @@
 //! inputs, and a TCP proxy that can make MongoDB unreachable on demand.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
@@ -265,68 +263,33 @@ pub fn make_audio(dir: &Path, name: &str, seconds: u32) -> PathBuf {
     path
 }
 
-/// A TCP proxy to MongoDB that refuses service while `down` is set, and
-/// can cut the connections it carries.
-pub struct FlakyProxy {
-    pub port: u16,
-    down: Arc<AtomicBool>,
-    cut: tokio::sync::watch::Sender<u64>,
+/// A TCP proxy to MongoDB that can be cut or brought down
+/// (`common::testing::proxy::TcpProxy`).
+pub struct FlakyProxy(common::testing::proxy::TcpProxy);
+
+impl std::ops::Deref for FlakyProxy {
+    type Target = common::testing::proxy::TcpProxy;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl FlakyProxy {
     pub async fn start(down: bool) -> FlakyProxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let target = mongodb_uri()
-            .trim_start_matches("mongodb://")
-            .split('/')
-            .next()
-            .unwrap_or("127.0.0.1:27017")
-            .to_owned();
-        let flag = Arc::new(AtomicBool::new(down));
-        let down = flag.clone();
-        let (cut, cuts) = tokio::sync::watch::channel(0u64);
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if down.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let target = target.clone();
-                let mut cuts = cuts.clone();
-                // Only cuts from now on end this connection.
-                cuts.borrow_and_update();
-                tokio::spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
-                        tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                            _ = cuts.changed() => {}
-                        }
-                    }
-                });
-            }
-        });
-        FlakyProxy {
-            port,
-            down: flag,
-            cut,
-        }
-    }
-
-    /// Drops every connection it carries now (the next ones go through
-    /// unless `down` is set).
-    pub fn cut(&self) {
-        self.cut.send_modify(|n| *n += 1);
-    }
-
-    pub fn set_down(&self, down: bool) {
-        self.down.store(down, Ordering::SeqCst);
+        let proxy = common::testing::proxy::TcpProxy::start(&common::testing::proxy::authority_of(
+            &mongodb_uri(),
+            27017,
+        ))
+        .await;
+        proxy.set_down(down);
+        FlakyProxy(proxy)
     }
 
     pub fn uri(&self) -> String {
-        format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
+        format!(
+            "mongodb://127.0.0.1:{}/?directConnection=true",
+            self.0.port()
+        )
     }
 }
 

@@ -198,7 +198,7 @@ async fn random_messages_and_bodies_change_nothing_and_crash_nothing() {
     // Let the workers chew through it all.
     tokio::time::sleep(Duration::from_secs(5)).await;
     for url in [
-        format!("{}/healthz", stack.gateway),
+        format!("{}/healthz", stack.gateway_ops),
         format!("{}/healthz", stack.converter),
     ] {
         let status = stack.http.get(&url).send().await.expect("alive").status();

@@ -66,6 +66,9 @@ impl Default for StackOptions {
 /// A running system plus what the tests need to look inside it.
 pub struct TestStack {
     pub gateway: String,
+    /// Base URL of the gateway's operations port (`/healthz`, `/readyz`,
+    /// `/metrics`).
+    pub gateway_ops: String,
     /// Base URL of the converter's operations port (`/metrics`).
     pub converter: String,
     /// Base URL of the auth service.
@@ -179,6 +182,8 @@ impl TestStack {
                 &auth_url,
                 "--max-upload-bytes",
                 &max_upload_bytes,
+                "--ops-listen",
+                "127.0.0.1:0",
             ],
         );
         if let Some(ms) = options.sse_keep_alive_ms {
@@ -199,6 +204,7 @@ impl TestStack {
             .await
             .expect("gateway starts");
         let gateway_url = format!("http://127.0.0.1:{}", gateway_app.port());
+        let gateway_ops = format!("http://127.0.0.1:{}", gateway_app.ops_port());
         let (gateway_stop, signal) = stopper();
         let gateway_task = tokio::spawn(gateway_app.run(signal));
 
@@ -236,6 +242,7 @@ impl TestStack {
 
         TestStack {
             gateway: gateway_url,
+            gateway_ops,
             converter: converter_url,
             auth: auth_url,
             auth_service: Some((auth_stop, auth_task)),

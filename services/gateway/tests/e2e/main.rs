@@ -9,6 +9,7 @@ mod flow;
 mod fuzz;
 mod helpers;
 mod metrics;
+mod ops;
 mod shutdown;
 mod slips;
 mod tokens;

@@ -36,7 +36,7 @@ async fn metrics_count_requests_by_route_and_status_and_upload_bytes() {
     assert_eq!(missing.status(), 401);
     let metrics = stack
         .http
-        .get(format!("{}/metrics", stack.gateway))
+        .get(format!("{}/metrics", stack.gateway_ops))
         .send()
         .await
         .expect("metrics")

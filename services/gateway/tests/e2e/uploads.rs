@@ -203,7 +203,7 @@ async fn a_client_that_aborts_mid_upload_leaves_no_file_and_no_job() {
     }
     let metrics = stack
         .http
-        .get(format!("{}/metrics", stack.gateway))
+        .get(format!("{}/metrics", stack.gateway_ops))
         .send()
         .await
         .expect("metrics")
@@ -311,7 +311,7 @@ async fn a_gateway_started_before_the_broker_becomes_ready_when_it_answers() {
     let proxy = CuttableProxy::start().await;
     proxy.set_down(true);
     let stack = proxy.stack_through().await;
-    let readyz = format!("{}/readyz", stack.gateway);
+    let readyz = format!("{}/readyz", stack.gateway_ops);
     let not_ready = stack.http.get(&readyz).send().await.expect("readyz");
     assert_eq!(not_ready.status(), 503);
     let body = not_ready.text().await.expect("body");
