@@ -19,7 +19,8 @@ PREFIX = "cluster test"
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 GW = f"http://127.0.0.1:{os.environ.get('CLUSTER_PORT', '8180')}"
 EMAIL, PASSWORD = os.environ.get("DEMO_EMAIL", "demo@example.com"), os.environ.get("DEMO_PASSWORD", "demo-password")
-SECRETS = ROOT / "k8s" / "overlays" / "minikube" / "secrets"
+# Where scripts/k8s-secrets keeps the minikube overlay's Secret files.
+SECRETS = ROOT / "var" / "k8s-secrets" / "minikube"
 RUN = uuid.uuid4().hex[:8]
 
 
