@@ -5,7 +5,9 @@ usage: runner.py up MANIFESTS.yaml     start every pod, wait until all are ready
        runner.py status                one line per pod: state, restarts, address
 
 What runs is what the YAML says: each Deployment's and StatefulSet's pods
-(as many as `replicas`) with their image, command, args, env and envFrom
+(as many as `replicas`; a workload without, which an autoscaler owns, as
+many as its HorizontalPodAutoscaler's minReplicas or ScaledObject's
+minReplicaCount, where a cluster's autoscaler would start) with their image, command, args, env and envFrom
 (from the rendered ConfigMaps and Secrets, `$(VAR)` expanded), Secret and
 ConfigMap volumes as files, emptyDirs, PVCs as volumes, the user, read-only
 root, capabilities and no-new-privileges of the securityContext, and the CPU
@@ -86,6 +88,17 @@ class Manifests:
         self.services = by_kind.get("Service", [])
         self.ingresses = by_kind.get("Ingress", [])
         self.workloads = by_kind.get("StatefulSet", []) + by_kind.get("Deployment", [])
+        # Autoscaler floors by target: the count of a workload without `replicas`.
+        self.floors = {}
+        for hpa in by_kind.get("HorizontalPodAutoscaler", []):
+            self.floors[hpa["spec"]["scaleTargetRef"]["name"]] = hpa["spec"].get("minReplicas", 1)
+        for scaled in by_kind.get("ScaledObject", []):
+            self.floors[scaled["spec"]["scaleTargetRef"]["name"]] = max(1, scaled["spec"].get("minReplicaCount", 0))
+
+    def replicas(self, workload: dict) -> int:
+        if "replicas" in workload["spec"]:
+            return workload["spec"]["replicas"]
+        return self.floors.get(workload["metadata"]["name"], 1)
 
 
 def secret_data(doc: dict) -> dict:
@@ -462,7 +475,7 @@ def up(manifest_file: str) -> None:
     pods = [
         Pod(w, i, manifests)
         for w in manifests.workloads
-        for i in range(w["spec"].get("replicas", 1))
+        for i in range(manifests.replicas(w))
     ]
     needed = {
         STANDINS[repository(pod.container["image"])]
