@@ -33,6 +33,25 @@ wait_for_port() { # PORT SECONDS NAME
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# A command with a time limit where one can be set: GNU `timeout`, or
+# Homebrew's `gtimeout` on macOS, which has neither by default (there the
+# command runs without a limit rather than failing at once).
+run_with_timeout() { # SECONDS COMMAND...
+  local seconds=$1
+  shift
+  if command -v timeout >/dev/null; then timeout "$seconds" "$@"
+  elif command -v gtimeout >/dev/null; then gtimeout "$seconds" "$@"
+  else "$@"
+  fi
+}
+
+# True on the system the images' runtime is (debian:bookworm-slim: Debian
+# 12), the only one whose binaries, linked against its FFmpeg and glibc, run
+# in the images (Ubuntu 24.04's FFmpeg 6 and glibc 2.39 do not).
+host_matches_runtime() {
+  [ -r /etc/os-release ] && (. /etc/os-release && [ "${ID:-}" = debian ] && [ "${VERSION_ID:-}" = 12 ])
+}
+
 # Debian/Ubuntu packages, in the order a newcomer needs them: the services
 # (build and run), then the desktop app, then the tests.
 SERVICE_PACKAGES=(
