@@ -7,7 +7,7 @@
 //! lease is older than [`EXPIRED_AFTER`] any gateway's sweeper removes the
 //! upload's chunks and file unless a job owns them.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,7 +26,10 @@ pub struct Leases {
     collection: mongodb::Collection<Document>,
     jobs: common::jobs::JobStore,
     videos: mongodb::gridfs::GridFsBucket,
-    held: Arc<Mutex<HashSet<ObjectId>>>,
+    /// The leases this gateway holds, and whether each is recorded in
+    /// MongoDB yet (an insert that failed is made again on renewal, so a
+    /// sweeper can find what a dead gateway left even then).
+    held: Arc<Mutex<HashMap<ObjectId, bool>>>,
     /// When this gateway last failed to reach MongoDB for its leases: no
     /// lease is judged expired until MongoDB has answered for a whole
     /// [`EXPIRED_AFTER`] since, so an outage that kept every holder from
@@ -73,13 +76,9 @@ impl Leases {
     /// answer, the upload itself will not get far; the lease is still held
     /// in memory so its clean-up path is the same.
     pub async fn take(&self, fid: ObjectId) -> Lease {
-        self.held_set().insert(fid);
-        let taken = self
-            .collection
-            .insert_one(doc! { "_id": fid, "renewed_at": DateTime::now() })
-            .await;
-        if let Err(err) = taken {
-            tracing::warn!(error = %err, video_fid = %fid, "could not record an upload lease");
+        self.held_set().insert(fid, false);
+        if let Err(err) = self.record(fid).await {
+            tracing::warn!(error = %err, video_fid = %fid, "could not record an upload lease yet");
         }
         Lease {
             leases: self.clone(),
@@ -88,7 +87,22 @@ impl Leases {
         }
     }
 
-    fn held_set(&self) -> std::sync::MutexGuard<'_, HashSet<ObjectId>> {
+    /// Writes a lease's record (renewed now) and notes it as recorded.
+    async fn record(&self, fid: ObjectId) -> mongodb::error::Result<()> {
+        self.collection
+            .insert_one(doc! { "_id": fid, "renewed_at": DateTime::now() })
+            .await?;
+        if let Some(recorded) = self.held_set().get_mut(&fid) {
+            *recorded = true;
+        }
+        Ok(())
+    }
+
+    fn is_recorded(&self, fid: ObjectId) -> bool {
+        self.held_set().get(&fid).copied().unwrap_or(false)
+    }
+
+    fn held_set(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, bool>> {
         // A poisoned set still holds the right ids.
         self.held
             .lock()
@@ -110,7 +124,18 @@ impl Leases {
     }
 
     async fn renew(&self) {
-        let held: Vec<ObjectId> = self.held_set().iter().copied().collect();
+        let (held, unrecorded): (Vec<_>, Vec<_>) = self
+            .held_set()
+            .iter()
+            .map(|(fid, recorded)| (*fid, *recorded))
+            .partition(|(_, recorded)| *recorded);
+        for (fid, _) in unrecorded {
+            if let Err(err) = self.record(fid).await {
+                self.failed();
+                tracing::warn!(error = %err, video_fid = %fid, "could not record an upload lease yet");
+            }
+        }
+        let held: Vec<ObjectId> = held.into_iter().map(|(fid, _)| fid).collect();
         if held.is_empty() {
             return;
         }
@@ -193,6 +218,12 @@ impl Lease {
     /// past [`EXPIRED_AFTER`]) and may be removing the upload's chunks.
     /// Checked before a job is recorded for the upload.
     pub async fn still_held(&self) -> common::error::Result<bool> {
+        if !self.leases.is_recorded(self.fid) {
+            // Never recorded (MongoDB failed at the start): no sweeper can
+            // have seen it. Recorded now, it is held.
+            self.leases.record(self.fid).await?;
+            return Ok(true);
+        }
         let renewed = self
             .leases
             .collection
@@ -214,15 +245,26 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.leases.held_set().remove(&self.fid);
-        if self.to_sweeper {
-            return;
-        }
+        let recorded = self.leases.held_set().remove(&self.fid).unwrap_or(false);
         // No runtime means the process is going down: the lease expires.
         if tokio::runtime::Handle::try_current().is_err() {
             return;
         }
         let (collection, fid) = (self.leases.collection.clone(), self.fid);
+        if self.to_sweeper {
+            if !recorded {
+                // Left to a sweeper, who must be able to find it.
+                tokio::spawn(async move {
+                    if let Err(err) = collection
+                        .insert_one(doc! { "_id": fid, "renewed_at": DateTime::now() })
+                        .await
+                    {
+                        tracing::error!(error = %err, video_fid = %fid, "an upload's leftovers have no lease on record: scripts/audit finds them");
+                    }
+                });
+            }
+            return;
+        }
         tokio::spawn(async move {
             let _ = collection.delete_one(doc! { "_id": fid }).await;
         });

@@ -99,17 +99,29 @@ pub async fn accept(
     };
     let (owned_state, claims, headers) = (state.clone(), claims.clone(), headers.clone());
     let committing = state.background.spawn(async move {
-        if let Some(held) = &lease
-            && !matches!(held.still_held().await, Ok(true))
-        {
-            // A sweeper took the upload for abandoned (or MongoDB does not
-            // answer): no job may name what it removes. The sweeper, or the
-            // lease's expiry, cleans up.
-            tracing::warn!(video_fid = %video.fid, "the upload's lease was lost before its job was recorded");
-            if let Some(lease) = lease {
-                lease.leave_to_sweeper();
+        if let Some(held) = &lease {
+            match held.still_held().await {
+                Ok(true) => {}
+                // A sweeper took the upload for abandoned: no job may name
+                // what it removes, and the removal is the sweeper's.
+                Ok(false) => {
+                    tracing::warn!(video_fid = %video.fid, "the upload's lease was lost before its job was recorded");
+                    if let Some(lease) = lease {
+                        lease.leave_to_sweeper();
+                    }
+                    return Err(ApiError::Unavailable("storage (MongoDB)"));
+                }
+                // MongoDB does not answer: the upload cannot be recorded.
+                Err(err) => {
+                    tracing::warn!(video_fid = %video.fid, error = %err, "could not renew the upload's lease");
+                    let cleaned = discard(&owned_state, Some(&video)).await;
+                    match lease {
+                        Some(lease) if !cleaned => lease.leave_to_sweeper(),
+                        lease => drop(lease),
+                    }
+                    return Err(ApiError::Unavailable("storage (MongoDB)"));
+                }
             }
-            return Err(ApiError::Unavailable("storage (MongoDB)"));
         }
         let (committed, cleaned) = commit(
             owned_state,

@@ -534,3 +534,63 @@ async fn a_lease_swept_while_its_holder_stalled_is_known_lost_to_it() {
     );
     scene.stack.stop().await;
 }
+
+/// MongoDB did not answer when the upload took its lease: the lease is
+/// recorded as soon as it answers again, and an upload left to a sweeper
+/// is never left where no sweeper can find it (the broker-restart chaos
+/// scenario once left such a video behind for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_that_could_not_be_recorded_is_recorded_later_never_lost() {
+    use common::testing::proxy::{TcpProxy, authority_of};
+    use mongodb::bson::doc;
+    let scene = Leased::start().await;
+    let database = TcpProxy::start(&authority_of(&common::testing::mongodb_uri(), 27017)).await;
+    database.set_down(true);
+    let mongo = common::config::MongoConfig {
+        mongodb_uri: format!(
+            "mongodb://127.0.0.1:{}/?directConnection=true",
+            database.port()
+        ),
+        videos_db: scene.stack.mongo.videos.name().to_owned(),
+        mp3s_db: scene.stack.mongo.mp3s.name().to_owned(),
+    }
+    .connect()
+    .await
+    .expect("client");
+    let leases = gateway::leases::Leases::new(&mongo);
+    let recorded = |fid| {
+        let uploads = scene.uploads.clone();
+        async move {
+            uploads
+                .count_documents(doc! { "_id": fid })
+                .await
+                .expect("count")
+        }
+    };
+
+    let first = scene.stored("unrecorded.mp4").await;
+    let lease = leases.take(first).await;
+    assert_eq!(recorded(first).await, 0, "MongoDB was down");
+    database.set_down(false);
+    assert!(
+        lease.still_held().await.expect("renew"),
+        "held, once recorded"
+    );
+    assert_eq!(recorded(first).await, 1);
+    drop(lease);
+
+    database.set_down(true);
+    let second = scene.stored("left.mp4").await;
+    let lease = leases.take(second).await;
+    database.set_down(false);
+    lease.leave_to_sweeper();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while recorded(second).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an upload left to a sweeper has no lease a sweeper can find"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    scene.stack.stop().await;
+}
