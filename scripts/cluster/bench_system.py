@@ -1,8 +1,9 @@
 """The system's own cost, measured on the container deployment (scripts/
-cluster-up --overlay chaos: gateway 2, converter 3): what a job spends
-outside FFmpeg, how throughput grows with converters, and how long a
-killed converter's job waits before it runs elsewhere. Prints numbers and
-ratios; asserts nothing about them.
+cluster-up --overlay chaos --component scripts/cluster/bench-scaling:
+gateway 2, converter 3, each converter half a core and one conversion at a
+time): what a job spends outside FFmpeg, how throughput grows with
+converters, and how long a killed converter's job waits before it runs
+elsewhere. Prints numbers and ratios; asserts nothing about them.
 
 usage: bench_system.py [--jobs N] [--throughput-jobs N] [--kills N]
 
@@ -10,9 +11,15 @@ usage: bench_system.py [--jobs N] [--throughput-jobs N] [--kills N]
               upload's answer to the SSE event saying `done`, minus the
               conversion itself (the converter's own conversion_ms for that
               job): p50 and p99
-  throughput  M such jobs queued while no converter runs, then drained by
+  scaling     M such jobs queued while no converter runs, then drained by
               1, 2 and 3 converters: jobs per minute (first converting to
-              last done), and the ratio to one converter
+              last done), the ratio to one converter, and the CPU seconds
+              each part of the system spent per job meanwhile (converters,
+              gateways, RabbitMQ, MongoDB): where a limit would come from.
+              Ends with the line
+                scaling: converters=1,2,3 jobs_per_min=A,B,C
+              and, on paper, the drain time of a 1,000-job burst at N
+              replicas of one core each from the per-job figures measured
   failover    a converter SIGKILLed as it starts a long job: seconds until
               another converter says "conversion started" for it
 """
@@ -160,29 +167,74 @@ def ready(pod: str) -> bool:
         return False
 
 
-def throughput(token: str, video: bytes, jobs: int) -> None:
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds each part of the deployment has used so far (its
+    containers' cgroups, summed by workload)."""
+    used: dict[str, float] = {}
+    names = podman("ps", "--filter", "label=io.mp3converter.cluster", "--format", "{{.Names}}").split()
+    for name in names:
+        path = podman("inspect", "--format", "{{.State.CgroupPath}}", name)
+        try:
+            ns = int(pathlib.Path(f"/sys/fs/cgroup/cpuacct{path}/cpuacct.usage").read_text())
+        except (OSError, ValueError):
+            continue
+        workload = name.rsplit("-", 1)[0]
+        used[workload] = used.get(workload, 0.0) + ns / 1e9
+    return used
+
+
+def scaling(token: str, video: bytes, jobs: int) -> None:
     """The queue drained by 1, 2 and 3 converters: the jobs are uploaded
     while no converter runs, so the figure is the converters' pace, not
     the uploads'; from the first job converting to the last one done."""
     events = Events(token)
     events.start()
     events.connected.wait(30)
-    rates = {}
+    rates, per_job = {}, {}
     for converters in (1, 2, 3):
         set_converters(0)
         with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
             ids = list(pool.map(lambda n: upload(token, video + f"tp-{c.RUN}-{converters}-{n}".encode(),
                                                  f"tp-{converters}-{n}.mp4")[0], range(jobs)))
+        before = cpu_seconds()
         set_converters(converters)
         finished = max(events.wait(job) for job in ids)
         started = min(events.converting[job] for job in ids if job in events.converting)
+        after = cpu_seconds()
         rates[converters] = 60 * jobs / (finished - started)
+        per_job[converters] = {part: (after[part] - before.get(part, 0.0)) / jobs for part in after}
+        wall = finished - started
+        step(
+            f"scaling: {converters} converter{'s' if converters > 1 else ''}: {jobs} jobs in {wall:.1f} s; "
+            "CPU s per job: " + ", ".join(f"{part} {seconds:.3f}" for part, seconds in sorted(per_job[converters].items()))
+            + "; busiest besides the converters: "
+            + max((p for p in per_job[converters] if p != "converter"), key=lambda p: per_job[converters][p])
+            + f" at {max(v for p, v in per_job[converters].items() if p != 'converter') * jobs / wall:.2f} cores"
+        )
     set_converters(3)
     step(
-        f"throughput ({jobs} queued 1-minute jobs): "
+        f"throughput ({jobs} queued 1-minute jobs, converters of half a core and one job each): "
         + ", ".join(f"{n} converter{'s' if n > 1 else ''} {rate:.0f} jobs/min ({rate / rates[1]:.2f}x)"
                     for n, rate in rates.items())
-        + " (this machine has 2 cores: a third converter has no core of its own)"
+    )
+    print(f"scaling: converters=1,2,3 jobs_per_min={','.join(f'{rates[n]:.0f}' for n in (1, 2, 3))}", flush=True)
+    # On paper: a burst of 1,000 jobs on N replicas of one core each. A job
+    # costs its converter CPU (measured at one replica, half a core: the
+    # same CPU at any share) plus the shared parts' CPU, which one core of
+    # each would serve at most 60 / that many jobs per minute.
+    one = per_job[1]
+    converter_cpu = one.get("converter", 0.0)
+    shared = {part: seconds for part, seconds in one.items() if part not in ("converter",) and seconds > 0}
+    ceiling = min((60 / seconds for seconds in shared.values()), default=float("inf"))
+    lines = []
+    for replicas in (1, 8, 32, 100):
+        pace = min(60 * replicas / converter_cpu, ceiling) if converter_cpu else ceiling
+        lines.append(f"{replicas} replicas {1000 / pace:.1f} min")
+    busiest = max(shared, key=shared.get) if shared else "none"
+    step(
+        f"on paper, 1,000 queued 1-minute jobs: {converter_cpu:.3f} converter CPU s each; "
+        + "; ".join(lines)
+        + f" (from about {ceiling:.0f} jobs/min one core of {busiest}, the busiest shared part per job, caps it)"
     )
 
 
@@ -228,13 +280,13 @@ def main() -> None:
     subprocess.run(["podman", "exec", "-i", "auth-0", "auth-service", "user", "add", EMAIL],
                    input=f"{PASSWORD}\n", capture_output=True, text=True)
     token = c.curl("-X", "POST", "-u", f"{EMAIL}:{PASSWORD}", f"{GW}/login")
-    profile = podman("inspect", "--format", '{{index .Config.Labels "io.mp3converter.build-profile"}}', "gateway-0")
-    step(f"on the {profile} images, {len(pods('converter'))} converters, {len(pods('gateway'))} gateways")
+    image = podman("inspect", "--format", "{{.ImageName}}", "gateway-0")
+    step(f"on {image} and its siblings, {len(pods('converter'))} converters, {len(pods('gateway'))} gateways")
     with tempfile.TemporaryDirectory() as work:
         video = make_video(pathlib.Path(work) / "minute.mp4", 60)
         long_video = make_video(pathlib.Path(work) / "long.mp4", 1200, rate=2)
     overhead(token, video, option("--jobs", 50))
-    throughput(token, video, option("--throughput-jobs", 60))
+    scaling(token, video, option("--throughput-jobs", 60))
     failover(token, long_video, option("--kills", 3))
 
 

@@ -359,7 +359,7 @@ def gateway_loss(media, tokens):
     kill("gateway-0")
     for thread in threads:
         thread.join()
-    wait_ready("gateway-0", 8080)
+    wait_ready("gateway-0", 8081)
     # Clients retry what failed, on whichever replica answers now.
     failed = sum(uploads.refused.values())
     uploads.refused = {}
@@ -872,7 +872,7 @@ def recover() -> None:
         aliases = ["converter", "converter.mp3converter", "converter.mp3converter.svc"]
         subprocess.run(["podman", "network", "connect", *[f"--alias={a}" for a in aliases], "mp3c-cluster", pod],
                        capture_output=True)
-    for pod, port in [("rabbitmq-0", None), ("mongodb-0", None), ("gateway-0", 8080), ("gateway-1", 8080)]:
+    for pod, port in [("rabbitmq-0", None), ("mongodb-0", None), ("gateway-0", 8081), ("gateway-1", 8081)]:
         subprocess.run(["podman", "start", pod], capture_output=True)
         if port:
             wait_ready(pod, port)

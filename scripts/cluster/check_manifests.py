@@ -77,13 +77,6 @@ SERVICES = {
     "notification-service": ("notification", {"AMQP_URL", "MONGODB_URI", "SMTP_URL", "MAIL_FROM", "PUBLIC_URL"},
                              (30, "services/notification/src/lib.rs", r"grace: Duration::from_secs\((\d+)\)")),
 }
-# What issue 23's Rust side adds, for binaries built before it: each variable
-# and the default its --help will list. Used (with a notice) only while a
-# binary's --help lacks it; delete an entry once every build has it.
-PENDING = {
-    "gateway": {"OPS_LISTEN_ADDR": "0.0.0.0:8081"},
-    "converter": {"SHUTDOWN_GRACE_SECS": "60"},
-}
 # One of these signs the tokens in a cluster (without, auth makes a throw-away key).
 AUTH_KEYS = {"JWT_PRIVATE_KEY_FILE", "JWT_PRIVATE_KEY", "JWT_SECRET"}
 # Read by common::telemetry::init in every service.
@@ -114,10 +107,6 @@ def help_of(binary: pathlib.Path) -> dict:
     found = {}
     for match in re.finditer(r"\[env: ([A-Z0-9_]+)[]=][^\n\[]*(?:\s*\[default: ([^\]\n]*)\])?", text):
         found[match.group(1)] = (match.group(2) or "").strip('"')
-    for variable, default in PENDING.get(binary.name, {}).items():
-        if variable not in found:
-            NOTICES.add(f"{binary.name} --help does not list {variable} yet (issue 23's Rust side): assuming it reads it, default {default}")
-            found[variable] = default
     return {**{name: "" for name in TELEMETRY}, **found}
 
 

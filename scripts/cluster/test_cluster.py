@@ -1,6 +1,7 @@
 """End-to-end test of the system as scripts/cluster-up runs it in containers.
 
-usage: test_cluster.py MEDIA_DIR DESKTOP_BINARY
+usage: test_cluster.py MEDIA_DIR DESKTOP_BINARY OBSERVABILITY.yaml
+(OBSERVABILITY.yaml: a render holding k8s/components/observability)
 Needs the running cluster (scripts/cluster-up), curl and ffprobe/ffmpeg.
 Against http://127.0.0.1:$CLUSTER_PORT, as a user would:
   1. the classic curl flow: login, upload a real sample video, the mail,
@@ -9,7 +10,12 @@ Against http://127.0.0.1:$CLUSTER_PORT, as a user would:
   3. the desktop app's headless mode converting a watched folder;
   4. jobs spread over both converter containers (each one's /metrics);
   5. a converter killed with SIGKILL mid-conversion loses nothing: the job
-     ends done once, with one MP3 and one mail, and the container is back.
+     ends done once, with one MP3 and one mail, and the container is back;
+  6. nothing private through the Ingress: /metrics, /healthz and /readyz
+     answer 404 there, and each pod's ops port serves them;
+  7. the observability component's alert rules and dashboard name only
+     metrics (and labels) the running pods really serve
+     (check_observability.py --scrape on every ops port).
 Prints one line per step; exits non-zero on the first failure.
 """
 import json
@@ -28,7 +34,7 @@ from bson import ObjectId
 
 from client import (
     EMAIL, GW, PASSWORD, RUN, api, check, conversions, curl, duration, fail, mail_text, mails_about,
-    mongo, podman, pods, step, unique_copy, wait_for, wait_job,
+    mongo, pod_ip, podman, pods, step, unique_copy, wait_for, wait_job,
 )
 
 def classic_flow(media: pathlib.Path, work: pathlib.Path) -> str:
@@ -184,10 +190,34 @@ def sigkill_mid_conversion(work: pathlib.Path, token: str) -> None:
     step(f"SIGKILL: the job ended done once (1 MP3, 1 mail), finished on {finished_on or [victim]}; {victim} is back")
 
 
+def ops_private(rendered: pathlib.Path) -> None:
+    for path in ("/metrics", "/healthz", "/readyz"):
+        status, _ = api("GET", path)
+        check(status == 404, f"{path} through the Ingress answered {status}, not 404")
+    targets = [f"http://{pod_ip(pod)}:{port}/metrics" for workload, port in
+               (("gateway", 8081), ("auth", 5000), ("converter", 8090), ("notification", 8091))
+               for pod in pods(workload)]
+    targets.append(f"http://{pod_ip('rabbitmq-0')}:15692/metrics")
+    for target in targets:
+        with urllib.request.urlopen(target, timeout=10) as response:
+            check(response.status == 200, f"{target}: {response.status}")
+    step(f"the Ingress serves no /metrics, /healthz or /readyz; {len(targets)} ops ports do")
+    # The rules and dashboard against what these pods serve now (after the
+    # flows above, every counter they name has been incremented).
+    checker = pathlib.Path(__file__).resolve().parent / "check_observability.py"
+    # The checker needs promql-parser: scripts/check-manifests' venv has it.
+    python = os.environ.get("CHECKS_PYTHON", sys.executable)
+    result = subprocess.run([python, str(checker), str(rendered), "--scrape", *targets],
+                            capture_output=True, text=True)
+    print(result.stdout + result.stderr, end="", flush=True)
+    check(result.returncode == 0, "the alert rules or the dashboard name metrics the pods do not serve")
+    step("every metric the alert rules and the dashboard name is served by the running pods")
+
+
 def main() -> None:
-    if len(sys.argv) != 3:
+    if len(sys.argv) != 4:
         sys.exit(__doc__)
-    media, desktop = pathlib.Path(sys.argv[1]), sys.argv[2]
+    media, desktop, observed = pathlib.Path(sys.argv[1]), sys.argv[2], pathlib.Path(sys.argv[3])
     with tempfile.TemporaryDirectory() as tmp:
         work = pathlib.Path(tmp)
         token = classic_flow(media, work)
@@ -195,6 +225,7 @@ def main() -> None:
         desktop_headless(media, work, desktop)
         spread(media, work, token)
         sigkill_mid_conversion(work, token)
+        ops_private(observed)
     step("all passed")
 
 
