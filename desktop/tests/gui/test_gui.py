@@ -112,6 +112,7 @@ def start_backend():
     })
     wait_port(auth_port)
     spawn("gateway", [BIN / "gateway"], {**common, "LISTEN_ADDR": f"127.0.0.1:{gateway_port}",
+                                         "OPS_LISTEN_ADDR": f"127.0.0.1:{free_port()}",
                                          "AUTH_URL": f"http://127.0.0.1:{auth_port}",
                                          "SSE_KEEP_ALIVE_MS": "2000"})
     spawn("converter", [BIN / "converter"], {**common, "LISTEN_ADDR": f"127.0.0.1:{free_port()}"})
