@@ -28,9 +28,10 @@ pub async fn login(
     email: &str,
     password: Secret,
     client: Option<IpAddr>,
-) -> Result<IssuedToken, Error> {
+    device: Option<&str>,
+) -> Result<SignedIn, Error> {
     let started = Instant::now();
-    let result = check_credentials(state, email, password, client).await;
+    let result = check_credentials(state, email, password, client, device).await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(Error::InvalidCredentials) => "failed",
@@ -43,16 +44,24 @@ pub async fn login(
     result
 }
 
+/// A successful sign-in: the token, and the device token to keep.
+pub struct SignedIn {
+    pub token: IssuedToken,
+    pub device_token: String,
+}
+
 async fn check_credentials(
     state: &AppState,
     email: &str,
     password: Secret,
     client: Option<IpAddr>,
-) -> Result<IssuedToken, Error> {
+    device: Option<&str>,
+) -> Result<SignedIn, Error> {
     let email = normalize_email(email);
+    let known_device = device.is_some_and(|token| state.devices.is_known(token, &email));
     let reservation = state
         .limits
-        .reserve_login(&email, client)
+        .reserve_login(&email, client, known_device)
         .inspect_err(|_| {
             tracing::warn!(user = ?email, client = ?client, "login refused: too many failures");
         })?;
@@ -64,8 +73,11 @@ async fn check_credentials(
     match user {
         Some(user) if password_matches && !user.disabled => {
             state.limits.release(reservation);
-            tracing::info!(user = %user.email, "login");
-            state.tokens.issue(&user)
+            tracing::info!(user = %user.email, known_device, "login");
+            Ok(SignedIn {
+                token: state.tokens.issue(&user)?,
+                device_token: state.devices.issue(&user.email),
+            })
         }
         _ => {
             tracing::info!(user = ?email, client = ?client, "login refused");
@@ -74,13 +86,15 @@ async fn check_credentials(
     }
 }
 
-/// Creates an ordinary (non-admin) account, when registration is on.
+/// Creates an ordinary (non-admin) account, when registration is on, with
+/// its address unconfirmed, and mails the confirmation link (whether that
+/// went out is the second value: an account is made even when mail is down).
 pub async fn register(
     state: &AppState,
     email: &str,
     password: Secret,
     client: Option<IpAddr>,
-) -> Result<User, Error> {
+) -> Result<(User, bool), Error> {
     let result = async {
         if !state.allow_registration {
             return Err(Error::RegistrationDisabled);
@@ -89,7 +103,7 @@ pub async fn register(
         password::check_policy(password.expose())?;
         state.limits.reserve_registration(client)?;
         let hash = state.passwords.hash(password).await?;
-        state.store.insert(&email, &hash, false).await
+        state.store.insert(&email, &hash, false, false).await
     }
     .await;
     let outcome = match &result {
@@ -100,20 +114,57 @@ pub async fn register(
         Err(_) => "error",
     };
     metrics::counter!("auth_registrations_total", "outcome" => outcome).increment(1);
-    if let Ok(user) = &result {
-        tracing::info!(user = %user.email, id = user.id, "registered");
-    }
-    result
+    let user = result?;
+    tracing::info!(user = %user.email, id = user.id, "registered");
+    let sent = match crate::controls::send_confirmation(state, &user).await {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::warn!(user = %user.email, error = %err, "the confirmation link could not be mailed");
+            false
+        }
+    };
+    Ok((user, sent))
 }
 
 /// The account a token belongs to; [`Error::NotAuthorized`] when the token
-/// is bad or its account has since been disabled or removed.
+/// is bad, or its account has since been disabled or removed, or signed
+/// out everywhere (the token's version is below the account's).
 pub async fn current_user(state: &AppState, token: &str) -> Result<User, Error> {
     let claims = state.tokens.verify(token)?;
     let id: i64 = claims.sub.parse().map_err(|_| Error::NotAuthorized)?;
     match state.store.find_by_id(id).await? {
-        Some(user) if !user.disabled && user.email == claims.username => Ok(user),
+        Some(user)
+            if !user.disabled
+                && user.email == claims.username
+                && claims.ver >= user.token_version =>
+        {
+            Ok(user)
+        }
         _ => Err(Error::NotAuthorized),
+    }
+}
+
+/// [`Error::NotAuthorized`] when the account behind valid `claims` has
+/// since been disabled, signed out everywhere or deleted.
+pub async fn check_not_revoked(
+    state: &AppState,
+    claims: &crate::token::Claims,
+) -> Result<(), Error> {
+    let id: i64 = claims.sub.parse().map_err(|_| Error::NotAuthorized)?;
+    match state.store.find_by_id(id).await? {
+        Some(user) if user.disabled || claims.ver < user.token_version => Err(Error::NotAuthorized),
+        Some(_) => Ok(()),
+        // Gone: deleted (a revocation says so while any of its tokens can
+        // still be unexpired).
+        None if state
+            .store
+            .revoked_version(id)
+            .await?
+            .is_some_and(|v| claims.ver < v) =>
+        {
+            Err(Error::NotAuthorized)
+        }
+        None => Ok(()),
     }
 }
 
@@ -143,7 +194,7 @@ pub async fn bootstrap_admin(
             password::check_policy(password.expose())
                 .map_err(|_| anyhow::anyhow!("ADMIN_PASSWORD is too short or too long"))?;
             let hash = passwords.hash(password.clone()).await?;
-            match store.insert(&email, &hash, true).await {
+            match store.insert(&email, &hash, true, true).await {
                 Ok(user) => {
                     tracing::info!(user = %user.email, id = user.id, "administrator created from ADMIN_EMAIL")
                 }

@@ -41,14 +41,20 @@ pub enum UserCommand {
         #[arg(long)]
         revoke: bool,
     },
-    /// Stop a user from logging in (tokens already issued stay valid until
-    /// they expire, except on `/api/v1/me`).
+    /// Stop a user from logging in; every token it holds stops working
+    /// (on the gateways within seconds).
     Disable {
         /// The user's email address.
         email: String,
     },
     /// Let a disabled user log in again.
     Enable {
+        /// The user's email address.
+        email: String,
+    },
+    /// Mark a user's address as confirmed (the operator knows it is
+    /// theirs), so that mail is sent to it.
+    Confirm {
         /// The user's email address.
         email: String,
     },
@@ -114,6 +120,18 @@ pub async fn run(command: Command, config: &Config) -> anyhow::Result<()> {
             })
             .await?;
             println!("disabled {}", user.email);
+            Ok(())
+        }
+        Command::User(UserCommand::Confirm { email }) => {
+            let user = with_store(config, |store| async move {
+                let user = store
+                    .find_by_email(&email)
+                    .await?
+                    .ok_or(crate::Error::UnknownUser)?;
+                store.set_confirmed(user.id).await
+            })
+            .await?;
+            println!("confirmed {}", user.email);
             Ok(())
         }
         Command::User(UserCommand::Enable { email }) => {

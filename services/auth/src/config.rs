@@ -103,9 +103,11 @@ pub struct Config {
     )]
     pub admin_password: Option<Secret>,
 
-    /// Failed logins allowed per email address, and per client address,
-    /// within `RATE_LIMIT_WINDOW_SECS`; further attempts get 429 with
-    /// `Retry-After` until the window lets one more through.
+    /// Failed logins allowed per email at one client address within
+    /// `RATE_LIMIT_WINDOW_SECS` (then one more per window/N: 429 with
+    /// `Retry-After` meanwhile); ten times as many per client address across
+    /// emails, and four times as many per email across addresses, neither
+    /// applying to a device the account signed in from before.
     #[arg(long, env = "LOGIN_FAILURE_LIMIT", default_value = "5")]
     pub login_failure_limit: NonZeroU32,
 
@@ -119,17 +121,22 @@ pub struct Config {
     pub rate_limit_window_secs: u64,
 
     /// Comma-separated addresses or CIDR ranges of reverse proxies (the
-    /// gateway) whose `X-Forwarded-For` names the real client (the gateway
-    /// always sends it, built from the peer it sees). A request from a
-    /// trusted proxy that names nobody usable is keyed by the proxy's
-    /// address.
+    /// gateways) whose `X-Forwarded-For` names the real client (the gateway
+    /// always sends it, built from the peer it sees); from anyone else the
+    /// header is ignored. Empty (the default): nobody is believed, and
+    /// every client is its TCP peer. A request from a trusted proxy that
+    /// names nobody usable is keyed by the proxy's address.
     #[arg(
         long,
         env = "TRUSTED_PROXIES",
-        default_value = "127.0.0.0/8,::1",
+        default_value = "",
+        hide_default_value = true,
         value_parser = common::client_address::parse_networks
     )]
     pub trusted_proxies: common::client_address::Networks,
+
+    #[command(flatten)]
+    pub mail: crate::mail::MailConfig,
 
     /// A one-off administrative command; without one the service serves HTTP.
     #[command(subcommand)]

@@ -74,6 +74,19 @@ pub enum Error {
     Token(#[from] jsonwebtoken::errors::Error),
     #[error("blocking task failed: {0}")]
     Blocking(#[from] tokio::task::JoinError),
+    /// The current password given to change it (or delete the account) is
+    /// not the account's.
+    #[error("the current password is wrong")]
+    WrongPassword,
+    /// A mailed link that is unknown, used, expired or for something else.
+    #[error("this link is not valid any more: ask for a new one")]
+    InvalidLink,
+    /// Mail cannot be sent (no SMTP server configured, or it refused).
+    #[error("mail cannot be sent right now, try again later")]
+    MailUnavailable,
+    /// Something the service needed is missing (a random source).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -85,7 +98,11 @@ impl Error {
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::EmailTaken => StatusCode::CONFLICT,
             Error::UnknownUser | Error::NotFound => StatusCode::NOT_FOUND,
-            Error::InvalidEmail | Error::InvalidPassword => StatusCode::BAD_REQUEST,
+            Error::InvalidEmail | Error::InvalidPassword | Error::InvalidLink => {
+                StatusCode::BAD_REQUEST
+            }
+            Error::WrongPassword => StatusCode::FORBIDDEN,
+            Error::MailUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Error::BadRequest { status, .. } => *status,
             Error::UnsupportedDatabase(_)
             | Error::Database(_)
@@ -93,7 +110,8 @@ impl Error {
             | Error::PasswordHash(_)
             | Error::Argon2(_)
             | Error::Token(_)
-            | Error::Blocking(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            | Error::Blocking(_)
+            | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -111,6 +129,9 @@ impl Error {
             Error::RegistrationDisabled => "registration_disabled",
             Error::NotFound => "not_found",
             Error::BadRequest { .. } => "bad_request",
+            Error::WrongPassword => "wrong_password",
+            Error::InvalidLink => "invalid_link",
+            Error::MailUnavailable => "mail_unavailable",
             _ => "internal",
         }
     }
@@ -118,7 +139,7 @@ impl Error {
     /// The client-facing message: the error itself, except for server-side
     /// failures, whose details are logged here and never sent.
     fn public_message(&self) -> String {
-        if self.status().is_server_error() {
+        if self.status().is_server_error() && !matches!(self, Error::MailUnavailable) {
             tracing::error!(error = %self, "request failed");
             "internal server error".to_owned()
         } else {

@@ -6,7 +6,11 @@ pub mod accounts;
 pub mod cli;
 pub mod client_address;
 pub mod config;
+pub mod controls;
+pub mod devices;
 pub mod error;
+pub mod links;
+pub mod mail;
 pub mod password;
 pub mod rate_limit;
 pub mod routes;
@@ -91,6 +95,7 @@ impl App {
             config.registration_limit,
             config.rate_limit_window(),
         ));
+        let device_key = tokens.derive_key("device tokens");
         let router = routes::router(AppState {
             store: store.clone(),
             passwords,
@@ -98,6 +103,8 @@ impl App {
             limits: limits.clone(),
             proxies: TrustedProxies::new(config.trusted_proxies.0.clone()),
             allow_registration: config.allow_registration,
+            mail: mail::AccountMail::new(&config.mail).context("configuring mail")?,
+            devices: Arc::new(devices::DeviceTokens::new(device_key)),
         });
         let listener = TcpListener::bind(config.listen)
             .await
@@ -165,7 +172,8 @@ pub async fn add_user(
         .context("opening the user database")?;
     let inserted = async {
         let hash = Passwords::new().await?.hash(Secret::new(password)).await?;
-        store.insert(email, &hash, is_admin).await
+        // An operator's account: the operator vouches for the address.
+        store.insert(email, &hash, is_admin, true).await
     }
     .await;
     store.close().await;

@@ -1,12 +1,24 @@
-//! Abuse limits: failed logins per email and per client address, and
-//! registrations per client address, on `governor`'s GCRA limiters.
+//! Abuse limits that slow a guesser down without locking out an account's
+//! owner or the other people behind an address (OWASP's authentication
+//! cheat sheet: count failures only, prefer growing delays to lockouts, and
+//! let a known device through), on `governor`'s GCRA limiters.
 //!
-//! A login *reserves* a cell on both limiters before the password is
-//! checked, so a thousand concurrent guesses cannot all slip past a limit
-//! that has room for five; a login that succeeds hands its cells back, so
-//! only failures count. With a limit of N per window a key may fail N times
-//! in a burst, then once every window/N, and has its whole allowance back
-//! after a quiet window.
+//! A login *reserves* a cell on each limiter that applies before the
+//! password is checked, so a thousand concurrent guesses cannot all slip
+//! past a limit that has room for five; a login that succeeds hands its
+//! cells back, so only failures count. With a limit of N per window a key
+//! may fail N times in a burst, then once every window/N (the delay grows
+//! with the guessing, and shrinks back while it stops):
+//!
+//! - per email *and* address: N failures (the guesser at one address for
+//!   one account; nobody else is touched);
+//! - per address, across emails: 10 N (password spraying; a shared NAT
+//!   with a few typos among many people is far below it);
+//! - per email, across addresses: 4 N (a distributed guess at one account).
+//!
+//! The last two never apply to a login that presents a device token the
+//! same account was given on an earlier success: the account's owner on
+//! a known device is never slowed by strangers.
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -23,13 +35,20 @@ use governor::{Quota, RateLimiter};
 
 use crate::error::Error;
 
+/// How many times the pair limit an address may fail across emails.
+const SPRAY_FACTOR: u32 = 10;
+/// How many times the pair limit an email may fail across addresses.
+const DISTRIBUTED_FACTOR: u32 = 4;
+
 /// The limits the login and registration endpoints enforce.
 pub struct Limits {
-    /// Failed logins per (normalised) email, whether or not it exists, so
-    /// the limit itself does not reveal which accounts exist.
-    per_email: Limiter<String>,
-    /// Failed logins per client address (password spraying across emails).
+    /// Failed logins per (normalised email, client address).
+    per_pair: Limiter<(String, Option<IpAddr>)>,
+    /// Failed logins per client address, across emails.
     per_address: Limiter<IpAddr>,
+    /// Failed logins per email (existing or not, so the limit reveals
+    /// nothing), across addresses.
+    per_email: Limiter<String>,
     /// Registrations per client address (each costs an argon2 hash).
     registrations: Limiter<IpAddr>,
 }
@@ -39,47 +58,70 @@ pub struct Limits {
 pub struct Reservation {
     email: String,
     address: Option<IpAddr>,
+    /// Whether the address and email limiters were taken (no known device).
+    wide: bool,
 }
 
 impl Limits {
     pub fn new(login_failures: NonZeroU32, registrations: NonZeroU32, window: Duration) -> Self {
+        let times = |factor: u32| {
+            login_failures.saturating_mul(NonZeroU32::new(factor).unwrap_or(NonZeroU32::MIN))
+        };
         Self {
-            per_email: Limiter::new(login_failures, window),
-            per_address: Limiter::new(login_failures, window),
+            per_pair: Limiter::new(login_failures, window),
+            per_address: Limiter::new(times(SPRAY_FACTOR), window),
+            per_email: Limiter::new(times(DISTRIBUTED_FACTOR), window),
             registrations: Limiter::new(registrations, window),
         }
     }
 
-    /// Takes one failure's worth of allowance for `email` and `address`
-    /// (`None` when the client is unknown: a trusted proxy that did not say)
-    /// before the password is checked; [`Error::RateLimited`] when either is
-    /// used up.
+    /// Takes one failure's worth of allowance for this attempt before the
+    /// password is checked: for the email at this address always, and,
+    /// unless `known_device` (a device token this email was given), for the
+    /// address and for the email across addresses. [`Error::RateLimited`]
+    /// with the time until the next attempt may come when one is used up.
     pub fn reserve_login(
         &self,
         email: &str,
         address: Option<IpAddr>,
+        known_device: bool,
     ) -> Result<Reservation, Error> {
         let address = address.map(limit_key);
-        if let Some(address) = address {
-            self.per_address.take(&address)?;
+        let pair = (email.to_owned(), address);
+        self.per_pair.take(&pair)?;
+        let reservation = Reservation {
+            email: email.to_owned(),
+            address,
+            wide: !known_device,
+        };
+        if known_device {
+            return Ok(reservation);
         }
-        if let Err(limited) = self.per_email.take(&email.to_owned()) {
+        if let Some(address) = address
+            && let Err(limited) = self.per_address.take(&address)
+        {
+            self.per_pair.give_back(&pair);
+            return Err(limited);
+        }
+        if let Err(limited) = self.per_email.take(&pair.0) {
+            self.per_pair.give_back(&pair);
             if let Some(address) = address {
                 self.per_address.give_back(&address);
             }
             return Err(limited);
         }
-        Ok(Reservation {
-            email: email.to_owned(),
-            address,
-        })
+        Ok(reservation)
     }
 
     /// The login succeeded: it does not count against anyone.
     pub fn release(&self, reservation: Reservation) {
-        self.per_email.give_back(&reservation.email);
-        if let Some(address) = reservation.address {
-            self.per_address.give_back(&address);
+        self.per_pair
+            .give_back(&(reservation.email.clone(), reservation.address));
+        if reservation.wide {
+            self.per_email.give_back(&reservation.email);
+            if let Some(address) = reservation.address {
+                self.per_address.give_back(&address);
+            }
         }
     }
 
@@ -94,6 +136,7 @@ impl Limits {
     /// Forgets keys whose allowance is whole again, so the maps stay as small
     /// as the set of recently misbehaving clients (run periodically).
     pub fn forget_idle(&self) {
+        self.per_pair.forget_idle();
         self.per_email.forget_idle();
         self.per_address.forget_idle();
         self.registrations.forget_idle();
@@ -219,47 +262,103 @@ mod tests {
         matches!(result, Err(Error::RateLimited { .. }))
     }
 
+    /// The finding: five failures with made-up emails from one address,
+    /// then the right passwords of four real users from that address, all
+    /// refused. Now the guesser's own pair is slowed, nobody else.
     #[test]
-    fn failures_per_email_are_limited_across_addresses() {
+    fn failures_for_made_up_emails_never_stop_other_people_at_that_address() {
         let limits = Limits::new(THREE, THREE, HOUR);
-        for n in 0..3 {
-            let from = address(&format!("192.0.2.{n}"));
-            assert!(limits.reserve_login("a@b.c", from).is_ok());
+        let nat = address("192.0.2.1");
+        for n in 0..5 {
+            let _ = limits
+                .reserve_login(&format!("made-up-{n}@b.c"), nat, false)
+                .expect("allowed");
         }
-        assert!(limited(
-            limits.reserve_login("a@b.c", address("192.0.2.99"))
-        ));
+        for n in 0..4 {
+            let reservation = limits
+                .reserve_login(&format!("real-{n}@b.c"), nat, false)
+                .expect("a real user behind the same address");
+            limits.release(reservation);
+        }
+    }
+
+    #[test]
+    fn one_email_at_one_address_is_slowed_after_its_own_failures() {
+        let limits = Limits::new(THREE, THREE, HOUR);
+        for _ in 0..3 {
+            let _ = limits
+                .reserve_login("a@b.c", address("192.0.2.1"), false)
+                .expect("allowed");
+        }
+        assert!(limited(limits.reserve_login(
+            "a@b.c",
+            address("192.0.2.1"),
+            false
+        )));
+        // The same account from elsewhere, and others from here, go on.
         assert!(
             limits
-                .reserve_login("other@b.c", address("192.0.2.99"))
+                .reserve_login("a@b.c", address("192.0.2.2"), false)
+                .is_ok()
+        );
+        assert!(
+            limits
+                .reserve_login("b@b.c", address("192.0.2.1"), false)
                 .is_ok()
         );
     }
 
+    /// The finding: five wrong passwords for one email from five addresses
+    /// locked its owner out everywhere. Now the distributed guess needs four
+    /// times the pair limit, and the owner on a known device is never held.
     #[test]
-    fn failures_per_address_are_limited_across_emails() {
+    fn a_distributed_guess_never_locks_the_owner_out_of_a_known_device() {
         let limits = Limits::new(THREE, THREE, HOUR);
-        for n in 0..3 {
-            assert!(
-                limits
-                    .reserve_login(&format!("{n}@b.c"), address("192.0.2.1"))
-                    .is_ok()
-            );
+        for n in 0..12 {
+            let _ = limits
+                .reserve_login("a@b.c", address(&format!("192.0.2.{n}")), false)
+                .expect("allowed");
         }
-        assert!(limited(
-            limits.reserve_login("new@b.c", address("192.0.2.1"))
-        ));
-        // An unknown client address is only limited per email.
-        assert!(limits.reserve_login("new@b.c", None).is_ok());
+        assert!(limited(limits.reserve_login(
+            "a@b.c",
+            address("198.51.100.1"),
+            false
+        )));
+        let reservation = limits
+            .reserve_login("a@b.c", address("198.51.100.1"), true)
+            .expect("the owner's known device");
+        limits.release(reservation);
+    }
+
+    #[test]
+    fn spraying_across_emails_from_one_address_is_slowed() {
+        let limits = Limits::new(THREE, THREE, HOUR);
+        for n in 0..30 {
+            let _ = limits
+                .reserve_login(&format!("{n}@b.c"), address("192.0.2.1"), false)
+                .expect("allowed");
+        }
+        assert!(limited(limits.reserve_login(
+            "new@b.c",
+            address("192.0.2.1"),
+            false
+        )));
+        // A known device of that email is not sprayed at.
+        assert!(
+            limits
+                .reserve_login("new@b.c", address("192.0.2.1"), true)
+                .is_ok()
+        );
     }
 
     #[test]
     fn the_retry_after_is_when_a_cell_is_back() {
         let limits = Limits::new(THREE, THREE, Duration::from_secs(60));
         for _ in 0..3 {
-            let _ = limits.reserve_login("a@b.c", None).expect("allowed");
+            let _ = limits.reserve_login("a@b.c", None, false).expect("allowed");
         }
-        let Err(Error::RateLimited { retry_after }) = limits.reserve_login("a@b.c", None) else {
+        let Err(Error::RateLimited { retry_after }) = limits.reserve_login("a@b.c", None, false)
+        else {
             panic!("expected a limit");
         };
         assert!(
@@ -273,62 +372,50 @@ mod tests {
         let limits = Limits::new(THREE, THREE, HOUR);
         for _ in 0..10 {
             let reservation = limits
-                .reserve_login("a@b.c", address("192.0.2.1"))
+                .reserve_login("a@b.c", address("192.0.2.1"), false)
                 .expect("allowed");
             limits.release(reservation);
         }
         for _ in 0..3 {
             let _ = limits
-                .reserve_login("a@b.c", address("192.0.2.1"))
+                .reserve_login("a@b.c", address("192.0.2.1"), false)
                 .expect("three failures still allowed");
         }
-        assert!(limited(limits.reserve_login("a@b.c", address("192.0.2.1"))));
+        assert!(limited(limits.reserve_login(
+            "a@b.c",
+            address("192.0.2.1"),
+            false
+        )));
     }
 
     #[test]
     fn giving_back_never_exceeds_the_burst() {
         let limits = Limits::new(THREE, THREE, HOUR);
-        // Releasing on a fresh key (or more often than reserved) is harmless.
         for _ in 0..5 {
             limits.release(Reservation {
                 email: "a@b.c".into(),
                 address: None,
+                wide: true,
             });
         }
         for _ in 0..3 {
-            let _ = limits.reserve_login("a@b.c", None).expect("allowed");
+            let _ = limits.reserve_login("a@b.c", None, false).expect("allowed");
         }
-        assert!(limited(limits.reserve_login("a@b.c", None)));
-    }
-
-    #[test]
-    fn a_limited_email_does_not_use_up_the_address() {
-        let limits = Limits::new(THREE, THREE, HOUR);
-        for _ in 0..3 {
-            let _ = limits.reserve_login("a@b.c", None).expect("allowed");
-        }
-        for _ in 0..5 {
-            assert!(limited(limits.reserve_login("a@b.c", address("192.0.2.1"))));
-        }
-        for n in 0..3 {
-            assert!(
-                limits
-                    .reserve_login(&format!("{n}@b.c"), address("192.0.2.1"))
-                    .is_ok()
-            );
-        }
+        assert!(limited(limits.reserve_login("a@b.c", None, false)));
     }
 
     #[test]
     fn the_allowance_comes_back_after_the_window() {
         let limits = Limits::new(THREE, THREE, Duration::from_millis(300));
         for _ in 0..3 {
-            let _ = limits.reserve_login("a@b.c", None).expect("allowed");
+            let _ = limits.reserve_login("a@b.c", None, false).expect("allowed");
         }
-        assert!(limited(limits.reserve_login("a@b.c", None)));
+        assert!(limited(limits.reserve_login("a@b.c", None, false)));
         std::thread::sleep(Duration::from_millis(350));
         for _ in 0..3 {
-            let _ = limits.reserve_login("a@b.c", None).expect("allowed again");
+            let _ = limits
+                .reserve_login("a@b.c", None, false)
+                .expect("allowed again");
         }
         limits.forget_idle();
     }

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 
 use crate::client_address::TrustedProxies;
+use crate::devices::DeviceTokens;
+use crate::mail::AccountMail;
 use crate::password::Passwords;
 use crate::rate_limit::Limits;
 use crate::store::UserStore;
@@ -25,6 +27,10 @@ pub struct AppState {
     pub proxies: TrustedProxies,
     /// `ALLOW_REGISTRATION`.
     pub allow_registration: bool,
+    /// The confirmation and password-reset mails.
+    pub mail: AccountMail,
+    /// Known devices, whom strangers' failed guesses never slow.
+    pub devices: Arc<DeviceTokens>,
 }
 
 impl FromRef<AppState> for TrustedProxies {

@@ -21,8 +21,8 @@ static MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/mysql");
 /// dead database turns into a quick 500 / not-ready instead of a hang).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-const USER_COLUMNS: &str =
-    "id, email, password_hash, is_admin, disabled, email_notifications, created_at";
+const USER_COLUMNS: &str = "id, email, password_hash, is_admin, disabled, email_notifications, \
+     email_confirmed, token_version, created_at";
 
 /// The database product behind a URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +93,12 @@ pub struct User {
     /// Whether the user wants an email when an MP3 is ready (the gateway
     /// copies it into each job).
     pub email_notifications: bool,
+    /// Whether the owner of the address proved it (a mailed link): nothing
+    /// but that link is mailed to an unconfirmed address.
+    pub email_confirmed: bool,
+    /// Every token carries the version it was issued under; raising it
+    /// (sign out everywhere, a new password, disabling) ends older ones.
+    pub token_version: i64,
     /// Unix seconds.
     pub created_at: i64,
 }
@@ -107,7 +113,7 @@ pub fn normalize_email(email: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct UserStore {
     pool: AnyPool,
-    backend: Backend,
+    pub(crate) backend: Backend,
 }
 
 impl UserStore {
@@ -149,23 +155,26 @@ impl UserStore {
     }
 
     /// Adds a user and returns it as stored. A taken email (in any case) is
-    /// [`Error::EmailTaken`].
+    /// [`Error::EmailTaken`]. `confirmed`: whoever adds it vouches for the
+    /// address (an operator's `user add`); a registration does not.
     pub async fn insert(
         &self,
         email: &str,
         password_hash: &str,
         is_admin: bool,
+        confirmed: bool,
     ) -> Result<User, Error> {
         let email = normalize_email(email);
         let sql = self.backend.sql(
-            "INSERT INTO users (email, password_hash, is_admin, disabled, created_at) \
-             VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO users (email, password_hash, is_admin, disabled, email_confirmed, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
         );
         let inserted = sqlx::query(&sql)
             .bind(&email)
             .bind(password_hash)
             .bind(is_admin)
             .bind(false)
+            .bind(confirmed)
             .bind(unix_now())
             .execute(&self.pool)
             .await;
@@ -211,9 +220,13 @@ impl UserStore {
     }
 
     /// Disables (or re-enables) logging in; [`Error::UnknownUser`] when no
-    /// user has this email.
+    /// user has this email. Disabling also ends every token the user holds.
     pub async fn set_disabled(&self, email: &str, disabled: bool) -> Result<User, Error> {
-        self.set_flag_by_email(email, "disabled", disabled).await
+        let user = self.set_flag_by_email(email, "disabled", disabled).await?;
+        if disabled {
+            return self.raise_token_version(user.id).await;
+        }
+        Ok(user)
     }
 
     /// Stores the user's notification preference and returns the user as
@@ -253,6 +266,154 @@ impl UserStore {
         self.find_by_email(&email).await?.ok_or(Error::UnknownUser)
     }
 
+    /// Marks the user's address as proven by its owner.
+    pub async fn set_confirmed(&self, id: i64) -> Result<User, Error> {
+        let sql = self
+            .backend
+            .sql("UPDATE users SET email_confirmed = ? WHERE id = ?");
+        sqlx::query(&sql)
+            .bind(true)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.find_by_id(id).await?.ok_or(Error::UnknownUser)
+    }
+
+    /// Replaces the password hash and raises the token version (every token
+    /// issued before ends), in one transaction with its revocation record.
+    pub async fn set_password(&self, id: i64, password_hash: &str) -> Result<User, Error> {
+        let mut tx = self.pool.begin().await?;
+        let sql = self
+            .backend
+            .sql("UPDATE users SET password_hash = ? WHERE id = ?");
+        sqlx::query(&sql)
+            .bind(password_hash)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        self.raise_version_in(&mut tx, id).await?;
+        tx.commit().await?;
+        self.find_by_id(id).await?.ok_or(Error::UnknownUser)
+    }
+
+    /// Raises the user's token version: every token issued before stops
+    /// working (here at once, on the gateways within their poll interval).
+    pub async fn raise_token_version(&self, id: i64) -> Result<User, Error> {
+        let mut tx = self.pool.begin().await?;
+        self.raise_version_in(&mut tx, id).await?;
+        tx.commit().await?;
+        self.find_by_id(id).await?.ok_or(Error::UnknownUser)
+    }
+
+    async fn raise_version_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        id: i64,
+    ) -> Result<i64, Error> {
+        let sql = self
+            .backend
+            .sql("UPDATE users SET token_version = token_version + 1 WHERE id = ?");
+        sqlx::query(&sql).bind(id).execute(&mut **tx).await?;
+        let sql = self
+            .backend
+            .sql("SELECT token_version FROM users WHERE id = ?");
+        let version: i64 = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(Error::UnknownUser)?
+            .try_get("token_version")?;
+        self.record_revocation(tx, id, version).await?;
+        Ok(version)
+    }
+
+    /// Notes that tokens of `id` below `version` are void, for the gateways'
+    /// poll ([`UserStore::revocations_since`]).
+    async fn record_revocation(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        id: i64,
+        version: i64,
+    ) -> Result<(), Error> {
+        let sql = self
+            .backend
+            .sql("INSERT INTO token_revocations (user_id, version, revoked_at) VALUES (?, ?, ?)");
+        sqlx::query(&sql)
+            .bind(id)
+            .bind(version)
+            .bind(unix_now_ms())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes the user, its mailed links, and every token it holds (a
+    /// revocation to the highest version, which no token can carry).
+    pub async fn delete(&self, id: i64) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        for statement in [
+            "DELETE FROM account_tokens WHERE user_id = ?",
+            "DELETE FROM users WHERE id = ?",
+        ] {
+            let sql = self.backend.sql(statement);
+            sqlx::query(&sql).bind(id).execute(&mut *tx).await?;
+        }
+        self.record_revocation(&mut tx, id, i64::MAX).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Token revocations recorded at or after `since_ms` (unix ms), oldest
+    /// first, with the moment of each; older ones than a token's lifetime
+    /// are pruned as this is asked.
+    pub async fn revocations_since(
+        &self,
+        since_ms: i64,
+        keep_ms: i64,
+    ) -> Result<Vec<Revocation>, Error> {
+        let sql = self
+            .backend
+            .sql("DELETE FROM token_revocations WHERE revoked_at < ?");
+        sqlx::query(&sql)
+            .bind(unix_now_ms().saturating_sub(keep_ms))
+            .execute(&self.pool)
+            .await?;
+        let sql = self.backend.sql(
+            "SELECT user_id, version, revoked_at FROM token_revocations \
+             WHERE revoked_at >= ? ORDER BY revoked_at, id",
+        );
+        let rows = sqlx::query(&sql)
+            .bind(since_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Revocation {
+                    user_id: row.try_get("user_id")?,
+                    version: row.try_get("version")?,
+                    revoked_at_ms: row.try_get("revoked_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The highest version recorded as revoked for `user_id`, if any.
+    pub async fn revoked_version(&self, user_id: i64) -> Result<Option<i64>, Error> {
+        let sql = self
+            .backend
+            .sql("SELECT MAX(version) AS version FROM token_revocations WHERE user_id = ?");
+        let row = sqlx::query(&sql)
+            .bind(user_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>("version").ok().flatten())
+    }
+
+    /// The pool, for the account links' store.
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// Whether the database answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), Error> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
@@ -274,6 +435,8 @@ fn user_from_row(row: &AnyRow) -> Result<User, Error> {
         is_admin: flag(row, "is_admin")?,
         disabled: flag(row, "disabled")?,
         email_notifications: flag(row, "email_notifications")?,
+        email_confirmed: flag(row, "email_confirmed")?,
+        token_version: row.try_get("token_version")?,
         created_at: row.try_get("created_at")?,
     })
 }
@@ -285,7 +448,23 @@ fn flag(row: &AnyRow, column: &str) -> Result<bool, sqlx::Error> {
         .or_else(|_| row.try_get::<i64, _>(column).map(|value| value != 0))
 }
 
-fn unix_now() -> i64 {
+/// Tokens of `user_id` below `version` are void since `revoked_at_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Revocation {
+    pub user_id: i64,
+    pub version: i64,
+    pub revoked_at_ms: i64,
+}
+
+pub(crate) fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| {

@@ -44,6 +44,12 @@ pub struct Claims {
     pub exp: u64,
     /// The user's id, as a string (the JWT convention for `sub`).
     pub sub: String,
+    /// The user's token version when this token was issued: a token whose
+    /// version is below the user's is void (sign out everywhere, a new
+    /// password, a disabled or deleted account). Tokens from before it
+    /// existed count as version 0.
+    #[serde(default)]
+    pub ver: i64,
 }
 
 /// A freshly signed token.
@@ -91,6 +97,10 @@ pub struct TokenKeys {
     ttl_secs: u64,
     /// `GET /.well-known/jwks.json`, computed once.
     jwks: serde_json::Value,
+    /// A digest of the key material, from which other keys of this
+    /// deployment are derived (the device tokens' MAC key): the same on
+    /// every replica that signs with the same key.
+    seed: [u8; 32],
 }
 
 impl TokenKeys {
@@ -111,6 +121,7 @@ impl TokenKeys {
             validation: validation(Algorithm::HS256),
             ttl_secs,
             jwks: serde_json::json!({ "keys": [] }),
+            seed: Sha256::digest(secret).into(),
         }
     }
 
@@ -139,6 +150,7 @@ impl TokenKeys {
             validation: validation(Algorithm::EdDSA),
             ttl_secs,
             jwks,
+            seed: Sha256::digest(der).into(),
         })
     }
 
@@ -210,6 +222,22 @@ impl TokenKeys {
         &self.kid
     }
 
+    /// A 256-bit key for `purpose`, derived from the signing key: every
+    /// replica with the same signing key derives the same one.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(b"mp3converter auth derived key\0");
+        hasher.update(purpose.as_bytes());
+        hasher.update([0]);
+        hasher.update(self.seed);
+        hasher.finalize().into()
+    }
+
+    /// How long an issued token is valid, in seconds.
+    pub fn ttl_secs(&self) -> u64 {
+        self.ttl_secs
+    }
+
     /// The public keys verifiers may use, as a JWK Set.
     pub fn jwks(&self) -> &serde_json::Value {
         &self.jwks
@@ -225,6 +253,7 @@ impl TokenKeys {
             iat,
             exp,
             sub: user.id.to_string(),
+            ver: user.token_version,
         };
         let mut header = Header::new(self.algorithm);
         header.kid = Some(self.kid.clone());
@@ -319,6 +348,8 @@ mod tests {
             is_admin,
             disabled: false,
             email_notifications: true,
+            email_confirmed: true,
+            token_version: 0,
             created_at: 0,
         }
     }
@@ -344,6 +375,7 @@ mod tests {
             iat: unix_now() - 100,
             exp,
             sub: "7".into(),
+            ver: 0,
         }
     }
 

@@ -19,8 +19,12 @@ use crate::state::AppState;
 use crate::store::User;
 
 use contract::account::{
-    Credentials, NewAccount, Preferences, Profile, RegistrationStatus, TokenResponse,
+    AccountDeletion, Credentials, LinkToken, NewAccount, PasswordChange, Preferences, Profile,
+    Registered, RegistrationStatus, ResetCompletion, ResetRequest, TokenResponse,
 };
+
+use crate::accounts::SignedIn;
+use crate::controls;
 
 /// A user as they may see themselves.
 fn profile(user: User) -> Profile {
@@ -28,27 +32,148 @@ fn profile(user: User) -> Profile {
         email: user.email,
         admin: user.is_admin,
         email_notifications: user.email_notifications,
+        email_confirmed: user.email_confirmed,
         created_at: rfc3339(user.created_at),
+        quotas: None,
     }
 }
 
-/// `POST /api/v1/login` `{email, password}` -> `{token, expires_at}`.
-pub async fn login(
-    State(state): State<AppState>,
-    ClientAddress(client): ClientAddress,
-    ApiJson(credentials): ApiJson<Credentials>,
-) -> Result<Response, JsonError> {
-    let issued = accounts::login(&state, &credentials.email, credentials.password, client).await?;
-    let expires_at = i64::try_from(issued.expires_at).unwrap_or(i64::MAX);
+/// A token answer nobody may cache.
+fn token_response(signed_in: SignedIn) -> Response {
+    let expires_at = i64::try_from(signed_in.token.expires_at).unwrap_or(i64::MAX);
     let mut response = Json(TokenResponse {
-        token: issued.token,
+        token: signed_in.token.token,
         expires_at: rfc3339(expires_at),
+        device_token: Some(signed_in.device_token),
     })
     .into_response();
     response
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    response
+}
+
+/// `POST /api/v1/login` `{email, password, device_token?}` -> `{token,
+/// expires_at, device_token}`.
+pub async fn login(
+    State(state): State<AppState>,
+    ClientAddress(client): ClientAddress,
+    ApiJson(credentials): ApiJson<Credentials>,
+) -> Result<Response, JsonError> {
+    let device = credentials
+        .device_token
+        .as_ref()
+        .map(|token| token.expose());
+    let signed_in = accounts::login(
+        &state,
+        &credentials.email,
+        credentials.password,
+        client,
+        device,
+    )
+    .await?;
+    Ok(token_response(signed_in))
+}
+
+/// `POST /api/v1/me/confirmation` -> 202: the confirmation link mailed again
+/// (at most one a minute, five a day).
+pub async fn resend_confirmation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<StatusCode, JsonError> {
+    controls::resend_confirmation(&state, bearer_token(&headers)?).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// `POST /api/v1/confirm` `{token}` -> the profile, its address confirmed.
+pub async fn confirm(
+    State(state): State<AppState>,
+    ApiJson(link): ApiJson<LinkToken>,
+) -> Result<Json<Profile>, JsonError> {
+    Ok(Json(profile(controls::confirm(&state, &link.token).await?)))
+}
+
+/// `PUT /api/v1/me/password` `{current_password, new_password}` -> a new
+/// token (every other one of the account ends).
+pub async fn change_password(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(change): ApiJson<PasswordChange>,
+) -> Result<Response, JsonError> {
+    let signed_in = controls::change_password(
+        &state,
+        bearer_token(&headers)?,
+        change.current_password,
+        change.new_password,
+    )
+    .await?;
+    Ok(token_response(signed_in))
+}
+
+/// `POST /api/v1/me/sign-out-everywhere` -> 204.
+pub async fn sign_out_everywhere(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<StatusCode, JsonError> {
+    controls::sign_out_everywhere(&state, bearer_token(&headers)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/v1/me` `{password}` -> the deleted profile (the gateway
+/// removes the account's jobs and files and answers 204).
+pub async fn delete_account(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(deletion): ApiJson<AccountDeletion>,
+) -> Result<Json<Profile>, JsonError> {
+    let user = controls::delete(&state, bearer_token(&headers)?, deletion.password).await?;
+    Ok(Json(profile(user)))
+}
+
+/// `POST /api/v1/password-reset` `{email}` -> 202 whether or not the
+/// address has an account.
+pub async fn request_reset(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<ResetRequest>,
+) -> Result<StatusCode, JsonError> {
+    controls::request_reset(&state, &request.email).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// `POST /api/v1/password-reset/complete` `{token, new_password}` -> 204.
+pub async fn complete_reset(
+    State(state): State<AppState>,
+    ApiJson(completion): ApiJson<ResetCompletion>,
+) -> Result<StatusCode, JsonError> {
+    controls::complete_reset(&state, &completion.token, completion.new_password).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revocations since a moment, for the gateways' token checks.
+#[derive(serde::Deserialize)]
+pub struct Since {
+    #[serde(default)]
+    since_ms: i64,
+}
+
+/// `GET /internal/token-revocations?since_ms=N` -> `{revocations, now_ms}`:
+/// every user whose tokens below some version stopped working at or after
+/// `since_ms`, so that gateways checking tokens locally learn it within
+/// their poll. Internal: the Ingress routes only the gateway.
+pub async fn revocations(
+    State(state): State<AppState>,
+    axum::extract::Query(since): axum::extract::Query<Since>,
+) -> Result<Json<serde_json::Value>, JsonError> {
+    let now_ms = crate::store::unix_now_ms();
+    let keep_ms =
+        i64::try_from(state.tokens.ttl_secs().saturating_add(60) * 1000).unwrap_or(i64::MAX);
+    let revocations = state
+        .store
+        .revocations_since(since.since_ms, keep_ms)
+        .await?;
+    Ok(Json(
+        serde_json::json!({ "revocations": revocations, "now_ms": now_ms }),
+    ))
 }
 
 /// `GET /api/v1/register` -> `{enabled}`: lets a client offer "create an
@@ -59,14 +184,22 @@ pub async fn registration(State(state): State<AppState>) -> Json<RegistrationSta
     })
 }
 
-/// `POST /api/v1/register` `{email, password}` -> 201 and the new profile.
+/// `POST /api/v1/register` `{email, password}` -> 201, the new profile
+/// (address unconfirmed) and whether the confirmation link was mailed.
 pub async fn register(
     State(state): State<AppState>,
     ClientAddress(client): ClientAddress,
     ApiJson(account): ApiJson<NewAccount>,
-) -> Result<(StatusCode, Json<Profile>), JsonError> {
-    let user = accounts::register(&state, &account.email, account.password, client).await?;
-    Ok((StatusCode::CREATED, Json(profile(user))))
+) -> Result<(StatusCode, Json<Registered>), JsonError> {
+    let (user, confirmation_sent) =
+        accounts::register(&state, &account.email, account.password, client).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Registered {
+            profile: profile(user),
+            confirmation_sent,
+        }),
+    ))
 }
 
 /// `GET /api/v1/me` with a Bearer token -> the caller's profile.

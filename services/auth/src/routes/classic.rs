@@ -32,14 +32,25 @@ pub async fn login(
     headers: HeaderMap,
 ) -> Result<Response, Error> {
     let (email, password) = basic_credentials(&headers).ok_or(Error::MissingCredentials)?;
-    let issued = accounts::login(&state, &email, password, client).await?;
-    let mut response = issued.token.into_response();
+    let device = headers
+        .get(DEVICE_TOKEN_HEADER)
+        .and_then(|value| value.to_str().ok());
+    let signed_in = accounts::login(&state, &email, password, client, device).await?;
+    let mut response = signed_in.token.token.into_response();
     // A credential: no cache may keep it.
     response
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The body stays the raw token (the original contract); the device
+    // token rides in a header.
+    if let Ok(value) = HeaderValue::from_str(&signed_in.device_token) {
+        response.headers_mut().insert(DEVICE_TOKEN_HEADER, value);
+    }
     Ok(response)
 }
+
+/// The header a classic client sends its device token in, and gets it back.
+pub const DEVICE_TOKEN_HEADER: &str = "x-device-token";
 
 /// `POST /validate` with `Authorization: <scheme> <token>`: 200 and the
 /// claims as JSON, 401 without a token, 403 for a bad one.
@@ -50,7 +61,11 @@ pub async fn validate(
     let token = token_after_scheme(&headers).ok_or(Error::MissingCredentials)?;
     // A token that is not even text is as bad as a forged one.
     let token = std::str::from_utf8(token).map_err(|_| Error::NotAuthorized)?;
-    Ok(Json(state.tokens.verify(token)?))
+    let claims = state.tokens.verify(token)?;
+    // Signed is not enough: its account must not have been disabled,
+    // deleted or signed out everywhere since.
+    accounts::check_not_revoked(&state, &claims).await?;
+    Ok(Json(claims))
 }
 
 /// The email and password of an `Authorization: Basic ...` header.

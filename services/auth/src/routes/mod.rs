@@ -57,8 +57,18 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/register",
             get(api::registration).post(api::register),
         )
-        .route("/api/v1/me", get(api::me))
+        .route("/api/v1/me", get(api::me).delete(api::delete_account))
         .route("/api/v1/me/preferences", put(api::set_preferences))
+        .route("/api/v1/me/confirmation", post(api::resend_confirmation))
+        .route("/api/v1/me/password", put(api::change_password))
+        .route(
+            "/api/v1/me/sign-out-everywhere",
+            post(api::sign_out_everywhere),
+        )
+        .route("/api/v1/confirm", post(api::confirm))
+        .route("/api/v1/password-reset", post(api::request_reset))
+        .route("/api/v1/password-reset/complete", post(api::complete_reset))
+        .route("/internal/token-revocations", get(api::revocations))
         // Unknown paths (anywhere) get a JSON 404.
         .fallback(api::not_found)
         .with_state(state)

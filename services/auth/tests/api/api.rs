@@ -258,11 +258,13 @@ async fn me_returns_the_profile_from_the_database(backend: Backend) {
     assert_eq!(profile["email"], "admin@example.com");
     assert_eq!(profile["admin"], true);
     assert_eq!(profile["email_notifications"], true);
+    // An operator's `user add` vouches for the address.
+    assert_eq!(profile["email_confirmed"], true);
     let created_at = profile["created_at"].as_str().expect("created_at");
     time::OffsetDateTime::parse(created_at, &time::format_description::well_known::Rfc3339)
         .expect("RFC 3339");
     let keys: Vec<&String> = profile.as_object().expect("object").keys().collect();
-    assert_eq!(keys.len(), 4, "exactly the documented fields: {profile}");
+    assert_eq!(keys.len(), 5, "exactly the documented fields: {profile}");
 }
 
 async fn me_needs_a_valid_bearer_token(backend: Backend) {

@@ -8,6 +8,7 @@ mod helpers;
 mod api;
 mod cli;
 mod compat;
+mod controls;
 mod login;
 mod ops;
 mod process;
