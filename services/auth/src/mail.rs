@@ -25,7 +25,12 @@ pub struct MailConfig {
     /// SMTP user name.
     #[arg(long, env = "SMTP_USERNAME")]
     pub smtp_username: Option<String>,
-    /// File holding the SMTP password (a mounted Secret).
+    /// SMTP password (a provider's app password), as the notification
+    /// service takes it.
+    #[arg(long, env = "SMTP_PASSWORD", hide_env_values = true)]
+    pub smtp_password: Option<Secret>,
+    /// File holding the SMTP password (a mounted Secret); wins over
+    /// SMTP_PASSWORD.
     #[arg(long, env = "SMTP_PASSWORD_FILE")]
     pub smtp_password_file: Option<std::path::PathBuf>,
     /// Sender of the mails.
@@ -55,11 +60,12 @@ impl AccountMail {
                 let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)?
                     .timeout(Some(Duration::from_secs(20)));
                 if let Some(user) = &config.smtp_username {
-                    let password = match &config.smtp_password_file {
-                        Some(path) => Secret::new(
+                    let password = match (&config.smtp_password_file, &config.smtp_password) {
+                        (Some(path), _) => Secret::new(
                             std::fs::read_to_string(path)?.trim_end_matches(['\r', '\n']),
                         ),
-                        None => Secret::new(""),
+                        (None, Some(password)) => password.clone(),
+                        (None, None) => Secret::new(""),
                     };
                     builder = builder
                         .credentials(Credentials::new(user.clone(), password.expose().to_owned()));

@@ -27,4 +27,11 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
+impl Error {
+    /// A write refused by a unique index.
+    pub fn is_duplicate_key(&self) -> bool {
+        matches!(self, Error::Mongo(err) if crate::jobs::is_duplicate_key(err))
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

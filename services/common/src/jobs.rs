@@ -59,6 +59,31 @@ pub struct Job {
     /// failure (and its mail) is told apart by it.
     #[serde(default)]
     pub retries: u32,
+    /// The uploaded file was removed at once because it was not media: the
+    /// job can never be tried again (and stores nothing any more).
+    #[serde(default)]
+    pub input_removed: bool,
+    /// While the job is live (queued, converting, done): its owner, content
+    /// and options in one digest, unique across live jobs, so two uploads
+    /// of the same file with the same options make one job even when they
+    /// race ([`JobStore::insert_unless_duplicate`]). Dropped when it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedupe_key: Option<String>,
+}
+
+/// The [`Job::dedupe_key`] of `owner`'s content `sha256` with `options`.
+pub fn dedupe_key(owner: &str, sha256: &str, options: &Options) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut hasher = Sha256::new();
+    for part in [owner, sha256, &options.to_json().to_string()] {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 impl Job {
@@ -89,6 +114,8 @@ impl Job {
             mp3_attempts: Vec::new(),
             source: None,
             retries: 0,
+            input_removed: false,
+            dedupe_key: None,
         }
     }
 }
@@ -148,6 +175,17 @@ impl Job {
             return Some("the message's MP3 is not the job's");
         }
         None
+    }
+}
+
+/// Whether a write failed on a unique index (MongoDB error 11000).
+pub(crate) fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
+    match err.kind.as_ref() {
+        mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(write)) => {
+            write.code == 11000
+        }
+        mongodb::error::ErrorKind::Command(command) => command.code == 11000,
+        _ => err.to_string().contains("E11000"),
     }
 }
 
@@ -218,12 +256,44 @@ impl JobStore {
             .keys(doc! { "owner": 1, "updated_at": 1 })
             .build();
         self.collection.create_index(by_update).await?;
+        let dedupe = mongodb::IndexModel::builder()
+            .keys(doc! { "dedupe_key": 1 })
+            .options(
+                mongodb::options::IndexOptions::builder()
+                    .unique(true)
+                    .partial_filter_expression(doc! { "dedupe_key": { "$exists": true } })
+                    .build(),
+            )
+            .build();
+        self.collection.create_index(dedupe).await?;
         Ok(())
     }
 
     pub async fn insert(&self, job: &Job) -> Result<()> {
         self.collection.insert_one(job).await?;
         Ok(())
+    }
+
+    /// Inserts `job` unless a live job has the same [`Job::dedupe_key`]:
+    /// then that job, and nothing is inserted. The unique index decides,
+    /// so uploads racing each other make one job.
+    /// [`crate::Error::Mongo`] with a duplicate key when the job it collided
+    /// with failed or went before it could be read: the caller may try once
+    /// more.
+    pub async fn insert_unless_duplicate(&self, job: &Job) -> Result<Option<Job>> {
+        match self.collection.insert_one(job).await {
+            Ok(_) => Ok(None),
+            Err(err) if is_duplicate_key(&err) => {
+                let Some(key) = &job.dedupe_key else {
+                    return Err(err.into());
+                };
+                match self.collection.find_one(doc! { "dedupe_key": key }).await? {
+                    Some(existing) => Ok(Some(existing)),
+                    None => Err(err.into()),
+                }
+            }
+            Err(err) => Err(err.into()),
+        }
     }
 
     pub async fn get(&self, id: ObjectId) -> Result<Option<Job>> {
@@ -320,13 +390,19 @@ impl JobStore {
             > 0)
     }
 
-    /// Puts a failed job back in the queue; `false` when it was not failed
-    /// (someone else retried it first, or it never failed).
-    pub async fn requeue_failed(&self, id: ObjectId) -> Result<bool> {
+    /// Puts a failed job back in the queue, at most `max_retries` times in
+    /// all; `false` when it was not failed (someone else retried it first,
+    /// or it never failed), its input is gone, or it was retried enough.
+    pub async fn requeue_failed(&self, id: ObjectId, max_retries: u32) -> Result<bool> {
         let updated = self
             .collection
             .update_one(
-                doc! { "_id": id, "state": JobState::Failed.as_str() },
+                doc! {
+                    "_id": id,
+                    "state": JobState::Failed.as_str(),
+                    "input_removed": { "$ne": true },
+                    "$or": [ { "retries": { "$exists": false } }, { "retries": { "$lt": max_retries } } ],
+                },
                 doc! {
                     "$set": {
                         "state": JobState::Queued.as_str(), "progress": 0.0, "error": null,
@@ -425,13 +501,28 @@ impl JobStore {
             .await?)
     }
 
-    /// Records why the job cannot be converted.
+    /// Records that the job's input was removed (it was not media): no
+    /// retry can help it.
+    pub async fn mark_input_removed(&self, id: ObjectId) -> Result<()> {
+        self.set(id, doc! { "input_removed": true }).await
+    }
+
+    /// Records why the job cannot be converted. A failed job is no longer
+    /// what a repeated upload of its file is answered with.
     pub async fn mark_failed(&self, id: ObjectId, reason: &str) -> Result<()> {
-        self.set(
-            id,
-            doc! { "state": JobState::Failed.as_str(), "error": reason },
-        )
-        .await
+        self.collection
+            .update_one(
+                doc! { "_id": id },
+                doc! {
+                    "$set": {
+                        "state": JobState::Failed.as_str(), "error": reason,
+                        "updated_at": DateTime::now(),
+                    },
+                    "$unset": { "dedupe_key": "" },
+                },
+            )
+            .await?;
+        Ok(())
     }
 
     /// Records that the `mp3` message was confirmed by the broker.
@@ -596,6 +687,8 @@ mod tests {
             mp3_attempts: Vec::new(),
             source: None,
             retries: 0,
+            input_removed: false,
+            dedupe_key: None,
         };
 
         let json = serde_json::to_value(job.view()).expect("json");

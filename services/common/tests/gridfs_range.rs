@@ -5,14 +5,10 @@
 use futures::TryStreamExt;
 use mongodb::bson::doc;
 
-fn mongodb_uri() -> String {
-    std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into())
-}
-
 #[tokio::test]
 async fn ranges_read_exactly_the_requested_bytes_across_chunks() {
     // Arrange: about 3.5 chunks of 255 KiB with a recognisable pattern.
-    let client = mongodb::Client::with_uri_str(mongodb_uri())
+    let client = mongodb::Client::with_uri_str(common::testing::mongodb_uri())
         .await
         .expect("client");
     let db_name = format!("range_{}", mongodb::bson::oid::ObjectId::new().to_hex());

@@ -187,7 +187,7 @@ async fn a_retry_of_a_failed_job_ends_its_failure_claim_and_counts() {
         .mark_notified(id, Notification::Failed)
         .await
         .expect("sent");
-    assert!(store.requeue_failed(id).await.expect("retry"));
+    assert!(store.requeue_failed(id, 3).await.expect("retry"));
     let job = store.get(id).await.expect("get").expect("job");
     assert_eq!(job.retries, 1);
     assert!(job.failure_notified_at.is_none());

@@ -31,6 +31,7 @@ pub fn mp3_stem(original: &str) -> String {
     };
     let cleaned: String = stem
         .chars()
+        .filter(|c| !is_invisible_control(*c))
         .map(|c| match c {
             '<' | '>' | ':' | '"' | '|' | '?' | '*' => '_',
             c if c.is_control() => '_',
@@ -50,6 +51,8 @@ pub fn mp3_stem(original: &str) -> String {
         }
         stem.push(c);
     }
+    // A cut may end on a space or a dot: `talk .mp3` reads as a mistake.
+    let stem = stem.trim_end_matches([' ', '.']).to_owned();
     if stem.is_empty() {
         "audio".to_owned()
     } else {
@@ -78,6 +81,64 @@ pub fn shell_safe(name: &str) -> String {
     } else {
         safe.to_owned()
     }
+}
+
+/// Characters that change how text around them is shown without being
+/// seen: bidirectional overrides and marks (which can show `gpj.exe` as
+/// `exe.jpg`), and line and paragraph separators (which can start a fake
+/// line in a mail). Removed from every file name the system takes.
+fn is_invisible_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200E}' | '\u{200F}' | '\u{061C}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{2028}' | '\u{2029}' | '\u{0085}'
+    )
+}
+
+/// A file name as the system keeps it: the name a user sent without
+/// control characters (line breaks become spaces) and without the
+/// invisible ones that reorder or break what is shown.
+pub fn clean_file_name(name: &str) -> String {
+    name.chars()
+        .filter(|c| !is_invisible_control(*c))
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+/// A file name as a mail shows it: nothing in it that a mail program turns
+/// into a link. A word that looks like an address (`https://...`,
+/// `www.`, `host.example/path`) gets its dots and `://` bracketed, as
+/// security mailing lists write indicators: `hxxps[://]victim-corp[.]example/x`.
+pub fn defanged(name: &str) -> String {
+    let clean = clean_file_name(name);
+    clean
+        .split(' ')
+        .map(|word| {
+            let lower = word.to_ascii_lowercase();
+            let looks_like_link = lower.contains("://")
+                || lower.starts_with("www.")
+                || lower.contains('@')
+                || (lower.contains('/')
+                    && lower
+                        .split('/')
+                        .next()
+                        .is_some_and(|host| host.contains('.')));
+            if looks_like_link {
+                word.replace("://", "[://]")
+                    .replace("http", "hxxp")
+                    .replace("HTTP", "HXXP")
+                    .replace('.', "[.]")
+                    .replace('@', "[at]")
+            } else {
+                word.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `text` fit for a mail header such as the Subject: on one line (control
@@ -123,6 +184,54 @@ mod tests {
         assert_eq!(shell_safe("-rf.mp3"), "rf.mp3");
         assert_eq!(shell_safe("Köln.mp3"), "K_ln.mp3");
         assert_eq!(shell_safe("'''.mp3"), "audio.mp3");
+    }
+
+    #[test]
+    fn a_cut_never_leaves_a_space_before_the_extension() {
+        let name = format!("{} convertis pour toi.mp4", "x".repeat(MAX_STEM_CHARS - 10));
+        let stem = mp3_stem(&name);
+        assert!(!stem.ends_with(' ') && !stem.ends_with('.'), "{stem:?}");
+    }
+
+    #[test]
+    fn file_names_lose_what_hides_or_reorders_text() {
+        assert_eq!(clean_file_name("\u{202E}gpj.exe.mp4"), "gpj.exe.mp4");
+        assert_eq!(
+            clean_file_name("talk\u{2028}Download: http://evil.example.mp4"),
+            "talkDownload: http://evil.example.mp4"
+        );
+        assert_eq!(clean_file_name("a\r\nb.mp4"), "a  b.mp4");
+        assert_eq!(clean_file_name("\u{2066}x\u{2069}\u{200F}.mkv"), "x.mkv");
+        assert_eq!(
+            clean_file_name("Grüße aus Köln – 東京.mp4"),
+            "Grüße aus Köln – 東京.mp4"
+        );
+    }
+
+    #[test]
+    fn mails_show_no_link_a_file_name_carries() {
+        let phishing = "URGENT - payroll account locked. Verify within 24h at https://victim-corp-payroll.example/verify.mp4";
+        let shown = defanged(phishing);
+        assert!(
+            !shown.contains("https://") && !shown.contains(".example/"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("hxxps[://]victim-corp-payroll[.]example/verify[.]mp4"),
+            "{shown}"
+        );
+        assert_eq!(
+            defanged("www.evil.example.mp4"),
+            "www[.]evil[.]example[.]mp4"
+        );
+        assert_eq!(defanged("evil.example/x.mp4"), "evil[.]example/x[.]mp4");
+        assert_eq!(
+            defanged("me@evil.example.mp4"),
+            "me[at]evil[.]example[.]mp4"
+        );
+        // Ordinary names stay as they are.
+        assert_eq!(defanged("holiday clip.final.mp4"), "holiday clip.final.mp4");
+        assert_eq!(defanged("Q3 results.mp4"), "Q3 results.mp4");
     }
 
     #[test]

@@ -10,6 +10,11 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
+/// The highest `audio_track` accepted: a file with more audio tracks than
+/// this is no recording anyone uploads, and the bound keeps the index in
+/// every integer type it passes through (BSON's i64, FFmpeg's i32).
+pub const MAX_AUDIO_TRACK: u64 = 255;
+
 /// Options a job cannot be converted with; the message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -160,11 +165,12 @@ impl Options {
                 .map(|value| {
                     value
                         .as_u64()
+                        .filter(|track| *track <= MAX_AUDIO_TRACK)
                         .and_then(|track| usize::try_from(track).ok())
                         .ok_or_else(|| {
                             invalid(format!(
-                                "`audio_track` must be a whole number from 0 (the index among \
-                                 the file's audio tracks), not {value}"
+                                "`audio_track` must be a whole number from 0 to {MAX_AUDIO_TRACK} \
+                                 (the index among the file's audio tracks), not {value}"
                             ))
                         })
                 })
@@ -365,7 +371,7 @@ impl Options {
                     "description": "Index among the file's audio tracks, from 0; by default FFmpeg's best one.",
                     "type": ["integer", "null"],
                     "minimum": 0,
-                    "maximum": u64::MAX
+                    "maximum": MAX_AUDIO_TRACK
                 },
                 "trim_start_s": {
                     "description": "Seconds skipped at the start.",

@@ -7,9 +7,12 @@ use contract::account::Profile;
 use crate::claims::Claims;
 use crate::error::ApiError;
 use crate::preferences::EmailPreferences;
+use crate::revocations::Revocations;
 use crate::token::{TokenVerifier, Verdict};
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
+/// Where a classic client sends its device token and gets it back.
+pub const DEVICE_TOKEN_HEADER: &str = "x-device-token";
 
 /// HTTP client for the auth service.
 #[derive(Debug, Clone)]
@@ -20,6 +23,8 @@ pub struct AuthClient {
     verifier: TokenVerifier,
     /// The email preferences auth's answers told.
     preferences: EmailPreferences,
+    /// Tokens revoked before they expired, as auth's feed says.
+    revocations: Revocations,
 }
 
 impl AuthClient {
@@ -30,9 +35,25 @@ impl AuthClient {
         Ok(Self {
             verifier: TokenVerifier::new(http.clone(), base_url),
             preferences: EmailPreferences::default(),
+            revocations: Revocations::default(),
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
         })
+    }
+
+    /// What this gateway knows of auth's token revocations.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
+    }
+
+    /// Follows auth's revocations until `stopping` (spawn it once).
+    pub fn follow_revocations(
+        &self,
+        stopping: common::shutdown::CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.revocations
+            .clone()
+            .follow(self.http.clone(), self.base_url.clone(), stopping)
     }
 
     /// Loads auth's published keys ahead of the first request.
@@ -40,22 +61,29 @@ impl AuthClient {
         self.verifier.prefetch().await;
     }
 
-    /// Forwards HTTP Basic credentials; returns the raw JWT, or auth's own
+    /// Forwards HTTP Basic credentials (and the client's device token);
+    /// returns the raw JWT and the device token to keep, or auth's own
     /// status and body (`invalid credentials`, ...).
     pub async fn login(
         &self,
         authorization: &HeaderValue,
+        device: Option<&HeaderValue>,
         forwarded_for: &str,
-    ) -> Result<String, ApiError> {
-        let response = self
+    ) -> Result<(String, Option<HeaderValue>), ApiError> {
+        let mut request = self
             .http
             .post(format!("{}/login", self.base_url))
             .header(AUTHORIZATION, authorization)
-            .header(X_FORWARDED_FOR, forwarded_for)
+            .header(X_FORWARDED_FOR, forwarded_for);
+        if let Some(device) = device {
+            request = request.header(DEVICE_TOKEN_HEADER, device);
+        }
+        let response = request
             .send()
             .await
             .map_err(|_| ApiError::Unavailable("auth service"))?;
-        passthrough(response).await
+        let device = response.headers().get(DEVICE_TOKEN_HEADER).cloned();
+        Ok((passthrough(response).await?, device))
     }
 
     /// [`AuthClient::validate`] for the JSON API, which takes only
@@ -93,6 +121,9 @@ impl AuthClient {
             .ok_or(ApiError::MissingCredentials)?;
         let token = std::str::from_utf8(token).map_err(|_| ApiError::NotAuthorized)?;
         match self.verifier.verify(token).await {
+            Verdict::Valid(claims) if self.revocations.is_revoked(&claims) => {
+                return Err(ApiError::NotAuthorized);
+            }
             Verdict::Valid(claims) => return Ok(claims),
             Verdict::Invalid => return Err(ApiError::NotAuthorized),
             Verdict::AskAuth => {}
@@ -115,9 +146,9 @@ impl AuthClient {
         }
     }
 
-    /// The caller's email preference (auth keeps preferences with the
-    /// user): as remembered, else asked of auth. Unknown or unreadable means
-    /// "send email", the safe default.
+    /// Whether to mail the caller about a job: wanted (auth keeps the
+    /// preference with the user) and the address confirmed by its owner. As
+    /// remembered, else asked of auth; unknown means no mail.
     pub async fn wants_email(&self, claims: &Claims, headers: &HeaderMap) -> bool {
         if let Some(wants) = self.preferences.get(&claims.username) {
             return wants;
@@ -137,11 +168,15 @@ impl AuthClient {
         };
         match profile {
             Some(profile) => {
-                self.preferences
-                    .remember(&profile.email, profile.email_notifications);
-                profile.email_notifications
+                self.remember(&profile);
+                wants_mail(&profile)
             }
-            None => true,
+            // Nothing is mailed to an address not known to be confirmed:
+            // the desktop app and live events still tell the user.
+            None => {
+                tracing::warn!(user = %claims.username, "auth did not say whether to mail this user; no mail for this job");
+                false
+            }
         }
     }
 
@@ -183,13 +218,13 @@ impl AuthClient {
             .bytes()
             .await
             .map_err(|_| ApiError::Unavailable("auth service"))?;
-        // A profile (`/me`, `/me/preferences`) says the user's preference.
+        // A profile (`/me`, `/me/preferences`, a confirmation) says whether
+        // to mail the user.
         if status.is_success()
-            && path.starts_with("/api/v1/me")
+            && (path.starts_with("/api/v1/me") || path == "/api/v1/confirm")
             && let Ok(profile) = serde_json::from_slice::<Profile>(&body)
         {
-            self.preferences
-                .remember(&profile.email, profile.email_notifications);
+            self.remember(&profile);
         }
         let mut out = axum::response::Response::new(axum::body::Body::from(body));
         *out.status_mut() = status;
@@ -204,6 +239,16 @@ impl AuthClient {
         Ok(out)
     }
 
+    /// Remembers whether to mail `profile`'s owner, once its address is
+    /// confirmed: an unconfirmed one is asked again at each upload, so the
+    /// first upload after the owner confirms through any gateway is mailed.
+    fn remember(&self, profile: &Profile) {
+        if profile.email_confirmed {
+            self.preferences
+                .remember(&profile.email, wants_mail(profile));
+        }
+    }
+
     /// True when auth answers its health check (for `/readyz`).
     pub async fn is_reachable(&self) -> bool {
         self.http
@@ -212,6 +257,12 @@ impl AuthClient {
             .await
             .is_ok_and(|r| r.status().is_success())
     }
+}
+
+/// Mail about jobs goes to a user who wants it, at an address its owner
+/// confirmed: nobody else's inbox receives what a stranger uploaded.
+fn wants_mail(profile: &Profile) -> bool {
+    profile.email_notifications && profile.email_confirmed
 }
 
 async fn passthrough(response: reqwest::Response) -> Result<String, ApiError> {

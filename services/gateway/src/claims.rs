@@ -19,6 +19,13 @@ pub struct Claims {
     /// Admins may download anyone's files.
     #[serde(default)]
     pub admin: bool,
+    /// The user's id at auth (empty in tokens of the original system).
+    #[serde(default)]
+    pub sub: String,
+    /// The user's token version when it was issued: below the version auth
+    /// last revoked for the user, the token no longer works.
+    #[serde(default)]
+    pub ver: i64,
 }
 
 /// The caller of a `/api/v1` route.

@@ -42,6 +42,23 @@ pub struct Config {
     /// The window `UPLOAD_MIN_RATE` is measured over, in seconds.
     #[arg(long, env = "UPLOAD_RATE_WINDOW_SECS", default_value_t = 60)]
     pub upload_rate_window_secs: u64,
+    /// Jobs one account may have queued or converting at once (more: 429).
+    #[arg(long, env = "QUOTA_JOBS_IN_FLIGHT", default_value_t = 10)]
+    pub quota_jobs_in_flight: u64,
+    /// Jobs one account may create per hour (more: 429 with Retry-After).
+    #[arg(long, env = "QUOTA_JOBS_PER_HOUR", default_value_t = 60)]
+    pub quota_jobs_per_hour: u64,
+    /// Bytes one account may store, videos and MP3s together (full: 507;
+    /// an upload past what is left: 413). Default 20 GiB.
+    #[arg(long, env = "QUOTA_STORED_BYTES", default_value_t = 20 * 1024 * 1024 * 1024)]
+    pub quota_stored_bytes: u64,
+    /// How often one failed job may be tried again (more: 409).
+    #[arg(long, env = "MAX_RETRIES_PER_JOB", default_value_t = 3)]
+    pub max_retries_per_job: u32,
+    /// Live event streams one account may hold open on this gateway at once
+    /// (another: 429).
+    #[arg(long, env = "MAX_STREAMS_PER_USER", default_value_t = 8)]
+    pub max_streams_per_user: usize,
     /// Comma-separated addresses or CIDR ranges of reverse proxies in
     /// front of the gateway (an ingress controller) whose `X-Forwarded-For`
     /// is believed. From anyone else the header is dropped and the peer's

@@ -53,6 +53,18 @@ pub enum ApiError {
     /// A `Range` outside the file; carries the file's length.
     #[error("range not satisfiable")]
     RangeNotSatisfiable(u64),
+    /// A per-user limit on jobs (in flight, per hour) or live streams is
+    /// reached: 429 with `Retry-After` (seconds).
+    #[error("{message}")]
+    Quota { message: String, retry_after: u64 },
+    /// The user's stored bytes are at their limit: 507.
+    #[error("your storage is full ({used} of {limit} bytes): delete some jobs to make room")]
+    StorageFull { used: u64, limit: u64 },
+    /// This upload would take the user past their storage limit: 413.
+    #[error(
+        "the file is larger than the {0} bytes left in your storage: delete some jobs to make room"
+    )]
+    OverStorageQuota(u64),
     /// A dependency is down; the message names it, never its internals.
     #[error("service unavailable: {0}")]
     Unavailable(&'static str),
@@ -74,7 +86,11 @@ impl ApiError {
             Self::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::TooLarge(_) | Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooLarge(_) | Self::BodyTooLarge(_) | Self::OverStorageQuota(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Self::Quota { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::StorageFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -94,6 +110,9 @@ impl ApiError {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::TooLarge(_) | Self::BodyTooLarge(_) => "too_large",
+            Self::Quota { .. } => "quota",
+            Self::StorageFull { .. } => "storage_full",
+            Self::OverStorageQuota(_) => "over_storage_quota",
             Self::RequestTimeout(_) => "request_timeout",
             Self::PreconditionFailed => "precondition_failed",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -120,6 +139,11 @@ impl ApiError {
             && let Ok(value) = HeaderValue::from_str(&format!("bytes */{length}"))
         {
             response.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
+        if let Self::Quota { retry_after, .. } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
         if let Self::Upstream(_, _, Some(retry_after)) = self {
             response

@@ -5,7 +5,9 @@
 //! gateway renews the leases it holds every [`RENEW_EVERY`]. A gateway
 //! killed outright (no clean-up code runs) stops renewing, and once a
 //! lease is older than [`EXPIRED_AFTER`] any gateway's sweeper removes the
-//! upload's chunks and file unless a job owns them.
+//! upload's chunks and file unless a job owns them. A lease names its
+//! upload's owner: the uploads an account has under way count against its
+//! quotas (`crate::quotas`) before any job exists for them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,7 +31,7 @@ pub struct Leases {
     /// The leases this gateway holds, and whether each is recorded in
     /// MongoDB yet (an insert that failed is made again on renewal, so a
     /// sweeper can find what a dead gateway left even then).
-    held: Arc<Mutex<HashMap<ObjectId, bool>>>,
+    held: Arc<Mutex<HashMap<ObjectId, Held>>>,
     /// When this gateway last failed to reach MongoDB for its leases: no
     /// lease is judged expired until MongoDB has answered for a whole
     /// [`EXPIRED_AFTER`] since, so an outage that kept every holder from
@@ -43,6 +45,12 @@ pub struct Lease {
     fid: ObjectId,
     /// Leave the record to expire instead of removing it.
     to_sweeper: bool,
+}
+
+/// A lease this gateway holds: whose upload, and whether it is on record.
+struct Held {
+    owner: String,
+    recorded: bool,
 }
 
 impl Leases {
@@ -72,11 +80,15 @@ impl Leases {
             .is_none_or(|at| at.elapsed() >= EXPIRED_AFTER)
     }
 
-    /// Takes the lease for the upload stored as `fid`. If MongoDB does not
-    /// answer, the upload itself will not get far; the lease is still held
-    /// in memory so its clean-up path is the same.
-    pub async fn take(&self, fid: ObjectId) -> Lease {
-        self.held_set().insert(fid, false);
+    /// Takes the lease for `owner`'s upload stored as `fid`. If MongoDB
+    /// does not answer, the upload itself will not get far; the lease is
+    /// still held in memory so its clean-up path is the same.
+    pub async fn take(&self, fid: ObjectId, owner: &str) -> Lease {
+        let held = Held {
+            owner: owner.to_owned(),
+            recorded: false,
+        };
+        self.held_set().insert(fid, held);
         if let Err(err) = self.record(fid).await {
             tracing::warn!(error = %err, video_fid = %fid, "could not record an upload lease yet");
         }
@@ -89,20 +101,63 @@ impl Leases {
 
     /// Writes a lease's record (renewed now) and notes it as recorded.
     async fn record(&self, fid: ObjectId) -> mongodb::error::Result<()> {
+        let owner = self.held_set().get(&fid).map(|held| held.owner.clone());
+        let Some(owner) = owner else {
+            // Given back meanwhile: nothing to record.
+            return Ok(());
+        };
         self.collection
-            .insert_one(doc! { "_id": fid, "renewed_at": DateTime::now() })
+            .insert_one(lease_record(fid, &owner))
             .await?;
-        if let Some(recorded) = self.held_set().get_mut(&fid) {
-            *recorded = true;
+        if let Some(held) = self.held_set().get_mut(&fid) {
+            held.recorded = true;
         }
         Ok(())
     }
 
     fn is_recorded(&self, fid: ObjectId) -> bool {
-        self.held_set().get(&fid).copied().unwrap_or(false)
+        self.held_set().get(&fid).is_some_and(|held| held.recorded)
     }
 
-    fn held_set(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, bool>> {
+    /// Marks the lease of `fid` as admitted by the account's quotas: from
+    /// now on it counts for the account's other uploads.
+    pub async fn admit(&self, fid: ObjectId) -> mongodb::error::Result<()> {
+        if !self.is_recorded(fid) {
+            self.record(fid).await?;
+        }
+        self.collection
+            .update_one(doc! { "_id": fid }, doc! { "$set": { "admitted": true } })
+            .await?;
+        Ok(())
+    }
+
+    /// The uploads `owner` has under way on any gateway: the videos of the
+    /// admitted leases on record in their owner's name, renewed within
+    /// [`EXPIRED_AFTER`].
+    pub async fn under_way(&self, owner: &str) -> mongodb::error::Result<Vec<ObjectId>> {
+        let live_since = DateTime::from_millis(
+            DateTime::now().timestamp_millis() - EXPIRED_AFTER.as_millis() as i64,
+        );
+        let mut found = self
+            .collection
+            .find(doc! {
+                "owner": owner,
+                "admitted": true,
+                "renewed_at": { "$gte": live_since },
+                "swept": { "$ne": true },
+            })
+            .projection(doc! { "_id": 1 })
+            .await?;
+        let mut fids = Vec::new();
+        while found.advance().await? {
+            if let Ok(fid) = found.deserialize_current()?.get_object_id("_id") {
+                fids.push(fid);
+            }
+        }
+        Ok(fids)
+    }
+
+    fn held_set(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, Held>> {
         // A poisoned set still holds the right ids.
         self.held
             .lock()
@@ -127,7 +182,7 @@ impl Leases {
         let (held, unrecorded): (Vec<_>, Vec<_>) = self
             .held_set()
             .iter()
-            .map(|(fid, recorded)| (*fid, *recorded))
+            .map(|(fid, held)| (*fid, held.recorded))
             .partition(|(_, recorded)| *recorded);
         for (fid, _) in unrecorded {
             if let Err(err) = self.record(fid).await {
@@ -245,7 +300,9 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let recorded = self.leases.held_set().remove(&self.fid).unwrap_or(false);
+        let held = self.leases.held_set().remove(&self.fid);
+        let recorded = held.as_ref().is_some_and(|held| held.recorded);
+        let owner = held.map(|held| held.owner).unwrap_or_default();
         // No runtime means the process is going down: the lease expires.
         if tokio::runtime::Handle::try_current().is_err() {
             return;
@@ -255,10 +312,7 @@ impl Drop for Lease {
             if !recorded {
                 // Left to a sweeper, who must be able to find it.
                 tokio::spawn(async move {
-                    if let Err(err) = collection
-                        .insert_one(doc! { "_id": fid, "renewed_at": DateTime::now() })
-                        .await
-                    {
+                    if let Err(err) = collection.insert_one(lease_record(fid, &owner)).await {
                         tracing::error!(error = %err, video_fid = %fid, "an upload's leftovers have no lease on record: scripts/audit finds them");
                     }
                 });
@@ -269,4 +323,9 @@ impl Drop for Lease {
             let _ = collection.delete_one(doc! { "_id": fid }).await;
         });
     }
+}
+
+/// A lease's record: renewed now, in its owner's name.
+fn lease_record(fid: ObjectId, owner: &str) -> Document {
+    doc! { "_id": fid, "renewed_at": DateTime::now(), "owner": owner }
 }

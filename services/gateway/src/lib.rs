@@ -2,6 +2,7 @@
 //! through the auth service, streams uploads into GridFS, queues conversions
 //! on RabbitMQ and streams finished MP3s back to their owners.
 
+pub mod account_data;
 pub mod auth_client;
 pub mod body_guard;
 pub mod claims;
@@ -13,7 +14,9 @@ pub mod linger;
 pub mod openapi;
 pub mod preferences;
 pub mod queue;
+pub mod quotas;
 pub mod range;
+pub mod revocations;
 mod routes;
 pub mod schemas;
 pub mod sniff;
@@ -69,6 +72,9 @@ impl App {
         if let Err(err) = mongo.jobs.ensure_indexes().await {
             tracing::warn!(error = %err, "could not create the jobs indexes yet");
         }
+        if let Err(err) = quotas::ensure_indexes(&mongo).await {
+            tracing::warn!(error = %err, "could not create the quota indexes yet");
+        }
         let publisher = common::amqp::Publisher::connect(
             &config.amqp.amqp_url,
             "gateway",
@@ -80,8 +86,20 @@ impl App {
         let auth = auth_client::AuthClient::new(&config.auth_url)?;
         auth.prefetch_keys().await;
         let stopping = CancellationToken::new();
+        tokio::spawn(auth.follow_revocations(stopping.clone()));
+        tokio::spawn(sweep_deleted_accounts(
+            mongo.clone(),
+            auth.revocations().clone(),
+            stopping.clone(),
+        ));
         let background = tokio_util::task::TaskTracker::new();
-        let events = events::start(&config, stopping.clone(), SUBSCRIBE_WAIT).await;
+        let events = events::start(
+            &config,
+            mongo.jobs.clone(),
+            stopping.clone(),
+            SUBSCRIBE_WAIT,
+        )
+        .await;
         let leases = leases::Leases::new(&mongo);
         tokio::spawn(leases.clone().maintain(stopping.clone()));
         let state = AppState {
@@ -103,6 +121,13 @@ impl App {
             },
             background: background.clone(),
             api_document: openapi::document(),
+            quotas: quotas::QuotaLimits {
+                jobs_in_flight: config.quota_jobs_in_flight,
+                jobs_per_hour: config.quota_jobs_per_hour,
+                stored_bytes: config.quota_stored_bytes,
+            },
+            max_retries_per_job: config.max_retries_per_job,
+            streams: events::StreamCounts::new(config.max_streams_per_user),
         };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -178,6 +203,22 @@ impl App {
     }
 }
 
+/// Finishes account deletions other gateways left half done, every
+/// [`account_data::SWEEP_EVERY`], until `stopping`.
+async fn sweep_deleted_accounts(
+    mongo: common::config::MongoStores,
+    revocations: revocations::Revocations,
+    stopping: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(account_data::SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            () = stopping.cancelled() => return,
+            _ = ticks.tick() => account_data::sweep(&mongo, &revocations).await,
+        }
+    }
+}
+
 /// The public API, with its layers.
 fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static(common::amqp::REQUEST_ID_HEADER);
@@ -185,7 +226,45 @@ fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(axum::middleware::from_fn(plain_request_id))
         .layer(axum::middleware::from_fn(linger::drain_unread))
+}
+
+/// The longest `X-Request-Id` taken from a client.
+const MAX_REQUEST_ID_CHARS: usize = 64;
+
+/// A client's `X-Request-Id` is kept only in a bounded, plain form
+/// (letters, digits, `-`, `_`, `.`, `:`; at most 64): it goes into every
+/// log line and message about the request, and back in the answer, so
+/// anything else (30 KB, spaces that forge log fields) is dropped and the
+/// gateway makes its own.
+async fn plain_request_id(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let plain = |value: &axum::http::HeaderValue| {
+        let bytes = value.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= MAX_REQUEST_ID_CHARS
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    };
+    let headers = request.headers_mut();
+    let all_plain = headers
+        .get_all(common::amqp::REQUEST_ID_HEADER)
+        .iter()
+        .all(plain);
+    if !all_plain
+        || headers
+            .get_all(common::amqp::REQUEST_ID_HEADER)
+            .iter()
+            .count()
+            > 1
+    {
+        headers.remove(common::amqp::REQUEST_ID_HEADER);
+    }
+    next.run(request).await
 }
 
 /// `/healthz`, `/readyz` and `/metrics`. Ready means the gateway can take

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{account, events, jobs, meta};
+use crate::routes::{account, controls, events, jobs, meta};
 use contract::{ErrorBody, ErrorDetail};
 
 #[derive(OpenApi)]
@@ -28,8 +28,15 @@ use contract::{ErrorBody, ErrorDetail};
         account::login,
         account::registration,
         account::register,
-        account::me,
+        controls::me,
+        controls::delete_me,
         account::preferences,
+        controls::resend_confirmation,
+        controls::confirm,
+        controls::change_password,
+        controls::sign_out_everywhere,
+        controls::request_reset,
+        controls::complete_reset,
         jobs::create,
         jobs::list,
         jobs::get,
@@ -56,6 +63,14 @@ use contract::{ErrorBody, ErrorDetail};
         contract::account::Profile,
         contract::account::RegistrationStatus,
         contract::account::Preferences,
+        contract::account::Registered,
+        contract::account::Quotas,
+        contract::account::Quota,
+        contract::account::LinkToken,
+        contract::account::PasswordChange,
+        contract::account::AccountDeletion,
+        contract::account::ResetRequest,
+        contract::account::ResetCompletion,
     )),
     modifiers(&BearerAuth),
     tags(

@@ -40,6 +40,12 @@ pub struct AppState {
     pub background: tokio_util::task::TaskTracker,
     /// The OpenAPI document served at `/api/v1/openapi.json`.
     pub api_document: &'static str,
+    /// Per-account limits on jobs and storage.
+    pub quotas: crate::quotas::QuotaLimits,
+    /// `MAX_RETRIES_PER_JOB`.
+    pub max_retries_per_job: u32,
+    /// Open live event streams per account, and their limit.
+    pub streams: crate::events::StreamCounts,
 }
 
 impl AppState {

@@ -63,6 +63,7 @@ impl Mailer {
             "ready",
             context! {
                 filename => shown_name(&message.filename),
+                short_filename => subject_name(&message.filename),
                 mp3_name => contract::names::mp3_name(&message.filename),
                 // For the suggested curl command: nothing a shell acts on.
                 mp3_file => contract::names::shell_safe(&contract::names::mp3_name(&message.filename)),
@@ -93,6 +94,7 @@ impl Mailer {
             "failed",
             context! {
                 filename => shown_name(&event.filename),
+                short_filename => subject_name(&event.filename),
                 reason => reason,
                 job_id => &event.job_id,
                 advice => failure_advice(&event.filename, reason),
@@ -175,8 +177,19 @@ fn failure_advice(filename: &str, reason: &str) -> String {
 
 /// A user's file name as the mails show it: one line, at most 200
 /// characters (it may say anything; the HTML part escapes it too).
+/// A file name in a mail's text: one line, capped, and with nothing a mail
+/// program would make a link of.
 fn shown_name(name: &str) -> String {
-    contract::names::header_text(name, 200)
+    contract::names::defanged(&contract::names::header_text(name, 200))
+}
+
+/// The longest file name a Subject shows, in characters: which file it
+/// is, and no room for a message of someone else's.
+const SUBJECT_NAME_CHARS: usize = 40;
+
+/// A file name in a Subject: shortened and defused.
+fn subject_name(name: &str) -> String {
+    contract::names::defanged(&contract::names::header_text(name, SUBJECT_NAME_CHARS))
 }
 
 fn format_duration(seconds: f64) -> String {

@@ -81,7 +81,11 @@ mod tests {
         let rendered = templates
             .render(
                 "failed",
-                minijinja::context! { filename => "<b>&.mp4", reason => "bad" },
+                minijinja::context! {
+                    filename => "<b>&.mp4",
+                    short_filename => "<b>&.mp4",
+                    reason => "bad",
+                },
             )
             .expect("renders");
         assert_eq!(rendered.subject, "We could not convert <b>&.mp4");

@@ -60,6 +60,8 @@ impl Stack {
                 &auth_db,
                 "--jwt-secret",
                 "desktop-test-secret-that-is-long-enough-for-hs256",
+                "--trusted-proxies",
+                "127.0.0.1",
             ])
             .expect("auth config"),
         )

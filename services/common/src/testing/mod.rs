@@ -7,14 +7,44 @@ pub mod smtp;
 
 use tokio::sync::oneshot;
 
-/// The broker the tests use: `AMQP_URL`, else the local RabbitMQ.
+/// The broker the tests use: `AMQP_URL`, else the local stack's
+/// administrator (scripts/up and scripts/test make it, its password in
+/// `var/secrets/`), else `guest` on the local RabbitMQ.
 pub fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    if let Ok(url) = std::env::var("AMQP_URL") {
+        return url;
+    }
+    match local_secret("rabbitmq-admin") {
+        Some(password) => format!("amqp://mp3c-admin:{password}@127.0.0.1:5672/%2f"),
+        None => "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+    }
 }
 
-/// The MongoDB the tests use: `MONGODB_URI`, else the local one.
+/// The MongoDB the tests use: `MONGODB_URI`, else the local stack's, with
+/// its root login when scripts/up or scripts/test made one.
 pub fn mongodb_uri() -> String {
-    std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into())
+    if let Ok(uri) = std::env::var("MONGODB_URI") {
+        return uri;
+    }
+    match local_secret("mongodb-root") {
+        Some(password) => format!("mongodb://mp3c:{password}@127.0.0.1:27017/?authSource=admin"),
+        None => "mongodb://127.0.0.1:27017".into(),
+    }
+}
+
+/// A credential of the local stack, from the clone's `var/secrets/`: the
+/// same ones scripts/test exports, for `cargo test` run by hand.
+fn local_secret(name: &str) -> Option<String> {
+    let clone = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(clone.join("var/secrets").join(name)).ok()?;
+    Some(text.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+/// The local MongoDB reached through `proxy`, with the same login.
+pub fn mongodb_uri_through(proxy: &proxy::TcpProxy) -> String {
+    let uri = proxy.url_for(&mongodb_uri());
+    let separator = if uri.contains('?') { '&' } else { '?' };
+    format!("{uri}{separator}directConnection=true")
 }
 
 /// Removes what a test's services declared and stored under `prefix`: the
@@ -76,6 +106,13 @@ async fn clean_up_unbounded(prefix: &str, extra_queues: &[String]) {
                     break;
                 }
             }
+            // And the events exchange, as deleting a missing one succeeds.
+            let exchange = format!("{prefix}.events");
+            let deleting = channel.exchange_delete(
+                exchange.as_str().into(),
+                lapin::options::ExchangeDeleteOptions::default(),
+            );
+            slow_step(prefix, &format!("deleting exchange {exchange}"), deleting).await;
         }
         crate::amqp::close_quietly(&conn, "done").await;
     }

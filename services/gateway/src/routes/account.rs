@@ -21,13 +21,13 @@ use crate::error::{ApiError, JsonError};
 use crate::state::AppState;
 
 /// What every account route needs to forward a request.
-type Forwarded = (State<AppState>, ConnectInfo<SocketAddr>, HeaderMap);
+pub(super) type Forwarded = (State<AppState>, ConnectInfo<SocketAddr>, HeaderMap);
 
 /// A JSON body as read: over [`MAX_JSON_BYTES`] the gateway answers 413
 /// itself (JSON), and nothing reaches auth.
-type Body = Result<Bytes, BytesRejection>;
+pub(super) type Body = Result<Bytes, BytesRejection>;
 
-async fn forward(
+pub(super) async fn forward(
     request: Forwarded,
     method: Method,
     path: &str,
@@ -106,7 +106,7 @@ pub async fn registration(
     tag = "account",
     request_body = NewAccount,
     responses(
-        (status = 201, description = "The new account", body = Profile),
+        (status = 201, description = "The new account, its address unconfirmed until the link mailed to it is used; `confirmation_sent` says whether that mail went", body = contract::account::Registered),
         (status = 400, description = "Malformed JSON, invalid email or weak password", body = ErrorBody),
         (status = 403, description = "Registration is disabled", body = ErrorBody),
         (status = 409, description = "The email is taken", body = ErrorBody),
@@ -128,33 +128,6 @@ pub async fn register(
         Method::POST,
         "/api/v1/register",
         body,
-    )
-    .await
-}
-
-/// `GET /api/v1/me` -> the caller's profile.
-#[utoipa::path(
-    get,
-    path = "/api/v1/me",
-    tag = "account",
-    responses(
-        (status = 200, description = "The caller's profile", body = Profile),
-        (status = 401, description = "No token", body = ErrorBody),
-        (status = 403, description = "Invalid or expired token", body = ErrorBody),
-        (status = 503, description = "Auth service unreachable", body = ErrorBody),
-    ),
-    security(("bearer" = []))
-)]
-pub async fn me(
-    state: State<AppState>,
-    peer: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Result<Response, JsonError> {
-    forward(
-        (state, peer, headers),
-        Method::GET,
-        "/api/v1/me",
-        Ok(Bytes::new()),
     )
     .await
 }

@@ -20,7 +20,6 @@ use mongodb::bson::{DateTime, oid::ObjectId};
 use tokio::sync::{broadcast, mpsc};
 
 use common::jobs::Job;
-use contract::JobEvent;
 
 use crate::claims::{Bearer, Claims};
 use contract::ErrorBody;
@@ -45,6 +44,7 @@ const CLIENT_BUFFER: usize = 32;
         (status = 200, description = "Server-Sent Events: `event: job`, `data: {\"job\": Job}`, `id: <cursor>`, and `: keep-alive` comments. Without Last-Event-ID the stream starts with the unfinished jobs", content_type = "text/event-stream", body = String),
         (status = 401, description = "No Bearer token", body = ErrorBody),
         (status = 403, description = "Invalid or expired token", body = ErrorBody),
+        (status = 429, description = "The account has as many streams open as it may (MAX_STREAMS_PER_USER per gateway)", body = ErrorBody),
         (status = 503, description = "MongoDB down", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -58,6 +58,16 @@ pub async fn events(
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())
         .and_then(Cursor::parse);
+    let slot = state
+        .streams
+        .open(&claims.username)
+        .ok_or_else(|| ApiError::Quota {
+            message: format!(
+                "you have {} live event streams open, the most at once: close one first",
+                state.streams.limit()
+            ),
+            retry_after: 5,
+        })?;
     // Listen before reading MongoDB, so no change falls in between.
     let live = state.events.subscribe();
     let started = DateTime::now();
@@ -88,6 +98,8 @@ pub async fn events(
         feed.sent.insert(cursor.job_id, cursor.updated_at);
     }
     tokio::spawn(async move {
+        // The stream's place is held as long as it is followed.
+        let _slot = slot;
         if feed.send_all(&first).await {
             feed.follow(live).await;
         }
@@ -129,7 +141,7 @@ impl Feed {
                 received = live.recv() => received,
             };
             let open = match received {
-                Ok(Live::Job(event)) => self.on_event(&event).await,
+                Ok(Live::Job(job)) => self.on_job(&job).await,
                 Ok(Live::Resync) => self.catch_up().await,
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::info!(missed, user = %self.claims.username, "slow event stream; catching up from MongoDB");
@@ -143,23 +155,14 @@ impl Feed {
         }
     }
 
-    /// An event only says which job changed; whose it is and what it looks
-    /// like now come from the job record (an event naming another user, or
-    /// another user's job, shows nothing to anyone it does not belong to).
-    async fn on_event(&mut self, event: &JobEvent) -> bool {
-        let Some(id) = common::gridfs::parse_fid(&event.job_id) else {
+    /// A changed job, as read once for every stream: whose it is comes from
+    /// the record (an event naming another user, or another user's job,
+    /// shows nothing to anyone it does not belong to).
+    async fn on_job(&mut self, job: &Job) -> bool {
+        if !self.claims.admin && job.owner != self.claims.username {
             return true;
-        };
-        match self.state.mongo.jobs.get(id).await {
-            Ok(Some(job)) if !self.claims.admin && job.owner != self.claims.username => true,
-            Ok(Some(job)) => self.send(&job).await,
-            // Deleted since: nothing to show.
-            Ok(None) => true,
-            Err(err) => {
-                tracing::warn!(error = %err, job_id = %id, "cannot read a job for its event");
-                true
-            }
         }
+        self.send(job).await
     }
 
     async fn catch_up(&mut self) -> bool {

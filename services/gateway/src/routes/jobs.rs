@@ -278,7 +278,7 @@ pub async fn delete(
         (status = 401, description = "No Bearer token", body = ErrorBody),
         (status = 403, description = "Invalid or expired token", body = ErrorBody),
         (status = 404, description = "No such job, or someone else's", body = ErrorBody),
-        (status = 409, description = "The job has not failed", body = ErrorBody),
+        (status = 409, description = "The job has not failed, was retried MAX_RETRIES_PER_JOB times already, or its file was removed as not media", body = ErrorBody),
         (status = 503, description = "Storage or broker down", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -299,10 +299,26 @@ pub async fn retry(
     if job.state != JobState::Failed {
         return Err(not_failed().into());
     }
+    if job.input_removed {
+        return Err(ApiError::Conflict(
+            "this file could not be read as video or audio and was removed: a retry cannot help; \
+             upload another file"
+                .into(),
+        )
+        .into());
+    }
+    if job.retries >= state.max_retries_per_job {
+        return Err(ApiError::Conflict(format!(
+            "this job was tried again {} times already, the most allowed: upload the file again \
+             if you changed something",
+            job.retries
+        ))
+        .into());
+    }
     if !state
         .mongo
         .jobs
-        .requeue_failed(job.id)
+        .requeue_failed(job.id, state.max_retries_per_job)
         .await
         .map_err(ApiError::from)?
     {

@@ -12,7 +12,7 @@ pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-) -> Result<String, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let authorization = headers
         .get(AUTHORIZATION)
         // Schemes are case-insensitive (RFC 9110), as auth reads them.
@@ -24,5 +24,21 @@ pub async fn login(
         })
         .ok_or(ApiError::MissingCredentials)?;
     let forwarded_for = state.forwarded_for(peer, &headers);
-    state.auth.login(authorization, &forwarded_for).await
+    let device = headers.get(crate::auth_client::DEVICE_TOKEN_HEADER);
+    let (token, device) = state
+        .auth
+        .login(authorization, device, &forwarded_for)
+        .await?;
+    let mut response = axum::response::IntoResponse::into_response(token);
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    // The body stays the raw token (the original contract).
+    if let Some(device) = device {
+        response
+            .headers_mut()
+            .insert(crate::auth_client::DEVICE_TOKEN_HEADER, device);
+    }
+    Ok(response)
 }

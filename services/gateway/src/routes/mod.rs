@@ -4,11 +4,13 @@
 //! and wrong methods included.
 
 pub(crate) mod account;
+pub(crate) mod controls;
 mod download;
 pub(crate) mod events;
 pub(crate) mod jobs;
 mod login;
 pub(crate) mod meta;
+mod pages;
 mod upload;
 
 use axum::Router;
@@ -47,10 +49,34 @@ pub fn router(state: AppState) -> Router {
                 .post(account::register)
                 .layer(json)),
         )
-        .route("/api/v1/me", api(get(account::me)))
+        .route(
+            "/api/v1/me",
+            api(get(controls::me).delete(controls::delete_me).layer(json)),
+        )
         .route(
             "/api/v1/me/preferences",
             api(put(account::preferences).layer(json)),
+        )
+        .route(
+            "/api/v1/me/confirmation",
+            api(post(controls::resend_confirmation)),
+        )
+        .route(
+            "/api/v1/me/password",
+            api(put(controls::change_password).layer(json)),
+        )
+        .route(
+            "/api/v1/me/sign-out-everywhere",
+            api(post(controls::sign_out_everywhere)),
+        )
+        .route("/api/v1/confirm", api(post(controls::confirm).layer(json)))
+        .route(
+            "/api/v1/password-reset",
+            api(post(controls::request_reset).layer(json)),
+        )
+        .route(
+            "/api/v1/password-reset/complete",
+            api(post(controls::complete_reset).layer(json)),
         )
         .route(
             "/api/v1/jobs",
@@ -64,6 +90,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/mp3", api(get(jobs::mp3)))
         .route("/api/v1/events", api(get(events::events)))
         .route("/api/v1/openapi.json", api(get(meta::openapi_json)))
+        .route(
+            "/account/confirm",
+            get(pages::confirm_page).post(pages::confirm).layer(json),
+        )
+        .route(
+            "/account/reset",
+            get(pages::reset_page).post(pages::reset).layer(json),
+        )
         .route_layer(axum::middleware::from_fn(count_requests))
         .fallback(not_found)
         .with_state(state)

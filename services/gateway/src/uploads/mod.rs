@@ -66,17 +66,32 @@ pub async fn accept(
     // As in the original, a body without a readable file part (not multipart
     // at all, or an empty form) means "no file".
     let multipart = multipart.map_err(|_| ApiError::ExactlyOneFile)?;
-    let _in_flight = InFlight::start();
-    let request_id = crate::queue::request_id(headers).to_owned();
-
     let job_id = ObjectId::new();
     let fid = ObjectId::new();
     // Held until the job is recorded or the leftovers are gone; if this
-    // gateway dies first, another one removes the upload.
-    let lease = state.leases.take(fid).await;
+    // gateway dies first, another one removes the upload. Taken first, it
+    // makes this upload count against the account's limits for the others.
+    let lease = state.leases.take(fid, &claims.username).await;
+    // The account's limits next: nothing is read or stored past them (a
+    // refused upload's lease goes with it).
+    let storage_left = state
+        .quotas
+        .admit_upload(&state.mongo, &state.leases, &claims.username, fid)
+        .await?;
+    let _in_flight = InFlight::start();
+    let request_id = crate::queue::request_id(headers).to_owned();
     // Dropped before `disarm` (the request was cancelled): removes the file.
     let leftovers = Leftovers::arm(state, fid, lease);
-    let received = receive(state, claims, multipart, with_options, job_id, fid).await;
+    let received = receive(
+        state,
+        claims,
+        multipart,
+        with_options,
+        job_id,
+        fid,
+        storage_left,
+    )
+    .await;
     let lease = leftovers.disarm();
     let (video, options, source) = match received {
         Ok(received) => received,
@@ -191,7 +206,18 @@ async fn commit(
     )
     .await
     {
-        Ok(job) => job,
+        Ok(Enqueued::New(job)) => job,
+        Ok(Enqueued::Existing(job)) => {
+            let cleaned = discard(state, Some(&video)).await;
+            tracing::info!(job_id = %job.id, user = %claims.username, "a concurrent repeated upload answered with the existing job");
+            return (
+                Ok(Accepted {
+                    job,
+                    deduplicated: true,
+                }),
+                cleaned,
+            );
+        }
         Err(err) => {
             // The job first: while it names the video, no sweeper takes it.
             let unrecorded = match state.mongo.jobs.delete(job_id).await {
@@ -249,21 +275,48 @@ async fn enqueue(
     wanted: &Wanted,
     request_id: &str,
     notify_email: bool,
-) -> Result<Job, ApiError> {
+) -> Result<Enqueued, ApiError> {
     let job = Job {
         source: wanted.source.clone(),
         options: wanted.options.clone(),
         notify_email,
         size_bytes: i64::try_from(video.size).unwrap_or(i64::MAX),
         sha256: video.sha256.clone(),
+        dedupe_key: Some(common::jobs::dedupe_key(
+            &claims.username,
+            &video.sha256,
+            &wanted.options,
+        )),
         ..Job::queued(job_id, &claims.username, &video.filename, video.fid)
     };
-    state.mongo.jobs.insert(&job).await?;
-    // Announced before the converter can pick it up, so live clients see
-    // `queued` first.
-    crate::queue::announce(state, &job, JobState::Queued).await;
-    crate::queue::publish(state, &job, request_id).await?;
-    Ok(job)
+    // Twice at most: the live job this one collided with may have failed
+    // (or gone) before it could be read, which frees the key.
+    for _ in 0..2 {
+        match state.mongo.jobs.insert_unless_duplicate(&job).await {
+            Ok(None) => {
+                // Announced before the converter can pick it up, so live
+                // clients see `queued` first.
+                crate::queue::announce(state, &job, JobState::Queued).await;
+                crate::queue::publish(state, &job, request_id).await?;
+                return Ok(Enqueued::New(job));
+            }
+            Ok(Some(existing)) => return Ok(Enqueued::Existing(existing)),
+            Err(err) if err.is_duplicate_key() => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(ApiError::Conflict(
+        "the same file is being uploaded again right now: try again in a moment".into(),
+    ))
+}
+
+/// What recording an upload's job came to.
+enum Enqueued {
+    /// A new job, queued.
+    New(Job),
+    /// The caller's live job for the same content and options, which won
+    /// the race against this upload.
+    Existing(Job),
 }
 
 /// Best-effort removal of a stored video after a failed request; false

@@ -27,9 +27,11 @@ pub(super) async fn receive(
     with_options: bool,
     job_id: ObjectId,
     fid: ObjectId,
+    storage_left: u64,
 ) -> Result<(StoredVideo, Options, Option<SourceFile>), ApiError> {
     let mut stored: Option<StoredVideo> = None;
     let mut options = Options::default();
+    let mut seen_options = false;
     let mut source = None;
     loop {
         let field = match multipart.next_field().await {
@@ -48,10 +50,25 @@ pub(super) async fn receive(
         };
         if field.file_name().is_none() {
             let read = match field.name() {
-                Some("options") if with_options => read_options(field).await.map(|v| options = v),
+                Some("options") if with_options && seen_options => Err(ApiError::InvalidOptions(
+                    "more than one `options` part".into(),
+                )),
+                Some("options") if with_options => {
+                    seen_options = true;
+                    read_options(field).await.map(|v| options = v)
+                }
+                Some("source") if with_options && source.is_some() => {
+                    Err(ApiError::BadRequest("more than one `source` part".into()))
+                }
                 Some("source") if with_options => {
                     read_source(field).await.map(|s| source = Some(s))
                 }
+                // The JSON API's form is `file`, `options` and `source`; the
+                // classic route ignores other parts, as the original did.
+                Some(other) if with_options => Err(ApiError::BadRequest(format!(
+                    "unknown form field `{}`: expected `file`, `options` and `source`",
+                    other.chars().take(64).collect::<String>()
+                ))),
                 _ => Ok(()),
             };
             if let Err(err) = read {
@@ -64,13 +81,16 @@ pub(super) async fn receive(
             discard(state, stored.as_ref()).await;
             return Err(ApiError::ExactlyOneFile);
         }
-        match store(state, field, claims, job_id, fid).await {
+        match store(state, field, claims, job_id, fid, storage_left).await {
             Ok(video) => stored = Some(video),
             // What the client is still sending is drained by `crate::linger`.
             Err(err) => return Err(err),
         }
     }
     let video = stored.ok_or(ApiError::ExactlyOneFile)?;
+    if let Some(source) = &source {
+        check_source(source, &video)?;
+    }
     Ok((video, options, source))
 }
 
@@ -94,8 +114,92 @@ pub(super) async fn read_json_part(
         }
         text.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&text)
-        .map_err(|err| invalid(format!("`{name}` is not valid JSON: {err}")))
+    let value: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|err| invalid(format!("`{name}` is not valid JSON: {err}")))?;
+    // JSON allows a key twice, and a parser keeps the last: what one reader
+    // of the part sees must be what every reader sees.
+    serde_json::from_slice::<DistinctKeys>(&text)
+        .map_err(|_| invalid(format!("`{name}` names a key twice")))?;
+    Ok(value)
+}
+
+/// Deserialises any JSON and fails on an object that names a key twice, at
+/// any depth.
+struct DistinctKeys;
+
+impl<'de> serde::Deserialize<'de> for DistinctKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(DistinctKeysVisitor)
+    }
+}
+
+struct DistinctKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for DistinctKeysVisitor {
+    type Value = DistinctKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<DistinctKeys, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key) {
+                return Err(serde::de::Error::custom("a key named twice"));
+            }
+            map.next_value::<DistinctKeys>()?;
+        }
+        Ok(DistinctKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<DistinctKeys, A::Error> {
+        while seq.next_element::<DistinctKeys>()?.is_some() {}
+        Ok(DistinctKeys)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<DistinctKeys, E> {
+        Ok(DistinctKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<DistinctKeys, E> {
+        Ok(DistinctKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<DistinctKeys, E> {
+        Ok(DistinctKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<DistinctKeys, E> {
+        Ok(DistinctKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<DistinctKeys, E> {
+        Ok(DistinctKeys)
+    }
+    fn visit_unit<E>(self) -> Result<DistinctKeys, E> {
+        Ok(DistinctKeys)
+    }
+}
+
+/// The largest original a `source` part may name: no video anyone
+/// uploads the audio of is larger.
+const MAX_SOURCE_BYTES: i64 = 1 << 40;
+
+/// What a `source` part claims, against the upload it came with: an
+/// original at least as large as the file sent (the audio is part of it)
+/// and of a size a file can have.
+fn check_source(source: &SourceFile, sent: &super::StoredVideo) -> Result<(), ApiError> {
+    let sent = i64::try_from(sent.size).unwrap_or(i64::MAX);
+    if source.size_bytes < sent {
+        return Err(ApiError::BadRequest(format!(
+            "`source.size_bytes` ({}) is smaller than the file sent ({sent} bytes): the \
+             original holds the audio that was sent",
+            source.size_bytes
+        )));
+    }
+    if source.size_bytes > MAX_SOURCE_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "`source.size_bytes` must be at most {MAX_SOURCE_BYTES} bytes"
+        )));
+    }
+    Ok(())
 }
 
 /// Reads and validates the `source` part.
@@ -112,15 +216,22 @@ pub(super) async fn read_options(field: Field<'_>) -> Result<Options, ApiError> 
     Options::from_json(&value).map_err(|err| ApiError::InvalidOptions(err.to_string()))
 }
 
-/// Streams one file part into GridFS `videos`, enforcing the size limit.
+/// Streams one file part into GridFS `videos`, enforcing the size limit
+/// and what is left of the account's storage.
 pub(super) async fn store(
     state: &AppState,
     mut field: Field<'_>,
     claims: &Claims,
     job_id: ObjectId,
     fid: ObjectId,
+    storage_left: u64,
 ) -> Result<StoredVideo, ApiError> {
-    let filename = field.file_name().unwrap_or("video").to_owned();
+    // Kept without what would hide or reorder text wherever it is shown
+    // (a mail, a download's name, the desktop app).
+    let filename = match contract::names::clean_file_name(field.file_name().unwrap_or_default()) {
+        name if name.is_empty() => "video".to_owned(),
+        name => name,
+    };
     let content_type = field
         .content_type()
         .unwrap_or("application/octet-stream")
@@ -178,6 +289,9 @@ pub(super) async fn store(
             size += chunk.len() as u64;
             if size > state.max_upload_bytes {
                 return Err(ApiError::TooLarge(state.max_upload_bytes));
+            }
+            if size > storage_left {
+                return Err(ApiError::OverStorageQuota(storage_left));
             }
             hasher.update(&chunk);
             sink.write_all(&chunk).await.map_err(storage_failed)?;

@@ -48,6 +48,8 @@ pub struct StackOptions {
     pub shutdown_grace_secs: Option<u64>,
     /// More gateway flags (upload pace limits, ...).
     pub gateway_flags: Vec<String>,
+    /// No converter: every job stays queued (for limits on jobs in flight).
+    pub without_converter: bool,
 }
 
 impl Default for StackOptions {
@@ -59,6 +61,7 @@ impl Default for StackOptions {
             sse_keep_alive_ms: None,
             shutdown_grace_secs: None,
             gateway_flags: Vec::new(),
+            without_converter: false,
         }
     }
 }
@@ -132,6 +135,12 @@ impl TestStack {
             "127.0.0.1:0".to_owned(),
             "--database-url".to_owned(),
             auth_db_url.clone(),
+            // The gateway in front names each client.
+            "--trusted-proxies".to_owned(),
+            "127.0.0.1".to_owned(),
+            // Confirmation and reset links go to the same mail sink.
+            "--smtp-url".to_owned(),
+            format!("smtp://127.0.0.1:{smtp_port}"),
         ];
         match &options.ed25519_pem {
             Some(pem) => auth_args.extend(["--jwt-private-key".to_owned(), pem.clone()]),
@@ -208,16 +217,19 @@ impl TestStack {
         let (gateway_stop, signal) = stopper();
         let gateway_task = tokio::spawn(gateway_app.run(signal));
 
-        let converter_app = converter::App::build(
-            converter::Config::try_parse_from(args("converter", &["--concurrency", "2"]))
-                .expect("converter config"),
-        )
-        .await
-        .expect("converter starts");
-        let converter_url = format!("http://127.0.0.1:{}", converter_app.port());
-        let (stop, signal) = stopper();
-        stops.push(stop);
-        tasks.push(tokio::spawn(converter_app.run(signal)));
+        let mut converter_url = String::new();
+        if !options.without_converter {
+            let converter_app = converter::App::build(
+                converter::Config::try_parse_from(args("converter", &["--concurrency", "2"]))
+                    .expect("converter config"),
+            )
+            .await
+            .expect("converter starts");
+            converter_url = format!("http://127.0.0.1:{}", converter_app.port());
+            let (stop, signal) = stopper();
+            stops.push(stop);
+            tasks.push(tokio::spawn(converter_app.run(signal)));
+        }
 
         let smtp_url = format!("smtp://127.0.0.1:{smtp_port}");
         let notification_app = notification::App::build(

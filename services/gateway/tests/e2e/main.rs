@@ -1,6 +1,7 @@
 //! End-to-end tests: the four services together on real infrastructure.
 //! One test binary (all modules declared here) so the stack helpers compile once.
 
+mod abuse;
 mod api;
 mod contract;
 mod events;

@@ -181,13 +181,13 @@ async fn raw(stack: &TestStack, request: &[u8], within: Duration) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_cannot_pick_its_own_rate_limit_key() {
     let stack = TestStack::start(AuthDb::Sqlite).await;
-    // Auth allows 5 failed logins per client address a minute; every
-    // attempt claims to come from somewhere else.
+    // Auth allows 5 failed logins a minute for one email from one client
+    // address; every attempt claims to come from somewhere else.
     for n in 0..5 {
         let response = stack
             .http
             .post(format!("{}/login", stack.gateway))
-            .basic_auth(format!("user{n}@example.com"), Some("wrong"))
+            .basic_auth("victim@example.com", Some("wrong"))
             .header("x-forwarded-for", format!("203.0.113.{n}, 127.0.0.1"))
             .send()
             .await
@@ -197,7 +197,7 @@ async fn a_client_cannot_pick_its_own_rate_limit_key() {
     let classic = stack
         .http
         .post(format!("{}/login", stack.gateway))
-        .basic_auth("user9@example.com", Some("wrong"))
+        .basic_auth("victim@example.com", Some("wrong"))
         .header("x-forwarded-for", "198.51.100.200")
         .send()
         .await
@@ -206,7 +206,7 @@ async fn a_client_cannot_pick_its_own_rate_limit_key() {
         .http
         .post(format!("{}/api/v1/login", stack.gateway))
         .header("x-forwarded-for", "198.51.100.201")
-        .json(&serde_json::json!({"email": "user10@example.com", "password": "wrong"}))
+        .json(&serde_json::json!({"email": "victim@example.com", "password": "wrong"}))
         .send()
         .await
         .expect("login");
@@ -517,7 +517,7 @@ async fn a_lease_swept_while_its_holder_stalled_is_known_lost_to_it() {
     let scene = Leased::start().await;
     let fid = scene.stored("stalled.mp4").await;
     let lease = gateway::leases::Leases::new(&scene.stack.mongo)
-        .take(fid)
+        .take(fid, "ana@example.com")
         .await;
     assert!(lease.still_held().await.expect("renew"), "held while alive");
     // Its gateway stalls: no renewal for two minutes.
@@ -547,10 +547,7 @@ async fn a_lease_that_could_not_be_recorded_is_recorded_later_never_lost() {
     let database = TcpProxy::start(&authority_of(&common::testing::mongodb_uri(), 27017)).await;
     database.set_down(true);
     let mongo = common::config::MongoConfig {
-        mongodb_uri: format!(
-            "mongodb://127.0.0.1:{}/?directConnection=true",
-            database.port()
-        ),
+        mongodb_uri: common::testing::mongodb_uri_through(&database),
         videos_db: scene.stack.mongo.videos.name().to_owned(),
         mp3s_db: scene.stack.mongo.mp3s.name().to_owned(),
     }
@@ -569,7 +566,7 @@ async fn a_lease_that_could_not_be_recorded_is_recorded_later_never_lost() {
     };
 
     let first = scene.stored("unrecorded.mp4").await;
-    let lease = leases.take(first).await;
+    let lease = leases.take(first, "ana@example.com").await;
     assert_eq!(recorded(first).await, 0, "MongoDB was down");
     database.set_down(false);
     assert!(
@@ -581,7 +578,7 @@ async fn a_lease_that_could_not_be_recorded_is_recorded_later_never_lost() {
 
     database.set_down(true);
     let second = scene.stored("left.mp4").await;
-    let lease = leases.take(second).await;
+    let lease = leases.take(second, "ana@example.com").await;
     database.set_down(false);
     lease.leave_to_sweeper();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

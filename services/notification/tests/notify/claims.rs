@@ -173,7 +173,14 @@ async fn each_failure_of_a_retried_job_has_its_own_message_id() {
     harness
         .wait_for_job(job, |j| j.failure_notified_at.is_some())
         .await;
-    assert!(harness.mongo.jobs.requeue_failed(job).await.expect("retry"));
+    assert!(
+        harness
+            .mongo
+            .jobs
+            .requeue_failed(job, 3)
+            .await
+            .expect("retry")
+    );
     harness
         .publish_failed(job, "flaky.mp4", "the file has no audio track")
         .await;

@@ -75,8 +75,7 @@ impl Harness {
         } = options;
         common::telemetry::init();
         let prefix = format!("n{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let mongo_uri =
-            std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into());
+        let mongo_uri = common::testing::mongodb_uri();
         let config = notification::Config::try_parse_from([
             "notification".to_owned(),
             "--listen".into(),
