@@ -107,6 +107,11 @@ impl Worker {
             Err(err) if err.is_permanent() => {
                 tracing::warn!(error = %err, "conversion failed permanently");
                 count("failed");
+                // Not media at all: the upload is worth nothing to anyone,
+                // and it must not fill its owner's storage.
+                if matches!(err, Error::Transcode(TranscodeError::Unreadable(_))) {
+                    self.remove_input(message).await;
+                }
                 match self.fail_job(message, &err.to_string()).await {
                     Ok(()) => Disposition::Ack,
                     // The failure must be recorded; try again later.
@@ -129,13 +134,15 @@ impl Worker {
     }
 
     pub async fn handle(&self, message: &VideoRequest, request_id: &str) -> Result<Outcome, Error> {
-        let consumed = std::time::Instant::now();
         let job_id = common::gridfs::parse_fid(&message.job_id).ok_or_else(|| {
             Error::BadMessage(format!("job_id {:?} is not an id", message.job_id))
         })?;
-        let video_fid = common::gridfs::parse_fid(&message.video_fid).ok_or_else(|| {
-            Error::BadMessage(format!("video_fid {:?} is not an id", message.video_fid))
-        })?;
+        if common::gridfs::parse_fid(&message.video_fid).is_none() {
+            return Err(Error::BadMessage(format!(
+                "video_fid {:?} is not an id",
+                message.video_fid
+            )));
+        }
         // The job record, not the message, says what to convert for whom.
         let job = self
             .mongo
@@ -146,22 +153,43 @@ impl Worker {
         if let Some(what) = job.mismatch(&message.video_fid, &message.username, None) {
             return Err(Error::Mismatch(what.into()));
         }
-        match job.state {
-            JobState::Done => return self.finish_redelivered(&job, request_id).await,
-            JobState::Failed => {
+        self.handle_job(job, request_id).await
+    }
+
+    /// Converts the job as `seen` in its record, which may have moved on
+    /// since: a killed attempt's last write can land after the read (its
+    /// redelivery then finds the job done only when it tries to start).
+    pub async fn handle_job(&self, seen: Job, request_id: &str) -> Result<Outcome, Error> {
+        let consumed = std::time::Instant::now();
+        let job_id = seen.id;
+        let video_fid = seen.video_fid;
+        let mut job = seen;
+        loop {
+            match job.state {
+                JobState::Done => return self.finish_redelivered(&job, request_id).await,
+                JobState::Failed => {
+                    return Err(Error::Mismatch(
+                        "the job has failed; only a retry queues it again".into(),
+                    ));
+                }
+                JobState::Queued | JobState::Converting => {}
+            }
+            if self.mongo.jobs.mark_converting(job_id).await? {
+                break;
+            }
+            // Only done, failed or deleted refuse the start; which one
+            // decides whether the owner is still owed the `mp3` message.
+            job = self.mongo.jobs.get(job_id).await?.ok_or_else(|| {
+                Error::Mismatch("the job was deleted before its conversion started".into())
+            })?;
+            if matches!(job.state, JobState::Queued | JobState::Converting) {
                 return Err(Error::Mismatch(
-                    "the job has failed; only a retry queues it again".into(),
+                    "the job changed while its conversion started".into(),
                 ));
             }
-            JobState::Queued | JobState::Converting => {}
         }
         let message = &job.video_message();
         let options = message.options.clone();
-        if !self.mongo.jobs.mark_converting(job_id).await? {
-            return Err(Error::Mismatch(
-                "the job was deleted or changed before its conversion started".into(),
-            ));
-        }
         // With the span's job_id: which replica took which job.
         tracing::info!("conversion started");
         self.emit(message, JobState::Converting, None, None).await;
@@ -400,6 +428,29 @@ impl Worker {
             )
             .await?;
         Ok(())
+    }
+
+    /// Removes a job's uploaded file that is not media, noting first on the
+    /// job that no retry can help it. Best effort: what is left is found by
+    /// `scripts/audit` as a failed job's video.
+    async fn remove_input(&self, message: &VideoRequest) {
+        let (Some(job_id), Some(video_fid)) = (
+            common::gridfs::parse_fid(&message.job_id),
+            common::gridfs::parse_fid(&message.video_fid),
+        ) else {
+            return;
+        };
+        let removed = async {
+            self.mongo.jobs.mark_input_removed(job_id).await?;
+            common::gridfs::delete(&common::gridfs::bucket(&self.mongo.videos), video_fid).await
+        }
+        .await;
+        match removed {
+            Ok(()) => tracing::info!(%video_fid, "removed an upload that is not media"),
+            Err(err) => {
+                tracing::warn!(error = %err, %video_fid, "could not remove an upload that is not media")
+            }
+        }
     }
 
     /// Fails the message's job, as recorded (a message for no job fails none).

@@ -38,15 +38,23 @@ impl Worker {
     /// Handles a message from the `mp3` queue.
     pub async fn process_ready(&self, incoming: Incoming) -> Disposition {
         let span = tracing::info_span!("notify_ready", job_id = tracing::field::Empty);
-        let result = self.handle_ready(&incoming.body).instrument(span).await;
-        disposition(result, &incoming, "ready")
+        let result = self
+            .handle_ready(&incoming.body)
+            .instrument(span.clone())
+            .await;
+        // In the span: the outcome is logged with its job id.
+        span.in_scope(|| disposition(result, &incoming, "ready"))
     }
 
     /// Handles a `job.failed` event.
     pub async fn process_failed(&self, incoming: Incoming) -> Disposition {
         let span = tracing::info_span!("notify_failed", job_id = tracing::field::Empty);
-        let result = self.handle_failed(&incoming.body).instrument(span).await;
-        disposition(result, &incoming, "failed")
+        let result = self
+            .handle_failed(&incoming.body)
+            .instrument(span.clone())
+            .await;
+        // In the span: the outcome is logged with its job id.
+        span.in_scope(|| disposition(result, &incoming, "failed"))
     }
 
     /// "Your MP3 is ready", to the job's owner, about the job as recorded:

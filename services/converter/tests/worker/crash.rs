@@ -222,6 +222,81 @@ async fn a_redelivered_done_job_removes_an_overtaken_attempts_mp3() {
     world.clean_up(&[]).await;
 }
 
+/// A killed converter's last write (the job done) can land after its
+/// redelivery read the job, still converting: the redelivery finds the job
+/// done only when it tries to start, and must still announce the MP3 the
+/// killed one never did, not drop the message as a mismatch (a soak of
+/// `scripts/chaos converter-kills` lost one mail in 1,000 jobs that way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_done_between_the_read_and_the_start_is_still_announced() {
+    use mongodb::bson::doc;
+    let world = crate::harness::World::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let audio = crate::harness::make_audio(dir.path(), "late.m4a", 1);
+    let job = world
+        .store(&audio, "ana@example.com", serde_json::json!({}))
+        .await;
+    let jobs = &world.mongo.jobs;
+    assert!(jobs.mark_converting(job.id).await.expect("mark"));
+    // What the redelivery read: the killed attempt still converting.
+    let seen = jobs.get(job.id).await.expect("get").expect("job");
+    // Then the killed attempt's write lands: done, never announced.
+    let mp3_fid = mongodb::bson::oid::ObjectId::new();
+    assert!(jobs.add_mp3_attempt(job.id, mp3_fid).await.expect("note"));
+    let mp3s = common::gridfs::bucket(&world.mongo.mp3s);
+    common::gridfs::upload_file_as(
+        &mp3s,
+        mp3_fid,
+        &audio,
+        "late.mp3",
+        doc! { "job_id": job.id },
+    )
+    .await
+    .expect("store");
+    assert!(
+        jobs.mark_done(job.id, mp3_fid, 1.0)
+            .await
+            .expect("done")
+            .is_some()
+    );
+
+    let mp3_queue = format!("{}.mp3", world.prefix);
+    let events = format!("{}.events", world.prefix);
+    let worker = converter::worker::Worker {
+        mongo: world.mongo.clone(),
+        publisher: std::sync::Arc::new(
+            common::amqp::Publisher::connect(
+                &crate::harness::amqp_url(),
+                "converter-test",
+                &[&mp3_queue],
+                &[&events],
+            )
+            .await
+            .expect("broker"),
+        ),
+        mp3_queue: mp3_queue.clone(),
+        events_exchange: events.clone(),
+        temp_dir: None,
+        time_limit: Default::default(),
+    };
+    let outcome = worker
+        .handle_job(seen, "late-write")
+        .await
+        .expect("handled");
+
+    assert_eq!(outcome, converter::worker::Outcome::AlreadyDone);
+    let announced = world
+        .take(&mp3_queue, std::time::Duration::from_secs(10))
+        .await
+        .expect("the mp3 message went out");
+    let converted: serde_json::Value = serde_json::from_slice(&announced.data).expect("json");
+    assert_eq!(converted["mp3_fid"], mp3_fid.to_hex());
+    assert_eq!(converted["video_fid"], job.video_fid.to_hex());
+    let after = jobs.get(job.id).await.expect("get").expect("job");
+    assert!(after.published_at.is_some(), "recorded as announced");
+    world.clean_up(&[]).await;
+}
+
 /// A scale-down: the converter gets SIGTERM mid-conversion and its drain
 /// (SHUTDOWN_GRACE_SECS) runs out. It gives the job back unfinished; the
 /// next converter does it once, from the start: nothing lost, one MP3, and

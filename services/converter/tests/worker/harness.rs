@@ -178,13 +178,22 @@ impl World {
     /// Takes one message off this world's `video.dlq`, waiting up to
     /// `timeout` for it; returns its failure reason header.
     pub async fn dead_lettered(&self, timeout: Duration) -> Option<String> {
-        let conn = common::amqp::connect(&amqp_url(), "dlq-reader")
+        let dlq = common::amqp::dead_letter_queue(&self.video_queue());
+        let message = self.take(&dlq, timeout).await?;
+        Some(common::amqp::header_text(
+            message.properties.headers().as_ref(),
+            common::amqp::REASON_HEADER,
+        ))
+    }
+
+    /// Takes one message off `queue`, waiting up to `timeout` for it.
+    pub async fn take(&self, queue: &str, timeout: Duration) -> Option<lapin::message::Delivery> {
+        let conn = common::amqp::connect(&amqp_url(), "queue-reader")
             .await
             .expect("connect");
         let mut channel = conn.create_channel().await.expect("channel");
-        let dlq = common::amqp::dead_letter_queue(&self.video_queue());
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut reason = None;
+        let mut taken = None;
         while tokio::time::Instant::now() < deadline {
             // The queue exists once the converter consumes; until then a
             // get closes the channel, and the next try takes a new one.
@@ -192,19 +201,16 @@ impl World {
                 channel = conn.create_channel().await.expect("channel");
             }
             let got = channel
-                .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: true })
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
                 .await;
             if let Ok(Some(message)) = got {
-                reason = Some(common::amqp::header_text(
-                    message.delivery.properties.headers().as_ref(),
-                    common::amqp::REASON_HEADER,
-                ));
+                taken = Some(message.delivery);
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let _ = conn.close(200, "done".into()).await;
-        reason
+        taken
     }
 
     /// True once a queue exists on the broker.
@@ -286,10 +292,7 @@ impl FlakyProxy {
     }
 
     pub fn uri(&self) -> String {
-        format!(
-            "mongodb://127.0.0.1:{}/?directConnection=true",
-            self.0.port()
-        )
+        common::testing::mongodb_uri_through(&self.0)
     }
 }
 
