@@ -10,6 +10,10 @@ CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/mp3converter"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 VENV="$CACHE/venv"
 mkdir -p "$VAR/log" "$VAR/run" "$VAR/mail" "$CACHE"
+# var/ holds password hashes (auth.db), every user's files (mongo/), mail,
+# logs with addresses in them and credentials: its owner's only (the
+# servers the scripts start write with umask 077).
+chmod 700 "$VAR" "$VAR/log" "$VAR/mail"
 
 # Every step is stamped with the time since the outermost script started, so a
 # slow CI run shows where its minutes went.
@@ -155,35 +159,93 @@ check_broker_alarms() {
 }
 
 ensure_rabbitmq() {
-  port_open 5672 && return 0
-  log "starting RabbitMQ"
-  as_root rabbitmq-server -detached >/dev/null 2>&1 || true
-  as_root rabbitmqctl await_startup --timeout 60 >/dev/null
-  wait_for_port 5672 60 RabbitMQ
+  if ! port_open 5672; then
+    log "starting RabbitMQ"
+    as_root rabbitmq-server -detached >/dev/null 2>&1 || true
+    as_root rabbitmqctl await_startup --timeout 60 >/dev/null
+    wait_for_port 5672 60 RabbitMQ
+  fi
+  ensure_broker_admin
 }
 
-# MODE is "persistent" (data under var/mongo) or "memory" (tests).
+# A secret of the local stack under var/ (made once, readable by its owner
+# only): NAME's file, printed.
+local_secret() { # NAME
+  local file="$VAR/secrets/$1"
+  mkdir -p "$VAR/secrets" && chmod 700 "$VAR/secrets"
+  [ -s "$file" ] || (umask 077 && openssl rand -hex 24 >"$file")
+  cat "$file"
+}
+
+# The local broker's administrator for tests and tools (mp3c-admin, its
+# password in var/secrets/), and `guest` limited to nothing: with
+# guest/guest any local process could read every user's events and publish
+# forged messages. Exports AMQP_URL for it unless one is set.
+ensure_broker_admin() {
+  local password
+  password=$(local_secret rabbitmq-admin)
+  if as_root rabbitmqctl -q list_users 2>/dev/null | grep -q '^mp3c-admin[[:space:]]'; then
+    as_root rabbitmqctl -q change_password mp3c-admin "$password" >/dev/null
+  else
+    as_root rabbitmqctl -q add_user mp3c-admin "$password" >/dev/null
+  fi
+  as_root rabbitmqctl -q set_user_tags mp3c-admin administrator >/dev/null
+  as_root rabbitmqctl -q set_permissions -p / mp3c-admin '.*' '.*' '.*' >/dev/null
+  if as_root rabbitmqctl -q list_users 2>/dev/null | grep -q '^guest[[:space:]]'; then
+    as_root rabbitmqctl -q clear_permissions -p / guest >/dev/null 2>&1 || true
+    as_root rabbitmqctl -q set_user_tags guest >/dev/null 2>&1 || true
+  fi
+  export AMQP_URL=${AMQP_URL:-"amqp://mp3c-admin:$password@127.0.0.1:5672/%2f"}
+}
+
+# The local MongoDB's URI with its root user's credentials (var/secrets/).
+local_mongodb_uri() {
+  printf 'mongodb://mp3c:%s@127.0.0.1:27017/?authSource=admin' "$(local_secret mongodb-root)"
+}
+
+# MODE is "persistent" (data under var/mongo) or "memory" (tests: a fresh
+# var/mongo-test each start). Either way it requires a login, as a real
+# mongod should: the root user mp3c, its password in var/secrets/, created
+# on a side port without authentication the first time. Exports MONGODB_URI
+# for it unless one is set.
 ensure_mongodb() {
   local mode=$1
-  port_open 27017 && return 0
-  if command -v mongod >/dev/null; then
-    log "starting mongod"
-    mkdir -p "$VAR/mongo"
-    nohup mongod --bind_ip 127.0.0.1 --port 27017 --dbpath "$VAR/mongo" >>"$VAR/log/mongodb.log" 2>&1 &
-  else
+  if ! port_open 27017; then
     ensure_venv
     local storage="$VAR/mongo" extra=()
-    # In memory, everything lives in SecantusDB's cache (1G by default), and
-    # dropped test databases do not give their space back: a whole test run
-    # needs more (it failed with WT_CACHE_FULL on repeated runs).
-    [ "$mode" = memory ] && storage=":memory:" && extra=(--cache-size 6G)
-    log "starting SecantusDB (MongoDB-compatible) on 27017, storage $storage"
-    mkdir -p "$VAR/mongo"
-    nohup "$VENV/bin/secantusd-py" --host 127.0.0.1 --port 27017 --storage-path "$storage" "${extra[@]}" \
-      >>"$VAR/log/mongodb.log" 2>&1 &
+    if [ "$mode" = memory ]; then
+      storage="$VAR/mongo-test"
+      rm -rf "$storage"
+      # Dropped test databases keep their space until the cache evicts: a
+      # whole test run needs more than the 1G default.
+      extra=(--cache-size 6G)
+    fi
+    mkdir -p "$storage" && chmod 700 "$storage"
+    local server=("$VENV/bin/secantusd-py" --host 127.0.0.1 --storage-path "$storage" "${extra[@]}")
+    local name="SecantusDB (MongoDB-compatible)"
+    if command -v mongod >/dev/null; then
+      server=(mongod --bind_ip 127.0.0.1 --dbpath "$storage")
+      name=mongod
+    fi
+    if [ ! -e "$storage/.mp3c-root-user" ]; then
+      log "creating the root user of the local MongoDB (password in var/secrets/mongodb-root)"
+      (umask 077; exec "${server[@]}" --port 27018 >>"$VAR/log/mongodb.log" 2>&1) &
+      local setup=$!
+      wait_for_port 27018 60 "MongoDB (setup)"
+      MONGO_PASSWORD=$(local_secret mongodb-root) "$VENV/bin/python" -c '
+import os, pymongo
+client = pymongo.MongoClient("127.0.0.1", 27018, directConnection=True)
+client.admin.command("createUser", "mp3c", pwd=os.environ["MONGO_PASSWORD"], roles=[{"role": "root", "db": "admin"}])'
+      kill "$setup" && wait "$setup" 2>/dev/null || true
+      touch "$storage/.mp3c-root-user"
+    fi
+    log "starting $name on 27017 (login required), storage ${storage#"$ROOT/"}"
+    (umask 077
+     nohup "${server[@]}" --port 27017 --auth >>"$VAR/log/mongodb.log" 2>&1 &
+     echo $! >"$VAR/run/mongodb.pid")
+    wait_for_port 27017 60 MongoDB
   fi
-  echo $! >"$VAR/run/mongodb.pid"
-  wait_for_port 27017 60 MongoDB
+  export MONGODB_URI=${MONGODB_URI:-$(local_mongodb_uri)}
 }
 
 ensure_postgres() {
@@ -220,9 +282,10 @@ ensure_smtp_catcher() {
   port_open 1025 && return 0
   ensure_venv
   log "starting the SMTP catcher on 127.0.0.1:1025 (mail goes to var/mail/)"
-  nohup "$VENV/bin/python" "$ROOT/scripts/smtp-catcher.py" 127.0.0.1 1025 "$VAR/mail" \
-    >>"$VAR/log/smtp-catcher.log" 2>&1 &
-  echo $! >"$VAR/run/smtp-catcher.pid"
+  (umask 077
+   nohup "$VENV/bin/python" "$ROOT/scripts/smtp-catcher.py" 127.0.0.1 1025 "$VAR/mail" \
+     >>"$VAR/log/smtp-catcher.log" 2>&1 &
+   echo $! >"$VAR/run/smtp-catcher.pid")
   wait_for_port 1025 20 "SMTP catcher"
 }
 

@@ -5,8 +5,10 @@ Open the files with any mail client, or read them as text. With --api it
 also serves, on HOST:API_PORT, the part of Mailpit's HTTP API that scripts
 and tests read, so they work the same against Mailpit on a cluster:
   GET /livez, GET /readyz                 200 while running
-  GET /api/v1/messages                    {"total", "messages": [{"ID", "From",
-                                           "To", "Subject", "Created", "Size"}]}
+  GET /api/v1/messages?start=S&limit=L   {"total", "count", "start", "messages":
+                                           [{"ID", "From", "To", "Subject",
+                                           "Created", "Size"}]}, newest first,
+                                           L (default 50, as Mailpit's) from S
   GET /api/v1/message/<ID>/raw            the message as sent
   DELETE /api/v1/messages                 removes every message
 and, for scripts/chaos (no Mailpit has it):
@@ -20,6 +22,7 @@ import datetime
 import email
 import email.policy
 import json
+import urllib.parse
 import pathlib
 import signal
 import sys
@@ -80,12 +83,19 @@ def api_handler(folder: pathlib.Path, handler: KeepAsEml):
             self.wfile.write(body)
 
         def do_GET(self):  # noqa: N802 (the http.server name)
-            path = self.path.split("?", 1)[0]
+            path, _, query = self.path.partition("?")
             if path in ("/livez", "/readyz"):
                 return self.send(200, b"ok", "text/plain")
             if path == "/api/v1/messages":
                 files = sorted(folder.glob("*.eml"), reverse=True)
-                body = {"total": len(files), "messages": [summary(f) for f in files]}
+                params = urllib.parse.parse_qs(query)
+                try:
+                    start = max(0, int(params.get("start", ["0"])[0]))
+                    limit = max(1, int(params.get("limit", ["50"])[0]))
+                except ValueError:
+                    return self.send(400, b'{"error": "start and limit are numbers"}')
+                page = [summary(f) for f in files[start:start + limit]]
+                body = {"total": len(files), "count": len(page), "start": start, "messages": page}
                 return self.send(200, json.dumps(body).encode())
             parts = path.strip("/").split("/")
             if len(parts) == 5 and parts[:3] == ["api", "v1", "message"] and parts[4] == "raw":
