@@ -32,6 +32,8 @@ import pymongo
 
 JOB_IN_MAIL = re.compile(r"/api/v1/jobs/([0-9a-f]{24})")
 JOB_LINE = re.compile(r"Job: ([0-9a-f]{24})")
+# Auth's account mails (confirm an address, reset a password): about no job.
+ACCOUNT_SUBJECTS = ("Confirm your address", "Choose a new password")
 
 
 def option(args: list, name: str, default: str | None = None) -> str | None:
@@ -40,8 +42,27 @@ def option(args: list, name: str, default: str | None = None) -> str | None:
     return default
 
 
+def mail_listing(api: str) -> list[dict]:
+    """Every message Mailpit (or scripts/smtp-catcher.py) holds, page by
+    page: a listing answers 50 by default."""
+    listing: list[dict] = []
+    while True:
+        url = f"{api}/api/v1/messages?start={len(listing)}&limit=500"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            page = json.load(response)
+        listing += page["messages"]
+        if not page["messages"] or len(listing) >= page["total"]:
+            return listing
+
+
+def job_mail_count(api: str) -> int:
+    """How many of the messages are about jobs (not auth's account mails)."""
+    return sum(1 for m in mail_listing(api) if not str(m.get("Subject", "")).startswith(ACCOUNT_SUBJECTS))
+
+
 def mails(args: list) -> list[tuple[str, str, str]]:
-    """(kind, job id, Message-ID) of every mail sent: `ready` or `failed`.
+    """(kind, job id, Message-ID) of every mail about a job: `ready` or
+    `failed` (auth's account mails are not counted).
     The notification service sends at least once: a mail whose SMTP
     confirmation was lost is sent again with the same Message-ID, which a
     receiving system drops; two Message-IDs of one kind for one job are
@@ -49,9 +70,7 @@ def mails(args: list) -> list[tuple[str, str, str]]:
     texts = []
     api = option(args, "--mail-api")
     if api:
-        with urllib.request.urlopen(f"{api}/api/v1/messages", timeout=10) as response:
-            listing = json.load(response)["messages"]
-        for message in listing:
+        for message in mail_listing(api):
             with urllib.request.urlopen(f"{api}/api/v1/message/{message['ID']}/raw", timeout=10) as response:
                 texts.append(response.read())
     else:
@@ -62,6 +81,8 @@ def mails(args: list) -> list[tuple[str, str, str]]:
         body = message.get_body(preferencelist=("plain",))
         text = body.get_content() if body else ""
         subject = str(message["Subject"] or "")
+        if subject.startswith(ACCOUNT_SUBJECTS):
+            continue
         kind = "failed" if subject.startswith("We could not") else "ready"
         job = JOB_IN_MAIL.search(text) or JOB_LINE.search(text)
         found.append((kind, job.group(1) if job else "?", str(message["Message-ID"] or "").strip()))

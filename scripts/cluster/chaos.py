@@ -33,6 +33,7 @@ import urllib.request
 
 import audit
 import client as c
+import hostile_accounts
 from client import GW, podman, pod_ip, pods, step
 
 c.PREFIX = "chaos"
@@ -113,14 +114,15 @@ class Uploads:
         self.lock = threading.Lock()
         self.count = 0
 
-    def one(self, bytes_: bytes | None = None, name: str | None = None, source: pathlib.Path | None = None) -> None:
-        """One upload: `bytes_`, or the file `source` streamed from disk
-        (with the name appended, so each is new to deduplication), or the
-        small sample."""
+    def one(self, bytes_: bytes | None = None, name: str | None = None, source: pathlib.Path | None = None,
+            user: str | None = None) -> None:
+        """One upload by `user` (else the next of USERS): `bytes_`, or the
+        file `source` streamed from disk (with the name appended, so each is
+        new to deduplication), or the small sample."""
         with self.lock:
             self.count += 1
             n = self.count
-        user = USERS[n % len(USERS)]
+        user = user or USERS[n % len(USERS)]
         name = name or f"chaos-{c.RUN}-{n}.mp4"
         body = bytes_ if bytes_ is not None else self.sample + f"{name}".encode()
         boundary = f"b{n}x{c.RUN}"
@@ -191,16 +193,34 @@ def wait_mails(count: int, seconds: float) -> None:
     seen = {"total": 0}
 
     def arrived():
-        with urllib.request.urlopen(f"http://{pod_ip('mailpit-0')}:8025/api/v1/messages", timeout=10) as response:
-            seen["total"] = json.load(response)["total"]
-            return seen["total"] >= count
+        seen["total"] = audit.job_mail_count(f"http://{pod_ip('mailpit-0')}:8025")
+        return seen["total"] >= count
 
     try:
         c.wait_for(f"{count} mails", arrived, seconds)
     except SystemExit:
         # How far it got, and where the jobs stand, for whoever reads the failure.
         print(f"chaos: {seen['total']} of {count} mails arrived; queues: {in_flight()}", file=sys.stderr)
+        name_unmailed_jobs()
         raise
+
+
+def name_unmailed_jobs() -> None:
+    """Names the jobs no mail was sent about, with what their records say
+    and what every service logged about them: a soak failure's lead."""
+    mailed = {job for _, job, _ in audit.mails(c.audit_args())}
+    mongo = c.mongo()
+    fields = {"state": 1, "published_at": 1, "mp3_fid": 1, "error": 1, "retries": 1}
+    for job in mongo["videos"]["jobs"].find({"notify_email": {"$ne": False}}, fields):
+        if str(job["_id"]) in mailed:
+            continue
+        record = {k: str(v) for k, v in job.items() if k != "_id"}
+        print(f"chaos: no mail about job {job['_id']}: {record}", file=sys.stderr)
+        for workload in ("gateway", "converter", "notification"):
+            for pod in pods(workload):
+                for line in logs_since(pod, "30m", str(job["_id"])).splitlines():
+                    print(f"  {pod}: {line[:400]}", file=sys.stderr)
+    mongo.close()
 
 
 def in_flight() -> dict[str, int]:
@@ -586,7 +606,12 @@ def hostile(media, tokens):
     connection.close()
     uploads.many(5)
     step(f"hostile: {len(cases)} malformed requests and {2 * len(poisons)} poison messages")
-    conclude("hostile", uploads, expect_dead=2 * len(poisons))
+    # Accounts and abuse: a phishing name, a burst past the quota, a
+    # stream flood (scripts/cluster/hostile_accounts.py).
+    mailed = hostile_accounts.phishing_name(sample, wait_finished)
+    hostile_accounts.quota_burst(uploads, USERS[1], tokens[USERS[1]], c.pods("converter"))
+    hostile_accounts.stream_flood(uploads, USERS[2], tokens[USERS[2]], tokens[USERS[3]])
+    conclude("hostile", uploads, expect_dead=2 * len(poisons), mails=len(uploads.accepted) + mailed)
     after = restarts()
     changed = {pod: after[pod] - before.get(pod, 0) for pod in after if after[pod] != before.get(pod, 0)}
     if changed:

@@ -612,6 +612,7 @@ BREAKS = [
     ("a Service name misspelt", "base", lambda d: find(d, "ConfigMap", "gateway")["data"].update(AUTH_URL="http://auths:5000"), "names auths, which is no Service"),
     ("a wrong Service port", "base", lambda d: secret_set(d, "gateway", "AMQP_URL", "amqp://u:p@rabbitmq:5673/%2f"), "uses port 5673"),
     ("a network policy missing", "base", lambda d: d.remove(find(d, "NetworkPolicy", "mongodb")), "no NetworkPolicy lets pod converter reach mongodb:27017"),
+    ("auth's mail shut out", "base", lambda d: find(d, "NetworkPolicy", "mailpit")["spec"]["ingress"][0]["from"].pop(1), "no NetworkPolicy lets pod auth reach mailpit:1025"),
     ("Prometheus shut out", "base", lambda d: d.remove(find(d, "NetworkPolicy", "monitoring-converter")), "reach converter:8090 (Prometheus"),
     ("a rule admitting every source", "base", lambda d: add_rule(d, "auth", {"ports": [{"port": 5000}]}), "a rule without `from` admits every source"),
     ("an empty selector", "base", lambda d: add_rule(d, "auth", {"from": [{"podSelector": {}}], "ports": [{"port": 5000}]}), "an empty selector"),
