@@ -2,8 +2,9 @@
 
 What JSON Schema cannot say, said here for the generated requests the
 document calls valid, before they are sent: an upload's file must be media,
-so it is a real video; a trim ends after it starts; `before` and `page` do
-not come together. Requests made to break the schema go as generated.
+so it is a real video; the original a source part describes is no smaller
+than it; a trim ends after it starts; `before` and `page` do not come
+together. Requests made to break the schema go as generated.
 """
 
 import os
@@ -28,6 +29,11 @@ def before_call(context, case, kwargs):
     if operation == ("POST", "/api/v1/jobs") and isinstance(case.body, dict):
         if isinstance(case.body.get("file"), (Binary, bytes)):
             case.body["file"] = Binary(VIDEO)
+        # The original a source part describes holds what was sent: it is
+        # no smaller than the file.
+        source = case.body.get("source")
+        if isinstance(source, dict) and _number(source.get("size_bytes")) and source["size_bytes"] < len(VIDEO):
+            source["size_bytes"] = len(VIDEO)
         options = case.body.get("options")
         if isinstance(options, dict):
             start, end = options.get("trim_start_s"), options.get("trim_end_s")

@@ -182,16 +182,19 @@ local_secret() { # NAME
 # guest/guest any local process could read every user's events and publish
 # forged messages. Exports AMQP_URL for it unless one is set.
 ensure_broker_admin() {
-  local password
+  local password users
   password=$(local_secret rabbitmq-admin)
-  if as_root rabbitmqctl -q list_users 2>/dev/null | grep -q '^mp3c-admin[[:space:]]'; then
+  # Read whole first: with pipefail, `rabbitmqctl | grep -q` fails whenever
+  # grep's early exit cuts rabbitmqctl off (SIGPIPE), found or not.
+  users=$(as_root rabbitmqctl -q list_users 2>/dev/null || true)
+  if grep -q '^mp3c-admin[[:space:]]' <<<"$users"; then
     as_root rabbitmqctl -q change_password mp3c-admin "$password" >/dev/null
   else
     as_root rabbitmqctl -q add_user mp3c-admin "$password" >/dev/null
   fi
   as_root rabbitmqctl -q set_user_tags mp3c-admin administrator >/dev/null
   as_root rabbitmqctl -q set_permissions -p / mp3c-admin '.*' '.*' '.*' >/dev/null
-  if as_root rabbitmqctl -q list_users 2>/dev/null | grep -q '^guest[[:space:]]'; then
+  if grep -q '^guest[[:space:]]' <<<"$users"; then
     as_root rabbitmqctl -q clear_permissions -p / guest >/dev/null 2>&1 || true
     as_root rabbitmqctl -q set_user_tags guest >/dev/null 2>&1 || true
   fi

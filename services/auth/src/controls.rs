@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::links::Purpose;
 use crate::password;
 use crate::state::AppState;
-use crate::store::{User, normalize_email};
+use crate::store::User;
 use contract::secret::Secret;
 
 /// Links of one kind mailed to one account: at most one a minute, and
@@ -130,7 +130,9 @@ pub async fn delete(state: &AppState, token: &str, password: Secret) -> Result<U
 /// confirmed, enabled account. The answer is the same either way, so it
 /// tells nobody which addresses have accounts; mail limits still apply.
 pub async fn request_reset(state: &AppState, email: &str) -> Result<(), Error> {
-    let Some(user) = state.store.find_by_email(&normalize_email(email)).await? else {
+    // Not an address at all: said, as it tells nothing about accounts.
+    let email = crate::accounts::validate_email(email)?;
+    let Some(user) = state.store.find_by_email(&email).await? else {
         return Ok(());
     };
     if !user.email_confirmed || user.disabled {

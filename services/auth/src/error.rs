@@ -97,10 +97,9 @@ impl Error {
             Error::NotAuthorized | Error::RegistrationDisabled => StatusCode::FORBIDDEN,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::EmailTaken => StatusCode::CONFLICT,
-            Error::UnknownUser | Error::NotFound => StatusCode::NOT_FOUND,
-            Error::InvalidEmail | Error::InvalidPassword | Error::InvalidLink => {
-                StatusCode::BAD_REQUEST
-            }
+            // A mailed link that is unknown, used or expired is not found.
+            Error::UnknownUser | Error::NotFound | Error::InvalidLink => StatusCode::NOT_FOUND,
+            Error::InvalidEmail | Error::InvalidPassword => StatusCode::BAD_REQUEST,
             Error::WrongPassword => StatusCode::FORBIDDEN,
             Error::MailUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Error::BadRequest { status, .. } => *status,

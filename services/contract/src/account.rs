@@ -161,9 +161,14 @@ pub struct AccountDeletion {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ResetRequest {
+    /// A deliverable address, as [`NewAccount::email`] states it.
     #[cfg_attr(
         feature = "openapi",
-        schema(example = "alice@example.com", max_length = 254)
+        schema(
+            example = "alice@example.com",
+            max_length = 254,
+            pattern = r"^\s*(?=[^@]{1,64}@)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+\s*$"
+        )
     )]
     pub email: String,
 }

@@ -61,14 +61,20 @@ pub struct JobList {
     pub next_before: Option<String>,
 }
 
+/// The largest original a `source` part may describe (1 TiB).
+pub const MAX_SOURCE_BYTES: i64 = 1 << 40;
+
 /// What an audio-only upload was copied out of: the upload's `source`
 /// part, kept on the job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SourceFile {
-    /// Size of the original video.
-    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
+    /// Size of the original video, at most [`MAX_SOURCE_BYTES`].
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 1_099_511_627_776_i64)
+    )]
     pub size_bytes: i64,
     /// Hex SHA-256 of the original video.
     #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-fA-F]{64}$"))]

@@ -117,7 +117,7 @@ async fn a_new_account_is_unconfirmed_until_its_mailed_link_is_used_once(backend
         Some(json!({"token": token})),
     )
     .await;
-    assert_api_error(again, 400, "invalid_link").await;
+    assert_api_error(again, 404, "invalid_link").await;
     let forged = send(
         &app,
         reqwest::Method::POST,
@@ -126,7 +126,7 @@ async fn a_new_account_is_unconfirmed_until_its_mailed_link_is_used_once(backend
         Some(json!({"token": "forged"})),
     )
     .await;
-    assert_api_error(forged, 400, "invalid_link").await;
+    assert_api_error(forged, 404, "invalid_link").await;
     let session = api_token(&app, "new@example.com", "long enough").await;
     assert_eq!(
         app.me(&session).await.json::<Value>().await.expect("json")["email_confirmed"],
@@ -306,7 +306,7 @@ async fn a_forgotten_password_is_reset_only_through_a_confirmed_address(backend:
         Some(json!({"token": token, "new_password": "third password"})),
     )
     .await;
-    assert_api_error(replayed, 400, "invalid_link").await;
+    assert_api_error(replayed, 404, "invalid_link").await;
 
     assert_eq!(
         app.me(&old_session).await.status(),

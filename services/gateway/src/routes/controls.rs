@@ -99,7 +99,11 @@ pub async fn resend_confirmation(
     request_body = LinkToken,
     responses(
         (status = 200, description = "Confirmed", body = Profile),
-        (status = 400, description = "The link is unknown, used or expired", body = ErrorBody),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 404, description = "The link is unknown, used or expired", body = ErrorBody),
+        (status = 413, description = "A body over 16 KiB", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "A missing or unknown field, or a wrong type", body = ErrorBody),
         (status = 503, description = "Auth service unreachable", body = ErrorBody),
     )
 )]
@@ -129,6 +133,9 @@ pub async fn confirm(
         (status = 400, description = "The new password is too short or too long", body = ErrorBody),
         (status = 401, description = "No token", body = ErrorBody),
         (status = 403, description = "The current password is wrong, or the token is not valid", body = ErrorBody),
+        (status = 413, description = "A body over 16 KiB", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "A missing or unknown field, or a wrong type", body = ErrorBody),
         (status = 503, description = "Auth service unreachable", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -184,8 +191,12 @@ pub async fn sign_out_everywhere(
     request_body = AccountDeletion,
     responses(
         (status = 204, description = "Deleted, with every job, video and MP3 of the account"),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "No token", body = ErrorBody),
         (status = 403, description = "The password is wrong, or the token is not valid", body = ErrorBody),
+        (status = 413, description = "A body over 16 KiB", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "A missing or unknown field, or a wrong type", body = ErrorBody),
         (status = 503, description = "Auth or MongoDB unavailable (what was started is finished later by any gateway)", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -231,7 +242,10 @@ pub async fn delete_me(
     request_body = ResetRequest,
     responses(
         (status = 202, description = "If the address is a confirmed account's, a link to choose a new password is on its way (the answer is the same either way)"),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, or not an email address", body = ErrorBody),
+        (status = 413, description = "A body over 16 KiB", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "A missing or unknown field, or a wrong type", body = ErrorBody),
         (status = 503, description = "Mail or the auth service unavailable", body = ErrorBody),
     )
 )]
@@ -258,7 +272,11 @@ pub async fn request_reset(
     request_body = ResetCompletion,
     responses(
         (status = 204, description = "The new password holds; every token of the account stops working"),
-        (status = 400, description = "The link is unknown, used or expired, or the password too short or too long", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, or the password too short or too long", body = ErrorBody),
+        (status = 404, description = "The link is unknown, used or expired", body = ErrorBody),
+        (status = 413, description = "A body over 16 KiB", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "A missing or unknown field, or a wrong type", body = ErrorBody),
         (status = 503, description = "Auth service unreachable", body = ErrorBody),
     )
 )]

@@ -178,10 +178,6 @@ impl<'de> serde::de::Visitor<'de> for DistinctKeysVisitor {
     }
 }
 
-/// The largest original a `source` part may name: no video anyone
-/// uploads the audio of is larger.
-const MAX_SOURCE_BYTES: i64 = 1 << 40;
-
 /// What a `source` part claims, against the upload it came with: an
 /// original at least as large as the file sent (the audio is part of it)
 /// and of a size a file can have.
@@ -194,9 +190,10 @@ fn check_source(source: &SourceFile, sent: &super::StoredVideo) -> Result<(), Ap
             source.size_bytes
         )));
     }
-    if source.size_bytes > MAX_SOURCE_BYTES {
+    if source.size_bytes > contract::job::MAX_SOURCE_BYTES {
         return Err(ApiError::BadRequest(format!(
-            "`source.size_bytes` must be at most {MAX_SOURCE_BYTES} bytes"
+            "`source.size_bytes` must be at most {} bytes",
+            contract::job::MAX_SOURCE_BYTES
         )));
     }
     Ok(())
