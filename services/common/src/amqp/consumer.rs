@@ -176,6 +176,15 @@ where
     Fut: Future<Output = Disposition> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(usize::from(settings.concurrency.max(1))));
+    // Each of the queue's series exists from the start, at 0: the alerts and
+    // the dashboard read them before the first wait, retry or dead letter.
+    for series in [
+        "amqp_messages_waited_total",
+        "amqp_messages_retried_total",
+        "amqp_messages_dead_lettered_total",
+    ] {
+        metrics::counter!(series, "queue" => settings.queue.clone()).increment(0);
+    }
     loop {
         let Some((conn, channel, mut consumer)) =
             open_with_backoff(&settings.queue, || open_consumer(&settings), &shutdown).await
