@@ -105,7 +105,11 @@ async fn random_messages_and_bodies_change_nothing_and_crash_nothing() {
     assert_eq!(created.status(), 202);
     let created: Value = created.json().await.expect("json");
     let id = created["job"]["id"].as_str().expect("id").to_owned();
-    let before = stack.wait_for_job(&id, Duration::from_secs(90)).await;
+    // Settled: the notification's own write (notified_at) must not land
+    // after this snapshot and pass for the fuzz's doing.
+    let before = stack
+        .wait_for_settled_job(&id, Duration::from_secs(90))
+        .await;
     let mails_before = stack.mail.count().await;
     // Real ids and names, so the garbage sometimes names the real job.
     let known: Vec<String> = vec![

@@ -378,6 +378,27 @@ impl TestStack {
         }
     }
 
+    /// Waits until the job is done, its `mp3` message confirmed and its
+    /// owner mailed: nothing is still to write to its record.
+    pub async fn wait_for_settled_job(&self, job_id: &str, timeout: Duration) -> Job {
+        let id = ObjectId::parse_str(job_id).expect("job id");
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(job) = self.jobs.get(id).await.expect("read job")
+                && job.state == JobState::Done
+                && job.published_at.is_some()
+                && (job.notified_at.is_some() || !job.notify_email)
+            {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {job_id} did not settle (done, announced, mailed) in {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Number of files in a GridFS database's `fs.files`.
     pub async fn stored_files(&self, db: &mongodb::Database) -> u64 {
         db.collection::<mongodb::bson::Document>("fs.files")
