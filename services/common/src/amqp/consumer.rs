@@ -194,8 +194,12 @@ where
         tracing::info!(queue = %settings.queue, "consuming");
         let mut running = tokio::task::JoinSet::new();
         let stopping = loop {
+            // Every wait also watches the connection: with every permit
+            // held by running work, nothing else would notice it die, and
+            // the consumer would come back only when that work ended.
             let permit = tokio::select! {
                 () = shutdown.cancelled() => break true,
+                () = lost(&conn, &channel) => break false,
                 permit = permits.clone().acquire_owned() => match permit {
                     Ok(permit) => permit,
                     Err(_) => break true,
@@ -203,6 +207,7 @@ where
             };
             let next = tokio::select! {
                 () = shutdown.cancelled() => break true,
+                () = lost(&conn, &channel) => break false,
                 next = consumer.next() => next,
             };
             let delivery = match next {
@@ -259,6 +264,20 @@ where
         running.abort_all();
         super::close_quietly(&conn, "reconnecting").await;
     }
+}
+
+/// How often a waiting consumer looks at its connection.
+const LIVENESS_CHECK: Duration = Duration::from_secs(1);
+
+/// Returns once the connection or the channel is no longer open (a missed
+/// heartbeat, a closed socket, a channel the broker closed): the running
+/// handlers can no longer settle their messages, which the broker gives to
+/// another consumer, so they are stopped and the consumer reconnects.
+async fn lost(conn: &Connection, channel: &Channel) {
+    while conn.status().connected() && channel.status().connected() {
+        tokio::time::sleep(LIVENESS_CHECK).await;
+    }
+    tracing::warn!("connection to the broker lost; reconnecting");
 }
 
 /// Acks, or moves the message to its delay queue or dead-letter queue

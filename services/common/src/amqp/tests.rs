@@ -278,3 +278,96 @@ async fn too_many_waits_in_a_row_count_as_a_failed_attempt() {
     assert_eq!(dead.len(), 1);
     assert!(dead[0].contains("waits in a row"), "{dead:?}");
 }
+
+/// A consumer whose every permit is held by running work still notices
+/// its connection die, and takes messages again at once: found by
+/// `scripts/chaos partition`, where a converter cut off mid-conversion
+/// came back only when that conversion ended (never within the 90 s the
+/// scenario waits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_is_noticed_while_every_permit_is_busy() {
+    let proxy = crate::testing::proxy::TcpProxy::to_broker_of(&crate::testing::amqp_url()).await;
+    let queue = format!("lost-{}", uuid::Uuid::new_v4().simple());
+    let settings = ConsumerSettings {
+        url: proxy.url_for(&crate::testing::amqp_url()),
+        queue: queue.clone(),
+        name: "lost-test".into(),
+        concurrency: 1,
+        grace: Duration::from_secs(5),
+        retry: RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(50),
+        },
+        wait: Duration::from_millis(50),
+        bind: None,
+    };
+    let held = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let (hold, record) = (held.clone(), seen.clone());
+    let shutdown = crate::shutdown::CancellationToken::new();
+    let consumer = tokio::spawn(consume(
+        settings.clone(),
+        move |incoming: Incoming| {
+            let (hold, record) = (hold.clone(), record.clone());
+            async move {
+                let body = String::from_utf8_lossy(&incoming.body).into_owned();
+                record.lock().expect("seen").push(body.clone());
+                // The first delivery of "long" is a conversion that does
+                // not end while this test runs.
+                if body == "long" && !hold.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    std::future::pending::<()>().await;
+                }
+                Disposition::Ack
+            }
+        },
+        shutdown.clone(),
+    ));
+    // Published straight to the broker: only the consumer's connection
+    // goes through the proxy.
+    let publisher = Publisher::connect(&crate::testing::amqp_url(), "lost-test", &[&queue], &[])
+        .await
+        .expect("publisher");
+    let wait_for = |what: &'static str, done: fn(&[String]) -> bool| {
+        let seen = seen.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while !done(&seen.lock().expect("seen")) {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{what}: handled {:?}",
+                    seen.lock().expect("seen")
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    publisher
+        .publish(&queue, b"long", FieldTable::default())
+        .await
+        .expect("publish");
+    wait_for("the long job started", |seen| !seen.is_empty()).await;
+
+    proxy.cut();
+    publisher
+        .publish(&queue, b"next", FieldTable::default())
+        .await
+        .expect("publish");
+    wait_for(
+        "the next message handled while the long one still runs",
+        |seen| seen.iter().any(|body| body == "next"),
+    )
+    .await;
+    let dead = finish(&settings, shutdown, consumer).await;
+    assert!(dead.is_empty(), "{dead:?}");
+    // The long job's message came back to the queue and was taken again.
+    assert_eq!(
+        seen.lock()
+            .expect("seen")
+            .iter()
+            .filter(|body| *body == "long")
+            .count(),
+        2,
+        "{:?}",
+        seen.lock().expect("seen")
+    );
+}
