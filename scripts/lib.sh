@@ -232,13 +232,21 @@ ensure_mongodb() {
     fi
     if [ ! -e "$storage/.mp3c-root-user" ]; then
       log "creating the root user of the local MongoDB (password in var/secrets/mongodb-root)"
-      (umask 077; exec "${server[@]}" --port 27018 >>"$VAR/log/mongodb.log" 2>&1) &
+      # A free side port of its own: whatever else listens (a setup server
+      # an interrupted run left) is never mistaken for it.
+      local side=27018
+      while port_open "$side"; do side=$((side + 1)); done
+      (umask 077; exec "${server[@]}" --port "$side" >>"$VAR/log/mongodb.log" 2>&1) &
       local setup=$!
-      wait_for_port 27018 60 "MongoDB (setup)"
-      MONGO_PASSWORD=$(local_secret mongodb-root) "$VENV/bin/python" -c '
+      wait_for_port "$side" 60 "MongoDB (setup)"
+      MONGO_PORT=$side MONGO_PASSWORD=$(local_secret mongodb-root) "$VENV/bin/python" -c '
 import os, pymongo
-client = pymongo.MongoClient("127.0.0.1", 27018, directConnection=True)
-client.admin.command("createUser", "mp3c", pwd=os.environ["MONGO_PASSWORD"], roles=[{"role": "root", "db": "admin"}])'
+client = pymongo.MongoClient("127.0.0.1", int(os.environ["MONGO_PORT"]), directConnection=True)
+password, roles = os.environ["MONGO_PASSWORD"], [{"role": "root", "db": "admin"}]
+if client.admin.command("usersInfo", "mp3c")["users"]:
+    client.admin.command("updateUser", "mp3c", pwd=password, roles=roles)
+else:
+    client.admin.command("createUser", "mp3c", pwd=password, roles=roles)'
       kill "$setup" && wait "$setup" 2>/dev/null || true
       touch "$storage/.mp3c-root-user"
     fi
