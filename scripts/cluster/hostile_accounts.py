@@ -50,7 +50,8 @@ def phishing_name(sample: bytes, wait_finished) -> int:
     says nothing the stranger wrote) and nothing else. Once confirmed, the
     conversion mail names the file shortened and with no link in it.
     Returns the job mails it caused (one)."""
-    address = f"phish-{c.RUN}@example.com"
+    # New each run: a soak repeats the scenario in one process.
+    address = f"phish-{c.RUN}-{time.monotonic_ns()}@example.com"
     status, body = c.api("POST", "/api/v1/register", body={"email": address, "password": "a long password 1"})
     if status != 201:
         c.fail(f"hostile phishing: registering answered {status} {body[:200]!r}")
