@@ -89,14 +89,7 @@ class Events(threading.Thread):
 
 
 def upload(token: str, body: bytes, name: str) -> tuple[str, float]:
-    boundary = f"bench{time.monotonic_ns()}"
-    payload = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-        "Content-Type: video/mp4\r\n\r\n"
-    ).encode() + body + f"\r\n--{boundary}--\r\n".encode()
-    request = urllib.request.Request(f"{GW}/upload", data=payload, method="POST")
-    request.add_header("Content-Type", f"multipart/form-data; boundary={boundary}")
-    request.add_header("Authorization", f"Bearer {token}")
+    request = c.upload_request("/upload", token, name, body)
     with urllib.request.urlopen(request, timeout=300) as response:
         response.read()
         return response.headers["x-job-id"], time.monotonic()

@@ -67,6 +67,20 @@ def api(method: str, path: str, token: str | None = None, body: dict | None = No
         return err.code, err.read()
 
 
+def upload_request(path: str, token: str, name: str, body: bytes) -> urllib.request.Request:
+    """A POST of `body` as the multipart part `file` named `name`, signed in
+    with `token`, to the gateway's `path` (through the Ingress)."""
+    boundary = f"b{time.monotonic_ns()}"
+    payload = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+        "Content-Type: video/mp4\r\n\r\n"
+    ).encode() + body + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(f"{GW}{path}", data=payload, method="POST")
+    request.add_header("Content-Type", f"multipart/form-data; boundary={boundary}")
+    request.add_header("Authorization", f"Bearer {token}")
+    return request
+
+
 def wait_for(what: str, probe, seconds: float):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

@@ -20,14 +20,7 @@ CONFIRM_LINK = re.compile(r"/account/confirm\?token=([A-Za-z0-9_-]+)")
 
 def upload(token: str, name: str, data: bytes, path: str = "/upload") -> tuple[int, dict, bytes]:
     """One multipart upload: (status, headers, body)."""
-    boundary = f"h{time.monotonic_ns()}"
-    body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-        "Content-Type: video/mp4\r\n\r\n"
-    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    request = urllib.request.Request(f"{GW}{path}", data=body, method="POST")
-    request.add_header("Content-Type", f"multipart/form-data; boundary={boundary}")
-    request.add_header("Authorization", f"Bearer {token}")
+    request = c.upload_request(path, token, name, data)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, dict(response.headers), response.read()
