@@ -10,6 +10,8 @@ const items = new Map();
 let settings = null;
 let signedIn = false;
 let online = true;
+// The account as the server last described it (GET /api/v1/me).
+let profile = null;
 
 const STAGES = {
   pending: "Waiting to upload",
@@ -61,10 +63,151 @@ function render(snapshot) {
   renderStatus();
   renderItems();
   if (!signedIn) {
+    profile = null;
+    renderProfile();
     checkRegistration();
     $("password").focus();
+  } else if (!profile) {
+    loadProfile();
   }
 }
+
+// ---------------------------------------------------------------- account
+
+async function loadProfile() {
+  if (!signedIn) return;
+  try {
+    profile = await invoke("account");
+  } catch (_) {
+    // Offline: the banner waits for the next try. A session the server
+    // refused comes back as the engine's "signed_out" event.
+    return;
+  }
+  renderProfile();
+}
+
+function renderProfile() {
+  $("confirm-banner").hidden = !(signedIn && profile && !profile.email_confirmed);
+  if (profile) $("confirm-email").textContent = profile.email;
+}
+
+// The address may be confirmed in a browser at any time: look again when
+// the window comes back to the front, and now and then.
+window.addEventListener("focus", loadProfile);
+setInterval(loadProfile, 60_000);
+
+function size(bytes) {
+  if (bytes >= 1e9) return `${(bytes / 1e9).toFixed(1)} GB`;
+  return megabytes(bytes);
+}
+
+function renderAccount() {
+  const rows = [["Email", profile.email],
+    ["Address", profile.email_confirmed ? "Confirmed"
+      : "Not confirmed yet: no emails until you open the link we sent"]];
+  const q = profile.quotas;
+  if (q) {
+    rows.push(["Videos converting", `${q.jobs_in_flight.used} of ${q.jobs_in_flight.limit} at once`],
+      ["Videos this hour", `${q.jobs_per_hour.used} of ${q.jobs_per_hour.limit}`],
+      ["Space on the server", `${size(q.stored_bytes.used)} of ${size(q.stored_bytes.limit)}`]);
+  }
+  $("account-list").replaceChildren(...rows.flatMap(([k, v]) => {
+    const dt = document.createElement("dt"); dt.textContent = k;
+    const dd = document.createElement("dd"); dd.textContent = v;
+    return [dt, dd];
+  }));
+  $("password-username").value = profile.email;
+}
+
+// A yes/no question in the window's own dialog; resolves to true for yes.
+function ask(text, yes) {
+  return new Promise((resolve) => {
+    const dialog = $("confirm");
+    $("confirm-text").textContent = text;
+    $("confirm-yes").textContent = yes;
+    dialog.returnValue = "";
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "yes"), { once: true });
+    dialog.showModal();
+    $("confirm-no").focus();
+  });
+}
+
+$("confirm-resend").addEventListener("click", async () => {
+  $("confirm-resend").disabled = true;
+  try {
+    await invoke("resend_confirmation");
+    $("confirm-message").textContent = `Sent. Open the link in the email to ${profile?.email ?? "you"}.`;
+  } catch (err) {
+    $("confirm-message").textContent = err?.code === "rate_limited"
+      ? "A link went out less than a minute ago (five at most a day): look in your inbox and spam folder, or try again later."
+      : message(err);
+  } finally {
+    $("confirm-resend").disabled = false;
+  }
+});
+
+$("account-button").addEventListener("click", async () => {
+  for (const id of ["account-error", "password-error", "delete-error"]) showError(id, null);
+  try {
+    profile = await invoke("account");
+    renderProfile();
+  } catch (err) {
+    if (!signedIn) return;
+    if (!profile) { toast(message(err)); return; }
+    showError("account-error", `Showing what was known before: ${message(err)}`);
+  }
+  renderAccount();
+  $("account").showModal();
+});
+$("account-close").addEventListener("click", () => $("account").close());
+
+// A submit (the button or Enter in either field) changes the password.
+$("password-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  showError("password-error", null);
+  $("password-change").disabled = true;
+  try {
+    await invoke("change_password", { current: $("current-password").value, new: $("new-password").value });
+    $("current-password").value = "";
+    $("new-password").value = "";
+    toast("Password changed. Your other devices are signed out.");
+  } catch (err) {
+    showError("password-error", err);
+  } finally {
+    $("password-change").disabled = false;
+  }
+});
+
+$("signout-everywhere").addEventListener("click", async () => {
+  if (!await ask("Sign out everywhere? Every device signed in to this account, this app too, will need the password again.",
+    "Sign out everywhere")) return;
+  try {
+    await invoke("sign_out_everywhere");
+    $("account").close();
+    showError("signin-error", "Signed out everywhere. Sign in again to go on; your queue is kept.");
+    await refresh();
+  } catch (err) {
+    showError("account-error", err);
+  }
+});
+
+$("delete-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  showError("delete-error", null);
+  const email = profile?.email ?? "this account";
+  if (!await ask(`Delete ${email} for good, with every video and MP3 of it on the server? This cannot be undone.`,
+    "Delete the account")) return;
+  try {
+    await invoke("delete_account", { password: $("delete-password").value });
+    $("delete-password").value = "";
+    $("account").close();
+    $("email").value = "";
+    showError("signin-error", `The account ${email} is deleted. The MP3s in your MP3 folder are still there.`);
+    await refresh();
+  } catch (err) {
+    showError("delete-error", err);
+  }
+});
 
 // "Create an account" shows only when the server says registration is open.
 let registrationCheckedFor = null;
@@ -197,6 +340,7 @@ listen("engine", ({ payload: event }) => {
       break;
     case "signed_out":
       signedIn = false;
+      for (const id of ["account", "confirm"]) if ($(id).open) $(id).close();
       showError("signin-error", "Your session ended. Please sign in again; your queue is kept.");
       refresh();
       break;

@@ -9,6 +9,7 @@ use tauri_plugin_autostart::ManagerExt as _;
 use tauri_plugin_dialog::DialogExt;
 use tauri_plugin_opener::OpenerExt;
 
+use desktop_core::api::Profile;
 use desktop_core::app::{DesktopApp, Snapshot};
 use desktop_core::{CommandError, Error, Settings};
 
@@ -52,6 +53,35 @@ pub async fn register(
 pub async fn sign_out(app: State<'_, DesktopApp>) -> Result<()> {
     app.sign_out().await;
     Ok(())
+}
+
+#[tauri::command]
+pub async fn account(app: State<'_, DesktopApp>) -> Result<Profile> {
+    Ok(app.account().await?)
+}
+
+#[tauri::command]
+pub async fn resend_confirmation(app: State<'_, DesktopApp>) -> Result<()> {
+    Ok(app.resend_confirmation().await?)
+}
+
+#[tauri::command]
+pub async fn change_password(
+    app: State<'_, DesktopApp>,
+    current: String,
+    new: String,
+) -> Result<()> {
+    Ok(app.change_password(&current, &new).await?)
+}
+
+#[tauri::command]
+pub async fn sign_out_everywhere(app: State<'_, DesktopApp>) -> Result<()> {
+    Ok(app.sign_out_everywhere().await?)
+}
+
+#[tauri::command]
+pub async fn delete_account(app: State<'_, DesktopApp>, password: String) -> Result<()> {
+    Ok(app.delete_account(&password).await?)
 }
 
 #[tauri::command]

@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::sse::{SseEvent, SseParser};
 
 use contract::ErrorBody;
+pub use contract::account::Profile;
 pub use contract::{JobEnvelope, JobView as Job};
 
 /// A signed-in session.
@@ -207,6 +208,60 @@ impl ApiClient {
         checked(response).await.map(drop)
     }
 
+    /// The account as the server sees it: whether its address is
+    /// confirmed, and its quotas.
+    pub async fn me(&self) -> Result<Profile, Error> {
+        let response = self
+            .authed(self.http.get(self.url("/api/v1/me")))?
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await?;
+        json(response).await
+    }
+
+    /// Mails the confirmation link again.
+    pub async fn resend_confirmation(&self) -> Result<(), Error> {
+        let response = self
+            .authed(self.http.post(self.url("/api/v1/me/confirmation")))?
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await?;
+        checked(response).await.map(drop)
+    }
+
+    /// Changes the password; the answer is a fresh session (every other
+    /// token of the account, this client's old one included, ends).
+    pub async fn change_password(&self, current: &str, new: &str) -> Result<Session, Error> {
+        let response = self
+            .authed(self.http.put(self.url("/api/v1/me/password")))?
+            .timeout(CALL_TIMEOUT)
+            .json(&serde_json::json!({ "current_password": current, "new_password": new }))
+            .send()
+            .await?;
+        json(response).await
+    }
+
+    /// Ends every session of the account, this one included.
+    pub async fn sign_out_everywhere(&self) -> Result<(), Error> {
+        let response = self
+            .authed(self.http.post(self.url("/api/v1/me/sign-out-everywhere")))?
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await?;
+        checked(response).await.map(drop)
+    }
+
+    /// Deletes the account with its jobs, videos and MP3s on the server.
+    pub async fn delete_account(&self, password: &str) -> Result<(), Error> {
+        let response = self
+            .authed(self.http.delete(self.url("/api/v1/me")))?
+            .timeout(CALL_TIMEOUT)
+            .json(&serde_json::json!({ "password": password }))
+            .send()
+            .await?;
+        checked(response).await.map(drop)
+    }
+
     /// Opens the live stream of the caller's job updates.
     pub async fn events(
         &self,
@@ -306,17 +361,34 @@ impl ApiClient {
     }
 }
 
+/// The code of a 403 that means "the password typed is wrong", not "the
+/// session ended".
+pub const WRONG_PASSWORD: &str = "wrong_password";
+
 /// Turns an error status into [`Error`], using the gateway's JSON body.
 async fn checked(response: reqwest::Response) -> Result<reqwest::Response, Error> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);
     }
-    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+    if status == StatusCode::UNAUTHORIZED {
         return Err(Error::Unauthorized);
     }
     let text = response.text().await.unwrap_or_default();
-    let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
+    let body = serde_json::from_str::<ErrorBody>(&text);
+    // A 403 is a token that stopped working, except the one answer that
+    // is about the password typed, not the session.
+    if status == StatusCode::FORBIDDEN {
+        return Err(match body {
+            Ok(body) if body.error.code == WRONG_PASSWORD => Error::Server {
+                status: 403,
+                code: body.error.code,
+                message: "the current password is not right".into(),
+            },
+            _ => Error::Unauthorized,
+        });
+    }
+    let (code, message) = match body {
         Ok(body) => (body.error.code, body.error.message),
         Err(_) => (
             status.as_str().to_owned(),

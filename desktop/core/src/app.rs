@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::api::ApiClient;
+use crate::api::{ApiClient, Profile};
 use crate::credentials::{Account, Credentials};
 use crate::engine::Engine;
 use crate::error::Error;
@@ -98,11 +98,7 @@ impl DesktopApp {
 
     /// Creates an account, then signs in with it.
     pub async fn register(&self, server: &str, email: &str, password: &str) -> Result<(), Error> {
-        if password.chars().count() < 8 {
-            return Err(Error::Invalid(
-                "the password needs at least 8 characters".into(),
-            ));
-        }
+        check_new_password(password)?;
         ApiClient::new(server.trim(), None)?
             .register(email.trim(), password)
             .await?;
@@ -112,6 +108,68 @@ impl DesktopApp {
     pub async fn sign_out(&self) {
         self.credentials.clear_token();
         self.engine.set_token(None).await;
+    }
+
+    /// The signed-in account as the server sees it (is its address
+    /// confirmed, what is used of its quotas).
+    pub async fn account(&self) -> Result<Profile, Error> {
+        let api = self.engine.api().await;
+        self.ended_if_refused(api.me().await)
+    }
+
+    /// Mails the link that confirms the account's address again.
+    pub async fn resend_confirmation(&self) -> Result<(), Error> {
+        let api = self.engine.api().await;
+        self.ended_if_refused(api.resend_confirmation().await)
+    }
+
+    /// Changes the password. Every other session of the account ends; this
+    /// one goes on with the fresh token the server answers with.
+    pub async fn change_password(&self, current: &str, new: &str) -> Result<(), Error> {
+        if current.is_empty() {
+            return Err(Error::Invalid("enter your current password".into()));
+        }
+        check_new_password(new)?;
+        let api = self.engine.api().await;
+        let session = self.ended_if_refused(api.change_password(current, new).await)?;
+        if let Some(account) = self.credentials.account() {
+            self.credentials.save(&account, &session.token)?;
+        }
+        self.engine.set_token(Some(session.token)).await;
+        Ok(())
+    }
+
+    /// Ends every session of the account, this one included: the window
+    /// asks for a sign-in again.
+    pub async fn sign_out_everywhere(&self) -> Result<(), Error> {
+        let api = self.engine.api().await;
+        self.ended_if_refused(api.sign_out_everywhere().await)?;
+        self.sign_out().await;
+        Ok(())
+    }
+
+    /// Deletes the account and everything of it on the server; the MP3s
+    /// already in the output folder stay. The app forgets the account.
+    pub async fn delete_account(&self, password: &str) -> Result<(), Error> {
+        if password.is_empty() {
+            return Err(Error::Invalid(
+                "enter your password to delete the account".into(),
+            ));
+        }
+        let api = self.engine.api().await;
+        self.ended_if_refused(api.delete_account(password).await)?;
+        self.credentials.forget();
+        self.engine.set_token(None).await;
+        Ok(())
+    }
+
+    /// Passes `result` on; a refused session also sends the window back
+    /// to sign-in.
+    fn ended_if_refused<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
+        if matches!(result, Err(Error::Unauthorized)) {
+            self.engine.session_ended();
+        }
+        result
     }
 
     pub async fn save_settings(&self, settings: Settings) -> Result<(), Error> {
@@ -169,6 +227,24 @@ impl DesktopApp {
             .filter(|path| path.exists())
             .ok_or_else(|| Error::Invalid("this MP3 is not in the output folder".into()))
     }
+}
+
+/// The server's rule for a new password, said before a round trip.
+fn check_new_password(password: &str) -> Result<(), Error> {
+    let chars = password.chars().count();
+    if chars < contract::account::MIN_PASSWORD_CHARS {
+        return Err(Error::Invalid(format!(
+            "the new password needs at least {} characters",
+            contract::account::MIN_PASSWORD_CHARS
+        )));
+    }
+    if chars > contract::account::MAX_PASSWORD_CHARS {
+        return Err(Error::Invalid(format!(
+            "the new password may have at most {} characters",
+            contract::account::MAX_PASSWORD_CHARS
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

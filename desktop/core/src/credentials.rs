@@ -95,6 +95,12 @@ impl Credentials {
         }
         std::fs::remove_file(self.token_path()).ok();
     }
+
+    /// Forgets the account too (it was deleted: nothing to prefill).
+    pub fn forget(&self) {
+        self.clear_token();
+        std::fs::remove_file(self.account_path()).ok();
+    }
 }
 
 /// Runs a keyring call on a plain thread: the keyring crate drives its own

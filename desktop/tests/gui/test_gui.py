@@ -6,8 +6,11 @@ gateway, converter from this build, RabbitMQ, MongoDB-compatible server).
 Run by scripts/test-gui inside `xvfb-run ... dbus-run-session`. Screenshots
 go to $GUI_ARTIFACTS. Exits non-zero on the first failed check.
 """
+import email as mail_parser
+import email.policy
 import json
 import os
+import sys
 import re
 import shutil
 import signal
@@ -15,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -75,11 +79,42 @@ def wait_until(what, check, seconds=90, every=0.25):
 
 
 def http(method, url, body=None):
+    return api_call(method, url, body)[0]
+
+
+def api_call(method, url, body=None, token=None):
+    """(status, JSON body or None), errors included."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return response.status
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, text = response.status, response.read()
+    except urllib.error.HTTPError as err:
+        status, text = err.code, err.read()
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, None
+
+
+def mails_to(mail_api, address):
+    """The messages the SMTP catcher holds for `address`, newest first."""
+    with urllib.request.urlopen(f"{mail_api}/api/v1/messages?limit=200", timeout=10) as response:
+        messages = json.load(response)["messages"]
+    return [m for m in messages if address in json.dumps(m["To"])]
+
+
+def link_token(mail_api, message_id):
+    """The token of the link in a mailed message."""
+    with urllib.request.urlopen(f"{mail_api}/api/v1/message/{message_id}/raw", timeout=10) as response:
+        message = mail_parser.message_from_bytes(response.read(), policy=email.policy.default)
+    text = message.get_body(("plain",)).get_content()
+    found = re.search(r"token=([A-Za-z0-9_-]+)", text)
+    assert found, text
+    return found.group(1)
 
 
 def make_video(path, seconds, freq):
@@ -97,6 +132,14 @@ PREFIX = "g" + uuid.uuid4().hex[:10]
 def start_backend():
     prefix = PREFIX
     auth_port, gateway_port = free_port(), free_port()
+    # A real SMTP server for auth's confirmation links (scripts/up's catcher).
+    smtp_port, mail_api_port = free_port(), free_port()
+    catcher = Path(__file__).resolve().parents[3] / "scripts" / "smtp-catcher.py"
+    spawn("smtp-catcher", [sys.executable, catcher, "127.0.0.1", str(smtp_port), str(WORK / "mail"),
+                           "--api", str(mail_api_port)])
+    wait_port(smtp_port)
+    wait_port(mail_api_port)
+    mail_api = f"http://127.0.0.1:{mail_api_port}"
     common = {
         "AMQP_URL": os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
         "MONGODB_URI": os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27017"),
@@ -109,6 +152,8 @@ def start_backend():
         "LISTEN_ADDR": f"127.0.0.1:{auth_port}",
         "DATABASE_URL": f"sqlite://{WORK}/auth.db?mode=rwc",
         "JWT_SECRET": "gui-test-secret-that-is-long-enough-for-hs256",
+        "SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
+        "PUBLIC_URL": f"http://127.0.0.1:{gateway_port}",
     })
     wait_port(auth_port)
     spawn("gateway", [BIN / "gateway"], {**common, "LISTEN_ADDR": f"127.0.0.1:{gateway_port}",
@@ -120,7 +165,7 @@ def start_backend():
     server = f"http://127.0.0.1:{gateway_port}"
     email, password = f"{prefix}@example.com", "gui-test-password"
     assert http("POST", f"{server}/api/v1/register", {"email": email, "password": password}) == 201
-    return server, email, password
+    return server, email, password, mail_api, time.time()
 
 
 def screenshot(driver, name):
@@ -161,7 +206,7 @@ def xdotool(*args):
 
 
 def main():
-    server, email, password = start_backend()
+    server, email, password, mail_api, registered_at = start_backend()
     log(f"backend on {server}")
     watch, out = WORK / "watch", WORK / "out"
     watch.mkdir()
@@ -191,6 +236,7 @@ def main():
     driver = webdriver.Remote(command_executor=f"http://127.0.0.1:{driver_port}", options=options)
     try:
         run(driver, server, email, password, watch, out, monitor_log)
+        account_controls(driver, server, email, password, mail_api, registered_at)
     finally:
         driver.quit()
     headless(server, email, password)
@@ -234,6 +280,12 @@ def run(driver, server, email, password, watch, out, monitor_log):
     find("#password").send_keys(Keys.RETURN)
     wait_until("the main window", lambda: find("#app").is_displayed())
     log("signed in")
+    # The address is not confirmed yet: the window says why no emails come.
+    wait_until("the confirm-your-address banner", lambda: find("#confirm-banner").is_displayed(),
+               seconds=30)
+    banner = find("#confirm-banner").text
+    assert "Confirm your address to get emails" in banner and email in banner, banner
+    screenshot(driver, "1b-confirm-banner")
 
     # Record every stage each file shows, as the user would see them.
     driver.execute_script("""
@@ -438,6 +490,72 @@ def run(driver, server, email, password, watch, out, monitor_log):
     driver.execute_script("document.documentElement.style.fontSize = ''")
 
 
+def account_controls(driver, server, email, password, mail_api, registered_at):
+    """Confirming the address from the banner, the account dialog, and
+    signing out everywhere: from the app, and from another device."""
+    find = lambda css: driver.find_element(By.CSS_SELECTOR, css)  # noqa: E731
+
+    # "Send the link again": a link a minute at most (registration sent one).
+    time.sleep(max(0.0, registered_at + 62 - time.time()))
+    find("#confirm-resend").click()
+    wait_until("the link sent", lambda: "Sent" in find("#confirm-message").text, seconds=20)
+    wait_until("the second confirmation mail", lambda: len(mails_to(mail_api, email)) == 2, seconds=20)
+    find("#confirm-resend").click()
+    wait_until("the once-a-minute answer",
+               lambda: "less than a minute ago" in find("#confirm-message").text, seconds=20)
+    screenshot(driver, "8-confirm-resend")
+    assert len(mails_to(mail_api, email)) == 2, "mailed past the limit"
+    # The link opened in a browser confirms the address; the window sees it
+    # when it comes back to the front.
+    token = link_token(mail_api, mails_to(mail_api, email)[0]["ID"])
+    status, body = api_call("POST", f"{server}/api/v1/confirm", {"token": token})
+    assert status == 200 and body["email_confirmed"], (status, body)
+    driver.execute_script("window.dispatchEvent(new Event('focus'))")
+    wait_until("the banner gone", lambda: not find("#confirm-banner").is_displayed(), seconds=20)
+    log("address confirmed; the banner went")
+
+    # The account dialog: the address, the quotas; a wrong current password
+    # is said, and changes nothing.
+    find("#account-button").click()
+    wait_until("the account dialog", lambda: find("#account").is_displayed())
+    listed = find("#account-list").text
+    assert "Confirmed" in listed and "of 10 at once" in listed, listed
+    find("#current-password").send_keys("not my password")
+    find("#new-password").send_keys("another password")
+    find("#new-password").send_keys(Keys.RETURN)
+    wait_until("the wrong-password message", lambda: "not right" in find("#password-error").text)
+    assert find("#account").is_displayed() and find("#status").text == "Online"
+    screenshot(driver, "9-account")
+
+    # Sign out everywhere from the app: asked first; the other devices'
+    # sessions end with the app's.
+    status, body = api_call("POST", f"{server}/api/v1/login", {"email": email, "password": password})
+    assert status == 200, (status, body)
+    phone = body["token"]
+    find("#signout-everywhere").click()
+    wait_until("the question", lambda: find("#confirm").is_displayed())
+    screenshot(driver, "10-sign-out-everywhere")
+    find("#confirm-yes").click()
+    wait_until("the sign-in form", lambda: find("#signin").is_displayed(), seconds=20)
+    assert "Signed out everywhere" in find("#signin-error").text, find("#signin-error").text
+    wait_until("the other device refused",
+               lambda: api_call("GET", f"{server}/api/v1/jobs", token=phone)[0] == 403, seconds=15)
+    log("signed out everywhere from the app")
+
+    # Signed out everywhere from another device: the window notices alone.
+    find("#password").send_keys(password)
+    find("#password").send_keys(Keys.RETURN)
+    wait_until("the main window again", lambda: find("#app").is_displayed())
+    status, body = api_call("POST", f"{server}/api/v1/login", {"email": email, "password": password})
+    assert status == 200, (status, body)
+    status, _ = api_call("POST", f"{server}/api/v1/me/sign-out-everywhere", token=body["token"])
+    assert status == 204, status
+    wait_until("the window back at sign-in", lambda: find("#signin").is_displayed(), seconds=30)
+    assert "session ended" in find("#signin-error").text, find("#signin-error").text
+    screenshot(driver, "11-signed-out-elsewhere")
+    log("signed out everywhere from another device: the window asked to sign in")
+
+
 def headless(server, email, password):
     """The same binary without a window: converts, logs, stops on SIGTERM."""
     watch, out = WORK / "headless-watch", WORK / "headless-out"
@@ -489,7 +607,7 @@ if __name__ == "__main__":
         main()
         log("all GUI checks passed")
     except BaseException:
-        for name in ("tauri-driver", "gateway", "converter", "auth", "trayer"):
+        for name in ("tauri-driver", "gateway", "converter", "auth", "trayer", "smtp-catcher"):
             path = WORK / f"{name}.log"
             if path.exists():
                 print(f"--- {name}.log (tail) ---")

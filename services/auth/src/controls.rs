@@ -3,6 +3,8 @@
 //! everywhere, reset a forgotten password through the confirmed address,
 //! and delete the account.
 
+use std::net::IpAddr;
+
 use crate::accounts::{SignedIn, current_user};
 use crate::error::Error;
 use crate::links::Purpose;
@@ -77,21 +79,41 @@ pub async fn change_password(
     token: &str,
     current: Secret,
     new: Secret,
+    client: Option<IpAddr>,
 ) -> Result<SignedIn, Error> {
     let user = current_user(state, token).await?;
-    if !state
-        .passwords
-        .verify(current, Some(user.password_hash.clone()))
-        .await?
-    {
-        return Err(Error::WrongPassword);
-    }
+    check_password(state, &user, current, client).await?;
     let user = set_password(state, &user, new).await?;
     tracing::info!(user = %user.email, "password changed; other sessions signed out");
     Ok(SignedIn {
         token: state.tokens.issue(&user)?,
         device_token: state.devices.issue(&user.email),
     })
+}
+
+/// The account's password, asked again before a change that a stolen
+/// token alone must not make. Wrong guesses count as failed logins of the
+/// account at `client` (the token holder's own budget: strangers guessing
+/// elsewhere do not slow the owner), so a token cannot be used to guess
+/// the password faster than the sign-in form allows.
+async fn check_password(
+    state: &AppState,
+    user: &User,
+    password: Secret,
+    client: Option<IpAddr>,
+) -> Result<(), Error> {
+    let reservation = state.limits.reserve_login(&user.email, client, true)?;
+    if state
+        .passwords
+        .verify(password, Some(user.password_hash.clone()))
+        .await?
+    {
+        state.limits.release(reservation);
+        Ok(())
+    } else {
+        tracing::warn!(user = %user.email, client = ?client, "wrong current password");
+        Err(Error::WrongPassword)
+    }
 }
 
 async fn set_password(state: &AppState, user: &User, new: Secret) -> Result<User, Error> {
@@ -112,15 +134,14 @@ pub async fn sign_out_everywhere(state: &AppState, token: &str) -> Result<(), Er
 
 /// `DELETE /api/v1/me`: the account goes, given its password (its jobs
 /// and files are the gateway's to remove).
-pub async fn delete(state: &AppState, token: &str, password: Secret) -> Result<User, Error> {
+pub async fn delete(
+    state: &AppState,
+    token: &str,
+    password: Secret,
+    client: Option<IpAddr>,
+) -> Result<User, Error> {
     let user = current_user(state, token).await?;
-    if !state
-        .passwords
-        .verify(password, Some(user.password_hash.clone()))
-        .await?
-    {
-        return Err(Error::WrongPassword);
-    }
+    check_password(state, &user, password, client).await?;
     state.store.delete(user.id).await?;
     tracing::info!(user = %user.email, id = user.id, "account deleted");
     Ok(user)

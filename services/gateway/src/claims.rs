@@ -26,6 +26,10 @@ pub struct Claims {
     /// last revoked for the user, the token no longer works.
     #[serde(default)]
     pub ver: i64,
+    /// When the token expires (seconds since the epoch), where it says: a
+    /// live event stream opened with it ends then.
+    #[serde(default)]
+    pub exp: Option<i64>,
 }
 
 /// The caller of a `/api/v1` route.

@@ -128,6 +128,7 @@ mod tests {
             admin: false,
             sub: sub.into(),
             ver,
+            exp: None,
         }
     }
 

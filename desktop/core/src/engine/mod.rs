@@ -213,6 +213,12 @@ impl Engine {
         self.wake_all();
     }
 
+    /// The server refused the session (a call outside the engine saw it):
+    /// the window asks for a sign-in again, as when the engine sees it.
+    pub fn session_ended(&self) {
+        signed_out(&self.shared);
+    }
+
     pub async fn api(&self) -> ApiClient {
         self.shared.api.read().await.clone()
     }

@@ -31,6 +31,9 @@ pub fn http() -> reqwest::Client {
 pub struct Stack {
     pub gateway: String,
     pub token: String,
+    /// The test user's sign-in (its address is not confirmed: no SMTP).
+    pub email: String,
+    pub password: String,
     /// Names this test's queues and databases.
     prefix: String,
     stops: Vec<oneshot::Sender<()>>,
@@ -140,6 +143,8 @@ impl Stack {
         Stack {
             gateway: gateway_url,
             token,
+            email,
+            password,
             prefix,
             stops,
             tasks,

@@ -97,6 +97,7 @@ pub async fn confirm(
 /// token (every other one of the account ends).
 pub async fn change_password(
     State(state): State<AppState>,
+    ClientAddress(client): ClientAddress,
     headers: HeaderMap,
     ApiJson(change): ApiJson<PasswordChange>,
 ) -> Result<Response, JsonError> {
@@ -105,6 +106,7 @@ pub async fn change_password(
         bearer_token(&headers)?,
         change.current_password,
         change.new_password,
+        client,
     )
     .await?;
     Ok(token_response(signed_in))
@@ -123,10 +125,11 @@ pub async fn sign_out_everywhere(
 /// removes the account's jobs and files and answers 204).
 pub async fn delete_account(
     State(state): State<AppState>,
+    ClientAddress(client): ClientAddress,
     headers: HeaderMap,
     ApiJson(deletion): ApiJson<AccountDeletion>,
 ) -> Result<Json<Profile>, JsonError> {
-    let user = controls::delete(&state, bearer_token(&headers)?, deletion.password).await?;
+    let user = controls::delete(&state, bearer_token(&headers)?, deletion.password, client).await?;
     Ok(Json(profile(user)))
 }
 

@@ -16,6 +16,7 @@ backend_tests!(
     a_new_account_is_unconfirmed_until_its_mailed_link_is_used_once,
     the_link_is_mailed_again_at_most_once_a_minute,
     a_password_change_needs_the_current_one_and_ends_every_other_token,
+    a_token_cannot_guess_the_password_faster_than_the_sign_in_form,
     signing_out_everywhere_ends_every_token_and_the_gateways_learn_it,
     a_forgotten_password_is_reset_only_through_a_confirmed_address,
     a_deleted_account_leaves_no_way_in,
@@ -201,6 +202,52 @@ async fn a_password_change_needs_the_current_one_and_ends_every_other_token(back
         401
     );
     api_token(&app, "pat@example.com", "second password").await;
+}
+
+/// A stolen token is not a password oracle: wrong current passwords (to
+/// change the password or delete the account) count as failed sign-ins.
+async fn a_token_cannot_guess_the_password_faster_than_the_sign_in_form(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        Signing::Ed25519,
+        &[
+            "--login-failure-limit",
+            "2",
+            "--rate-limit-window-secs",
+            "600",
+        ],
+    )
+    .await;
+    app.add_user("tom@example.com", "the password", false).await;
+    let token = api_token(&app, "tom@example.com", "the password").await;
+    let change = |current: &str| {
+        send(
+            &app,
+            reqwest::Method::PUT,
+            "/api/v1/me/password",
+            Some(&token),
+            Some(json!({"current_password": current, "new_password": "another password"})),
+        )
+    };
+    for guess in ["guess one", "guess two"] {
+        assert_api_error(change(guess).await, 403, "wrong_password").await;
+    }
+    let retry = assert_api_error(change("guess three").await, 429, "rate_limited").await;
+    assert!(retry.is_some_and(|secs| secs > 0), "{retry:?}");
+    let deletion = send(
+        &app,
+        reqwest::Method::DELETE,
+        "/api/v1/me",
+        Some(&token),
+        Some(json!({"password": "guess four"})),
+    )
+    .await;
+    assert_api_error(deletion, 429, "rate_limited").await;
+    assert_eq!(
+        app.me(&token).await.status(),
+        200,
+        "the account is untouched"
+    );
 }
 
 async fn signing_out_everywhere_ends_every_token_and_the_gateways_learn_it(backend: Backend) {

@@ -136,6 +136,7 @@ pub async fn confirm(
         (status = 413, description = "A body over 16 KiB", body = ErrorBody),
         (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
         (status = 422, description = "A missing or unknown field, or a wrong type", body = ErrorBody),
+        (status = 429, description = "Too many wrong passwords: they count as failed sign-ins (Retry-After)", body = ErrorBody),
         (status = 503, description = "Auth service unreachable", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -197,6 +198,7 @@ pub async fn sign_out_everywhere(
         (status = 413, description = "A body over 16 KiB", body = ErrorBody),
         (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
         (status = 422, description = "A missing or unknown field, or a wrong type", body = ErrorBody),
+        (status = 429, description = "Too many wrong passwords: they count as failed sign-ins (Retry-After)", body = ErrorBody),
         (status = 503, description = "Auth or MongoDB unavailable (what was started is finished later by any gateway)", body = ErrorBody),
     ),
     security(("bearer" = []))

@@ -132,12 +132,24 @@ struct Feed {
 }
 
 impl Feed {
-    /// Live events until the client goes or the server stops.
+    /// Live events until the client goes, the server stops, or the token
+    /// the stream was opened with stops working (revoked or expired): a
+    /// stream must not outlive "sign out everywhere" by more than the
+    /// revocation poll.
     async fn follow(&mut self, mut live: broadcast::Receiver<Live>) {
+        let mut check = tokio::time::interval(crate::revocations::POLL);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let received = tokio::select! {
                 () = self.stopping.cancelled() => return,
                 _ = self.tx.closed() => return,
+                _ = check.tick() => {
+                    if self.token_ended() {
+                        tracing::info!(user = %self.claims.username, "token revoked or expired; closing its event stream");
+                        return;
+                    }
+                    continue;
+                }
                 received = live.recv() => received,
             };
             let open = match received {
@@ -153,6 +165,14 @@ impl Feed {
                 return;
             }
         }
+    }
+
+    fn token_ended(&self) -> bool {
+        let expired = self
+            .claims
+            .exp
+            .is_some_and(|exp| exp <= DateTime::now().timestamp_millis() / 1000);
+        expired || self.state.auth.revocations().is_revoked(&self.claims)
     }
 
     /// A changed job, as read once for every stream: whose it is comes from

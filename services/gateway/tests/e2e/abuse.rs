@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use mongodb::bson::{DateTime, doc, oid::ObjectId};
 use serde_json::{Value, json};
 
@@ -179,6 +180,17 @@ async fn signing_out_everywhere_reaches_the_gateway_within_seconds() {
         200
     );
 
+    // A live event stream opened with the old token ends too.
+    let stream = stack
+        .http
+        .get(format!("{}/api/v1/events", stack.gateway))
+        .bearer_auth(&laptop)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status(), 200);
+    let mut stream = stream.bytes_stream();
+
     let out = api(
         &stack,
         reqwest::Method::POST,
@@ -203,6 +215,11 @@ async fn signing_out_everywhere_reaches_the_gateway_within_seconds() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the event stream outlived its revoked token");
     let fresh = api_token(&stack, "sam@example.com", "correct horse").await;
     assert_eq!(
         api(&stack, reqwest::Method::GET, &fresh, "/jobs", None)
