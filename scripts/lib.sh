@@ -68,6 +68,8 @@ SERVICE_PACKAGES=(
 DESKTOP_PACKAGES=(
   libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev
   libsoup-3.0-dev librsvg2-bin
+  # Names with an emoji show it, not an empty box (the .deb depends on it).
+  fonts-noto-color-emoji
 )
 TEST_PACKAGES=(
   shellcheck

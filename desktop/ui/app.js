@@ -7,6 +7,8 @@ const { listen } = window.__TAURI__.event;
 
 const $ = (id) => document.getElementById(id);
 const items = new Map();
+// Files seen in the watched folder and not taken yet (not in `items`).
+let waiting = [];
 let settings = null;
 let signedIn = false;
 let online = true;
@@ -15,18 +17,44 @@ let profile = null;
 
 const STAGES = {
   pending: "Waiting to upload",
-  extracting: "Extracting audio",
+  extracting: "Taking out the sound",
   uploading: "Uploading",
-  queued: "Queued on the server",
+  queued: "Waiting for the server",
   converting: "Converting",
   downloading: "Downloading the MP3",
   done: "Done",
   failed: "Failed",
+  duplicate: "Already converted",
+};
+
+const WAITING = {
+  copying: "Waiting until the copy is finished",
+  paused: "Paused: converted when you resume",
 };
 
 function message(err) {
   if (err && typeof err === "object" && "message" in err) return err.message;
   return String(err);
+}
+
+// A message in plain words, with the technical text behind "Details".
+function errorContent(err) {
+  const text = document.createElement("span");
+  text.textContent = message(err);
+  const detail = err && typeof err === "object" ? err.detail : null;
+  if (!detail) return [text];
+  return [text, detailsNode(detail)];
+}
+
+function detailsNode(detail) {
+  const box = document.createElement("details");
+  box.className = "detail";
+  const summary = document.createElement("summary");
+  summary.textContent = "Details";
+  const pre = document.createElement("pre");
+  pre.textContent = detail;
+  box.append(summary, pre);
+  return box;
 }
 
 function toast(text) {
@@ -39,7 +67,7 @@ function toast(text) {
 
 function showError(id, err) {
   const el = $(id);
-  el.textContent = err ? message(err) : "";
+  el.replaceChildren(...(err ? errorContent(err) : []));
   el.hidden = !err;
   if (err) el.scrollIntoView({ block: "nearest" });
 }
@@ -52,6 +80,7 @@ function render(snapshot) {
   online = snapshot.online;
   items.clear();
   for (const item of snapshot.items) items.set(item.id, item);
+  waiting = snapshot.waiting ?? [];
   if (snapshot.account) {
     $("email").value ||= snapshot.account.email;
   }
@@ -221,7 +250,10 @@ async function checkRegistration() {
   } catch (_) {
     // Unreachable or not a server of ours: no link.
   }
-  if ($("server").value.trim() === server) $("register-button").hidden = !open;
+  if ($("server").value.trim() === server) {
+    $("register-button").dataset.open = open ? "yes" : "no";
+    $("register-button").hidden = !open || registering;
+  }
 }
 
 let serverTyping;
@@ -248,21 +280,27 @@ function megabytes(bytes) {
   return `${mb < 10 ? mb.toFixed(1) : Math.round(mb)} MB`;
 }
 
-// "uploading 9.8 MB instead of 358 MB" when only the audio travels.
+// "uploading 9.8 MB instead of 358 MB" when only the audio travels, and
+// only when that saved something worth saying.
 function sentText(item) {
-  if (item.upload_bytes == null || item.upload_bytes >= item.size) return "";
-  return ` ${megabytes(item.upload_bytes)} instead of ${megabytes(item.size)}`;
+  if (item.upload_bytes == null || item.upload_bytes >= item.size * 0.9) return "";
+  const sent = megabytes(item.upload_bytes), whole = megabytes(item.size);
+  return sent === whole ? "" : ` ${sent} instead of ${whole}`;
+}
+
+// Progress is shown once something moved: a stage that starts at 0% and
+// has nothing to report (a server that sends no progress) says "…".
+function hasProgress(item) {
+  return WITH_PROGRESS.includes(item.stage) && item.progress > 0;
 }
 
 function stageText(item) {
   const label = STAGES[item.stage] ?? item.stage;
-  if (item.stage === "failed") return `${label}: ${item.error ?? "unknown reason"}`;
-  if (item.stage === "uploading") {
-    return `${label}${sentText(item)} ${Math.round(item.progress * 100)}%`;
-  }
-  if (WITH_PROGRESS.includes(item.stage)) {
-    return `${label} ${Math.round(item.progress * 100)}%`;
-  }
+  if (item.stage === "failed") return `${label}: ${item.error ?? "the reason is not known."}`;
+  if (item.stage === "duplicate") return item.note ?? label;
+  const percent = hasProgress(item) ? ` ${Math.round(item.progress * 100)}%` : "…";
+  if (item.stage === "uploading") return `${label}${sentText(item)}${percent}`;
+  if (WITH_PROGRESS.includes(item.stage)) return `${label}${percent}`;
   if (item.stage === "done" && sentText(item)) return `${label} (sent${sentText(item)})`;
   return label;
 }
@@ -276,45 +314,81 @@ function button(text, action, id) {
   return el;
 }
 
+function waitingRow(file) {
+  const li = document.createElement("li");
+  li.className = "job waiting";
+  li.dataset.stage = "waiting";
+  const name = document.createElement("div");
+  name.className = "name";
+  name.textContent = file.name;
+  const stage = document.createElement("div");
+  stage.className = "stage waiting";
+  stage.textContent = WAITING[file.reason] ?? "Waiting";
+  const info = document.createElement("div");
+  info.className = "info";
+  info.append(name, stage);
+  li.append(info);
+  return li;
+}
+
+// A file under the watched folder is named by its place there, so two
+// clip.mp4 in different subfolders can be told apart.
+function displayName(item) {
+  const dir = settings?.watch_dir?.replace(/\/+$/, "");
+  return dir && item.path.startsWith(`${dir}/`) ? item.path.slice(dir.length + 1) : item.name;
+}
+
+function itemRow(item) {
+  const li = document.createElement("li");
+  li.className = `job ${item.stage}`;
+  li.dataset.id = item.id;
+  li.dataset.stage = item.stage;
+  const name = document.createElement("div");
+  name.className = "name";
+  name.textContent = displayName(item);
+  const stage = document.createElement("div");
+  stage.className = `stage ${item.stage}`;
+  stage.textContent = stageText(item);
+  const info = document.createElement("div");
+  info.className = "info";
+  info.append(name, stage);
+  if (item.stage === "failed" && item.detail) info.append(detailsNode(item.detail));
+  if (item.note && item.stage !== "duplicate") {
+    const note = document.createElement("div");
+    note.className = "note";
+    note.textContent = item.note;
+    info.append(note);
+  }
+  if (WITH_PROGRESS.includes(item.stage)) {
+    const bar = document.createElement("progress");
+    bar.max = 1;
+    // No value: an "under way" bar, until there is progress to show.
+    if (hasProgress(item)) bar.value = item.progress;
+    bar.setAttribute("aria-label", `${displayName(item)}: ${stageText(item)}`);
+    info.append(bar);
+  }
+  li.append(info);
+  const actions = document.createElement("div");
+  actions.className = "actions";
+  if (item.stage === "failed" && item.retryable) actions.append(button("Retry", "retry", item.id));
+  if (item.stage === "duplicate") actions.append(button("Convert again", "again", item.id));
+  if (item.stage === "done") {
+    actions.append(button("Open MP3", "open", item.id), button("Show in folder", "reveal", item.id));
+  }
+  const finished = ["done", "failed", "duplicate"].includes(item.stage);
+  actions.append(button(finished ? "Remove from list" : "Stop and remove", "remove", item.id));
+  li.append(actions);
+  return li;
+}
+
 function renderItems() {
   const list = $("jobs");
   const sorted = [...items.values()].sort((a, b) => b.id - a.id);
-  list.replaceChildren(...sorted.map((item) => {
-    const li = document.createElement("li");
-    li.className = `job ${item.stage}`;
-    li.dataset.id = item.id;
-    li.dataset.stage = item.stage;
-    const name = document.createElement("div");
-    name.className = "name";
-    name.textContent = item.name;
-    const stage = document.createElement("div");
-    stage.className = `stage ${item.stage}`;
-    stage.textContent = stageText(item);
-    const info = document.createElement("div");
-    info.className = "info";
-    info.append(name, stage);
-    if (WITH_PROGRESS.includes(item.stage)) {
-      const bar = document.createElement("progress");
-      bar.max = 1;
-      bar.value = item.progress;
-      bar.setAttribute("aria-label", `${item.name}: ${stageText(item)}`);
-      info.append(bar);
-    }
-    li.append(info);
-    const actions = document.createElement("div");
-    actions.className = "actions";
-    if (item.stage === "failed") actions.append(button("Retry", "retry", item.id));
-    if (item.stage === "done") {
-      actions.append(button("Open MP3", "open", item.id), button("Show in folder", "reveal", item.id));
-    }
-    actions.append(button("Remove", "remove", item.id));
-    li.append(actions);
-    return li;
-  }));
-  $("empty").hidden = items.size > 0;
+  list.replaceChildren(...waiting.map(waitingRow), ...sorted.map(itemRow));
+  $("empty").hidden = items.size + waiting.length > 0;
   const count = (stage) => sorted.filter((i) => i.stage === stage).length;
-  const working = sorted.length - count("done") - count("failed");
-  $("counts").textContent = sorted.length
+  const working = sorted.length - count("done") - count("failed") - count("duplicate") + waiting.length;
+  $("counts").textContent = sorted.length + waiting.length
     ? `(${working} in progress, ${count("done")} done, ${count("failed")} failed)` : "";
 }
 
@@ -352,13 +426,17 @@ listen("engine", ({ payload: event }) => {
       online = event.online;
       renderStatus();
       break;
+    case "waiting":
+      waiting = event.files;
+      renderItems();
+      break;
     case "ask_existing":
       $("ask-existing-text").textContent =
         `The watched folder already holds ${event.count} video${event.count === 1 ? "" : "s"}. Convert them too?`;
       $("ask-existing").hidden = false;
       break;
     case "notice":
-      toast(`${event.notice.title}: ${event.notice.body.split("\n")[0]}`);
+      toast(`${event.notice.title}: ${event.notice.body.split("\n").join(", ")}`);
       break;
   }
 });
@@ -374,13 +452,35 @@ listen("tauri://drag-drop", ({ payload }) => {
 
 // --------------------------------------------------------------- actions
 
-async function signIn(register) {
+// "Create an account…" turns the form into a registration form, with the
+// password asked twice; "Back to sign in" turns it back.
+let registering = false;
+function setRegistering(on) {
+  registering = on;
+  $("confirm-row").hidden = !on;
+  $("password2").required = on;
+  $("register-back").hidden = !on;
+  $("register-button").hidden = on || $("register-button").dataset.open !== "yes";
+  $("signin-button").textContent = on ? "Create the account" : "Sign in";
+  $("password").autocomplete = on ? "new-password" : "current-password";
   showError("signin-error", null);
+  (on ? $("email") : $("password")).focus();
+}
+
+async function signIn() {
+  showError("signin-error", null);
+  if (registering && $("password").value !== $("password2").value) {
+    showError("signin-error", "The two passwords are not the same.");
+    $("password2").focus();
+    return;
+  }
   const args = { server: $("server").value, email: $("email").value, password: $("password").value };
   $("signin-button").disabled = true;
   try {
-    await invoke(register ? "register" : "sign_in", args);
+    await invoke(registering ? "register" : "sign_in", args);
     $("password").value = "";
+    $("password2").value = "";
+    if (registering) setRegistering(false);
     await refresh();
   } catch (err) {
     showError("signin-error", err);
@@ -389,8 +489,9 @@ async function signIn(register) {
   }
 }
 
-$("signin-form").addEventListener("submit", (e) => { e.preventDefault(); signIn(false); });
-$("register-button").addEventListener("click", () => signIn(true));
+$("signin-form").addEventListener("submit", (e) => { e.preventDefault(); signIn(); });
+$("register-button").addEventListener("click", () => setRegistering(true));
+$("register-back").addEventListener("click", () => setRegistering(false));
 $("signout-button").addEventListener("click", async () => { await invoke("sign_out"); refresh(); });
 
 async function save(next) {
@@ -408,16 +509,47 @@ $("pause-button").addEventListener("click", async () => {
 
 for (const [input, pick] of [["watch-dir", "watch-pick"], ["out-dir", "out-pick"]]) {
   $(pick).addEventListener("click", async () => {
-    const folder = await invoke("pick_folder").catch((err) => { toast(message(err)); return null; });
-    if (folder) $(input).value = folder;
+    const start = $(input).value.trim() || null;
+    const folder = await invoke("pick_folder", { start }).catch((err) => { toast(message(err)); return null; });
+    if (folder) {
+      $(input).value = folder;
+      folderEdited();
+    }
   });
+  $(input).addEventListener("input", folderEdited);
 }
 
-$("folders-save").addEventListener("click", async () => {
+// An edit makes the last "Saved" untrue: say nothing until saved again.
+function folderEdited() {
+  $("folders-message").textContent = "";
+  $("folders-create").hidden = true;
+}
+
+// The button or Enter in either field saves; a folder that does not exist
+// is offered to be created, not saved as if it were watched.
+async function saveFolders() {
   const next = { ...settings, watch_dir: $("watch-dir").value.trim() || null, out_dir: $("out-dir").value.trim() || null };
+  $("folders-create").hidden = true;
   try {
     await save(next);
-    $("folders-message").textContent = "Saved. Watching for new videos.";
+    $("folders-message").textContent = next.watch_dir
+      ? "Saved. Watching for new videos." : "Saved. Choose a watched folder to start.";
+  } catch (err) {
+    $("folders-message").textContent = message(err);
+    if (err?.code === "missing_folder") {
+      const missing = message(err).replace(/^The folder (.*) does not exist\.$/, "$1");
+      $("folders-create").dataset.path = missing;
+      $("folders-create").hidden = false;
+      $("folders-create").focus();
+    }
+  }
+}
+
+$("folders-form").addEventListener("submit", (e) => { e.preventDefault(); saveFolders(); });
+$("folders-create").addEventListener("click", async () => {
+  try {
+    await invoke("create_folder", { path: $("folders-create").dataset.path });
+    await saveFolders();
   } catch (err) {
     $("folders-message").textContent = message(err);
   }
@@ -431,18 +563,62 @@ for (const [id, all] of [["existing-all", true], ["existing-new", false]]) {
   });
 }
 
+// "Add files…", or Enter or Space on the drop area: the file picker.
+async function addFiles() {
+  try {
+    const count = await invoke("add_files");
+    if (count) toast(`Added ${count} file${count === 1 ? "" : "s"}`);
+  } catch (err) { toast(message(err)); }
+}
+$("add-files").addEventListener("click", (e) => { e.stopPropagation(); addFiles(); });
+$("drop").addEventListener("keydown", (e) => {
+  if (e.target !== $("drop") || !["Enter", " "].includes(e.key)) return;
+  e.preventDefault();
+  addFiles();
+});
+
+// "No application to play MP3 files": the path, to copy.
+function offerPath(err) {
+  $("copy-path-text").textContent = message(err);
+  $("copy-path-value").value = (err.detail ?? "").split("\n")[0];
+  $("copy-path").showModal();
+  $("copy-path-value").select();
+}
+$("copy-path-copy").addEventListener("click", () => {
+  $("copy-path-value").select();
+  const copied = document.execCommand("copy");
+  toast(copied ? "Path copied" : "Select the path and press Ctrl+C");
+});
+$("copy-path-close").addEventListener("click", () => $("copy-path").close());
+
 $("jobs").addEventListener("click", async (e) => {
   const target = e.target.closest("button[data-action]");
   if (!target) return;
   const id = Number(target.dataset.id);
-  const command = { retry: "retry", remove: "remove", open: "open_mp3", reveal: "show_in_folder" }[target.dataset.action];
+  const item = items.get(id);
+  const action = target.dataset.action;
+  if (action === "remove" && item && !["done", "failed", "duplicate"].includes(item.stage)
+      && !await ask(`Stop converting ${displayName(item)} and remove it from the list? The video stays where it is.`,
+        "Stop and remove")) return;
+  const command = { retry: "retry", remove: "remove", open: "open_mp3", reveal: "show_in_folder", again: "convert_again" }[action];
   try {
     await invoke(command, { id });
     if (command === "remove") { items.delete(id); renderItems(); }
-  } catch (err) { toast(message(err)); }
+  } catch (err) {
+    if (err?.code === "no_app") offerPath(err);
+    else toast(message(err));
+  }
 });
 
 // ---------------------------------------------------------------- dialogs
+
+function showBitrate() {
+  $("bitrate-row").hidden = $("quality").value !== "cbr";
+}
+$("quality").addEventListener("change", showBitrate);
+$("after-done").addEventListener("change", () => {
+  $("after-done-hint").hidden = $("after-done").value !== "delete";
+});
 
 $("settings-button").addEventListener("click", () => {
   const c = settings.conversion;
@@ -453,15 +629,26 @@ $("settings-button").addEventListener("click", () => {
   $("recursive").checked = settings.recursive;
   $("settle").value = settings.settle_ms / 1000;
   $("after-done").value = settings.after_done.action === "delete" ? "delete" : "keep";
+  $("after-done-hint").hidden = $("after-done").value !== "delete";
   $("notifications").checked = settings.notifications;
   $("audio-only").checked = settings.upload_audio_only;
   $("start-at-login").checked = settings.start_at_login;
+  showBitrate();
   showError("settings-error", null);
   $("settings").showModal();
 });
 
 $("settings-cancel").addEventListener("click", () => $("settings").close());
-$("settings-save").addEventListener("click", async () => {
+// The Save button or Enter anywhere in the form saves; Escape or Cancel
+// leaves everything as it was.
+$("settings-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const settle = $("settle").value.trim() === "" ? NaN : Number($("settle").value);
+  if (!(settle >= 1 && settle <= 600)) {
+    showError("settings-error", "Enter how many seconds to wait, from 1 to 600.");
+    $("settle").focus();
+    return;
+  }
   const next = {
     ...settings,
     conversion: {
@@ -471,7 +658,7 @@ $("settings-save").addEventListener("click", async () => {
       channels: $("channels").value,
     },
     recursive: $("recursive").checked,
-    settle_ms: Math.round(Number($("settle").value) * 1000),
+    settle_ms: Math.round(settle * 1000),
     after_done: $("after-done").value === "delete" ? { action: "delete" } : { action: "keep" },
     notifications: $("notifications").checked,
     upload_audio_only: $("audio-only").checked,
@@ -488,7 +675,8 @@ $("settings-save").addEventListener("click", async () => {
 
 $("about-button").addEventListener("click", async () => {
   const about = await invoke("about");
-  const rows = [["App", about.app], ["Tauri", about.tauri], ["WebKitGTK", about.webview], ["Server", about.server]];
+  const rows = [["Signed in as", about.account ?? "nobody"], ["Server", about.server], ["App", about.app],
+    ["Tauri", about.tauri], ["WebKitGTK", about.webview]];
   $("about-list").replaceChildren(...rows.flatMap(([k, v]) => {
     const dt = document.createElement("dt"); dt.textContent = k;
     const dd = document.createElement("dd"); dd.textContent = v;
@@ -497,5 +685,35 @@ $("about-button").addEventListener("click", async () => {
   $("about").showModal();
 });
 $("about-close").addEventListener("click", () => $("about").close());
+
+// ------------------------------------------------------------------ zoom
+
+// Ctrl with +, - and 0 (or the wheel) zooms the whole window, every size
+// being in rem; the zoom is remembered.
+const ZOOM_STEPS = [67, 80, 90, 100, 110, 125, 150, 175, 200];
+let zoom = Number(localStorage.getItem("zoom")) || 100;
+function applyZoom(next) {
+  zoom = Math.min(200, Math.max(67, next));
+  document.documentElement.style.fontSize = zoom === 100 ? "" : `${zoom}%`;
+  localStorage.setItem("zoom", String(zoom));
+}
+function stepZoom(direction) {
+  const steps = direction > 0 ? ZOOM_STEPS : [...ZOOM_STEPS].reverse();
+  applyZoom(steps.find((step) => (direction > 0 ? step > zoom : step < zoom)) ?? zoom);
+}
+document.addEventListener("keydown", (e) => {
+  if (!e.ctrlKey || e.altKey) return;
+  if (["+", "="].includes(e.key)) stepZoom(1);
+  else if (e.key === "-") stepZoom(-1);
+  else if (e.key === "0") applyZoom(100);
+  else return;
+  e.preventDefault();
+});
+document.addEventListener("wheel", (e) => {
+  if (!e.ctrlKey) return;
+  e.preventDefault();
+  stepZoom(e.deltaY < 0 ? 1 : -1);
+}, { passive: false });
+applyZoom(zoom);
 
 refresh();

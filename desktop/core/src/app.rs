@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::api::{ApiClient, Profile};
 use crate::credentials::{Account, Credentials};
-use crate::engine::Engine;
+use crate::engine::{Engine, Waiting};
 use crate::error::Error;
 use crate::settings::{ExistingFiles, Settings};
 use crate::store::{Item, Store};
@@ -22,6 +22,8 @@ pub struct Snapshot {
     pub account: Option<Account>,
     pub settings: Settings,
     pub items: Vec<Item>,
+    /// Files seen in the watched folder and not taken yet.
+    pub waiting: Vec<Waiting>,
 }
 
 #[derive(Clone)]
@@ -62,6 +64,7 @@ impl DesktopApp {
             account: self.credentials.account(),
             settings: self.engine.settings().await,
             items: self.engine.items().await?,
+            waiting: self.engine.waiting(),
         })
     }
 
@@ -69,7 +72,7 @@ impl DesktopApp {
     /// file) and the engine continues with it, queue intact.
     pub async fn sign_in(&self, server: &str, email: &str, password: &str) -> Result<(), Error> {
         let mut settings = self.engine.settings().await;
-        settings.server_url = server.trim().trim_end_matches('/').to_owned();
+        settings.server_url = server_url(server);
         settings.validate()?;
         let email = email.trim();
         if email.is_empty() || password.is_empty() {
@@ -91,7 +94,7 @@ impl DesktopApp {
     /// Whether `server` lets new users register (for the sign-in screen's
     /// "create an account" button).
     pub async fn registration_open(&self, server: &str) -> Result<bool, Error> {
-        ApiClient::new(server.trim(), None)?
+        ApiClient::new(&server_url(server), None)?
             .registration_open()
             .await
     }
@@ -99,7 +102,7 @@ impl DesktopApp {
     /// Creates an account, then signs in with it.
     pub async fn register(&self, server: &str, email: &str, password: &str) -> Result<(), Error> {
         check_new_password(password)?;
-        ApiClient::new(server.trim(), None)?
+        ApiClient::new(&server_url(server), None)?
             .register(email.trim(), password)
             .await?;
         self.sign_in(server, email, password).await
@@ -172,8 +175,21 @@ impl DesktopApp {
         result
     }
 
+    /// Saves what the window's forms hold. Folders that changed are
+    /// checked first (see [`Settings::check_folders`]).
     pub async fn save_settings(&self, settings: Settings) -> Result<(), Error> {
+        settings.check_folders(&self.engine.settings().await)?;
         self.engine.update_settings(settings).await
+    }
+
+    /// Creates a folder the user chose, after "it does not exist".
+    pub async fn create_folder(&self, path: &Path) -> Result<(), Error> {
+        if !path.is_absolute() {
+            return Err(Error::Invalid("a folder needs a full path".into()));
+        }
+        tokio::fs::create_dir_all(path)
+            .await
+            .map_err(Error::io(format!("creating {}", path.display())))
     }
 
     pub async fn choose_existing(&self, convert_all: bool) -> Result<(), Error> {
@@ -247,6 +263,24 @@ fn check_new_password(password: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// The server address as typed, made a URL: `example.com` is
+/// `https://example.com`; a machine on the local network or this one
+/// (`localhost`, `127.0.0.1`, `*.local`, a private address) gets `http://`.
+pub fn server_url(typed: &str) -> String {
+    let typed = typed.trim().trim_end_matches('/');
+    if typed.contains("://") {
+        return typed.to_owned();
+    }
+    let host = typed.split(['/', ':']).next().unwrap_or_default();
+    let local = host == "localhost"
+        || host.ends_with(".local")
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_private() || ip.is_link_local());
+    let scheme = if local { "http" } else { "https" };
+    format!("{scheme}://{typed}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +308,15 @@ mod tests {
         again.engine.stop().await;
     }
 
+    #[test]
+    fn a_server_typed_without_a_scheme_becomes_a_url() {
+        assert_eq!(server_url(" example.com/ "), "https://example.com");
+        assert_eq!(server_url("127.0.0.1:8080"), "http://127.0.0.1:8080");
+        assert_eq!(server_url("nas.local:8080"), "http://nas.local:8080");
+        assert_eq!(server_url("192.168.1.5"), "http://192.168.1.5");
+        assert_eq!(server_url("http://mp3.example"), "http://mp3.example");
+    }
+
     #[tokio::test]
     async fn bad_settings_are_refused_with_a_reason_and_not_saved() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -288,6 +331,7 @@ mod tests {
             app.save_settings(settings).await.expect_err("refused"),
         );
         assert_eq!(err.code, "invalid");
+        assert!(err.message.starts_with("The server URL"), "{}", err.message);
         assert!(err.message.contains("http://"), "{}", err.message);
         assert!(!app.settings_path().exists());
         app.engine.stop().await;

@@ -1,5 +1,5 @@
-//! The one error type of the desktop core, and the `{code, message}` shape
-//! the window receives when a command fails.
+//! The one error type of the desktop core, and the `{code, message,
+//! detail}` shape the window receives when a command fails.
 
 use serde::Serialize;
 
@@ -33,6 +33,10 @@ pub enum Error {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("watching the folder: {0}")]
     Watch(#[from] notify::Error),
+    /// A folder the user chose is not there (the window offers to create
+    /// it).
+    #[error("the folder {} does not exist", .0.display())]
+    MissingFolder(std::path::PathBuf),
 }
 
 impl Error {
@@ -60,6 +64,7 @@ impl Error {
             Error::Io { .. } => "io".into(),
             Error::Store(_) | Error::Migrate(_) => "local_state".into(),
             Error::Watch(_) => "watch".into(),
+            Error::MissingFolder(_) => "missing_folder".into(),
         }
     }
 }
@@ -78,18 +83,24 @@ impl From<reqwest::Error> for Error {
     }
 }
 
-/// What a Tauri command returns on failure: serialises to `{code, message}`.
+/// What a Tauri command returns on failure: `{code, message, detail?}`,
+/// the message in plain words ([`crate::plain`]), the technical text as
+/// its detail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CommandError {
     pub code: String,
     pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl From<Error> for CommandError {
     fn from(err: Error) -> Self {
+        let plain = crate::plain::explain(&err);
         CommandError {
             code: err.code(),
-            message: err.to_string(),
+            message: plain.message,
+            detail: plain.detail,
         }
     }
 }
@@ -108,12 +119,19 @@ mod tests {
         let json = serde_json::to_value(CommandError::from(server)).expect("json");
         assert_eq!(
             json,
-            serde_json::json!({"code": "unsupported_media_type", "message": "this file is not a video"})
+            serde_json::json!({
+                "code": "unsupported_media_type",
+                "message": "This file is not a video or audio file the server can convert.",
+                "detail": "this file is not a video",
+            })
         );
         let json = serde_json::to_value(CommandError::from(Error::Unauthorized)).expect("json");
         assert_eq!(
             json,
-            serde_json::json!({"code": "unauthorized", "message": "please sign in again"})
+            serde_json::json!({
+                "code": "unauthorized",
+                "message": "Your session ended. Please sign in again; your files are kept.",
+            })
         );
     }
 

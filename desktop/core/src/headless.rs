@@ -123,6 +123,9 @@ pub fn describe(event: &EngineEvent) -> Option<String> {
             if let Some(error) = &item.error {
                 line.push_str(&format!(" ({error})"));
             }
+            if let Some(note) = &item.note {
+                line.push_str(&format!(" ({note})"));
+            }
             if let Some(mp3) = item.mp3_path.as_ref().filter(|_| item.stage == Stage::Done) {
                 line.push_str(&format!(" -> {}", mp3.display()));
             }
@@ -140,6 +143,15 @@ pub fn describe(event: &EngineEvent) -> Option<String> {
             }
         }
         EngineEvent::AskExisting { count } => format!("{count} files already in the folder"),
+        EngineEvent::Waiting { files } if files.is_empty() => return None,
+        EngineEvent::Waiting { files } => format!(
+            "waiting: {}",
+            files
+                .iter()
+                .map(|file| file.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     })
 }
 

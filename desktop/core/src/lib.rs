@@ -12,6 +12,7 @@ pub mod filters;
 pub mod headless;
 pub mod names;
 pub mod notices;
+pub mod plain;
 pub mod settings;
 pub mod sse;
 pub mod status;

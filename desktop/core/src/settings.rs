@@ -14,6 +14,10 @@ pub const DEFAULT_EXTENSIONS: &[&str] = &[
     "m2ts", "3gp", "ogv", "vob", "m4a", "wav", "flac", "ogg", "opus", "aac", "wma",
 ];
 
+/// The shortest settle time: below it the guard against taking a file
+/// that is still being copied is off in all but name.
+pub const MIN_SETTLE_MS: u64 = 500;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
@@ -182,8 +186,67 @@ impl Settings {
                 "the settle time is at most 10 minutes".into(),
             ));
         }
+        if self.settle_ms < MIN_SETTLE_MS {
+            return Err(Error::Invalid(
+                "wait at least half a second before taking a file, so that files still being \
+                 copied are not sent half-written"
+                    .into(),
+            ));
+        }
         self.conversion.options()?;
         Ok(())
+    }
+}
+
+impl Settings {
+    /// Checks the folders that changed since `before`: the watched folder
+    /// must be a folder the app can read, the MP3 folder one it can write
+    /// into; a missing one is [`Error::MissingFolder`] (the window offers to
+    /// create it). Saving a folder that cannot work would watch nothing.
+    pub fn check_folders(&self, before: &Settings) -> Result<(), Error> {
+        if let Some(dir) = self
+            .watch_dir
+            .as_deref()
+            .filter(|_| self.watch_dir != before.watch_dir)
+        {
+            check_folder(dir, "watched folder")?;
+            std::fs::read_dir(dir).map_err(|_| {
+                Error::Invalid(format!("the app may not read the folder {}", dir.display()))
+            })?;
+        }
+        if let Some(dir) = self
+            .out_dir
+            .as_deref()
+            .filter(|_| self.out_dir != before.out_dir)
+        {
+            check_folder(dir, "MP3 folder")?;
+            let probe = dir.join(".mp3converter-write-test");
+            std::fs::write(&probe, b"")
+                .and_then(|()| std::fs::remove_file(&probe))
+                .map_err(|_| {
+                    Error::Invalid(format!(
+                        "the app may not write into the folder {}",
+                        dir.display()
+                    ))
+                })?;
+        }
+        Ok(())
+    }
+}
+
+fn check_folder(dir: &Path, what: &str) -> Result<(), Error> {
+    if !dir.is_absolute() {
+        return Err(Error::Invalid(format!(
+            "the {what} needs a full path, like /home/you/Videos"
+        )));
+    }
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(Error::Invalid(format!(
+            "{} is a file, not a folder",
+            dir.display()
+        ))),
+        Err(_) => Err(Error::MissingFolder(dir.to_owned())),
     }
 }
 
@@ -265,6 +328,53 @@ mod tests {
         };
         assert!(settings.validate().is_err());
         assert!(Settings::default().validate().is_ok());
+    }
+
+    #[test]
+    fn a_settle_time_that_turns_the_copy_guard_off_is_refused() {
+        let settings = Settings {
+            settle_ms: 0,
+            ..Settings::default()
+        };
+        let err = settings.validate().expect_err("0 s");
+        assert!(err.to_string().contains("half a second"), "{err}");
+    }
+
+    #[test]
+    fn changed_folders_must_exist_and_work() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let before = Settings::default();
+        let missing = dir.path().join("nowhere");
+        let settings = Settings {
+            watch_dir: Some(missing.clone()),
+            ..Settings::default()
+        };
+        assert!(matches!(
+            settings.check_folders(&before),
+            Err(Error::MissingFolder(path)) if path == missing
+        ));
+        // Unchanged folders are not checked again (one may be a share
+        // that is away for now).
+        assert!(settings.check_folders(&settings).is_ok());
+        let file = dir.path().join("a file");
+        std::fs::write(&file, b"x").expect("write");
+        let settings = Settings {
+            out_dir: Some(file),
+            ..Settings::default()
+        };
+        let err = settings.check_folders(&before).expect_err("a file");
+        assert!(err.to_string().contains("not a folder"), "{err}");
+        let settings = Settings {
+            watch_dir: Some(dir.path().to_owned()),
+            out_dir: Some(
+                dir.path()
+                    .join("..")
+                    .join(dir.path().file_name().expect("name")),
+            ),
+            ..Settings::default()
+        };
+        settings.check_folders(&before).expect("both work");
+        assert!(!dir.path().join(".mp3converter-write-test").exists());
     }
 
     #[test]

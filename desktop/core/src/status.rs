@@ -28,7 +28,8 @@ impl Summary {
     /// `items` newest first, as the store lists them.
     pub fn of(items: &[Item], signed_in: bool, paused: bool) -> Summary {
         let count = |wanted: fn(Stage) -> bool| items.iter().filter(|i| wanted(i.stage)).count();
-        let in_progress = count(|stage| !matches!(stage, Stage::Done | Stage::Failed));
+        let in_progress =
+            count(|stage| !matches!(stage, Stage::Done | Stage::Failed | Stage::Duplicate));
         let newest_failed = items.first().is_some_and(|i| i.stage == Stage::Failed);
         let state = if !signed_in || newest_failed {
             TrayState::Attention
@@ -97,6 +98,9 @@ mod tests {
             job_id: None,
             mp3_path: None,
             error: None,
+            note: None,
+            retryable: true,
+            detail: None,
             updated_at: id,
         }
     }

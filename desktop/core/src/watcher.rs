@@ -117,6 +117,11 @@ impl Settler {
         !self.watching.is_empty()
     }
 
+    /// The files still changing (or not unchanged for long enough yet).
+    pub fn unsettled(&self) -> impl Iterator<Item = &Seen> {
+        self.watching.values().map(|(seen, _)| seen)
+    }
+
     /// Lets a handed-out file be handed out again (it could not be read).
     pub fn forget(&mut self, path: &Path) {
         self.handed_out.remove(path);

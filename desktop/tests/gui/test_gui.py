@@ -258,6 +258,18 @@ def run(driver, server, email, password, watch, out, monitor_log):
             ".find(li => li.querySelector('.name').textContent === arguments[0]);"
             "return li ? li.querySelector('.stage').textContent : null;", name)
 
+    def row_note(name):
+        return driver.execute_script(
+            "const li = [...document.querySelectorAll('#jobs li')]"
+            ".find(li => li.querySelector('.name').textContent === arguments[0]);"
+            "return li?.querySelector('.note')?.textContent ?? '';", name)
+
+    def click_row_button(name, action):
+        driver.execute_script(
+            "const li = [...document.querySelectorAll('#jobs li')]"
+            ".find(li => li.querySelector('.name').textContent === arguments[0]);"
+            "li.querySelector(`button[data-action='${arguments[1]}']`).click();", name, action)
+
     # 1. Sign in.
     wait_until("the sign-in form", lambda: find("#signin").is_displayed())
     # "Create an account" shows only where the server accepts registrations:
@@ -269,10 +281,27 @@ def run(driver, server, email, password, watch, out, monitor_log):
         wait_until(f"the create-an-account button {'shown' if shown else 'hidden'} for {url}",
                    lambda: register_shown() == shown)
     find("#email").send_keys(email)
+    # A server that cannot be reached, typed without http://: said in
+    # words, the technical cause behind "Details".
+    find("#server").clear()
+    find("#server").send_keys(f"127.0.0.1:{free_port()}")
+    find("#password").send_keys("any password")
+    find("#signin-button").click()
+    wait_until("the unreachable-server message",
+               lambda: "Nothing answers at the server address" in find("#signin-error").text)
+    assert find("#signin-error summary").text == "Details"
+    closed, detail = driver.execute_script(
+        "const d = document.querySelector('#signin-error details'); return [!d.open, d.textContent]")
+    assert closed, "the detail shows unasked"
+    assert "os error" in detail or "Connection refused" in detail, detail
+    screenshot(driver, "1a-unreachable-server")
+    find("#server").clear()
+    find("#server").send_keys(server)
+    find("#password").clear()
     find("#password").send_keys("wrong password")
     find("#signin-button").click()
     wait_until("the wrong-password message",
-               lambda: "wrong email or password" in find("#signin-error").text)
+               lambda: "Wrong email or password" in find("#signin-error").text)
     find("#password").clear()
     find("#password").send_keys(password)
     screenshot(driver, "1-sign-in")
@@ -300,10 +329,24 @@ def run(driver, server, email, password, watch, out, monitor_log):
     """)
 
     # 2. Choose folders (typed; the Choose… buttons open the native picker).
-    find("#watch-dir").send_keys(str(watch))
+    # A watched folder that does not exist is not saved as if watched: the
+    # window offers to create it. Enter in a field saves.
+    missing = WORK / "not yet"
+    find("#watch-dir").send_keys(str(missing))
     find("#out-dir").send_keys(str(out))
-    find("#folders-save").click()
+    find("#watch-dir").send_keys(Keys.RETURN)
+    wait_until("the missing-folder message", lambda: "does not exist" in find("#folders-message").text)
+    assert find("#folders-create").is_displayed()
+    screenshot(driver, "2a-missing-folder")
+    find("#folders-create").click()
+    wait_until("the folder created and saved", lambda: "Saved" in find("#folders-message").text)
+    assert missing.is_dir()
+    find("#watch-dir").clear()
+    find("#watch-dir").send_keys(str(watch))
+    assert find("#folders-message").text == "", "an old 'Saved' stayed up after an edit"
+    find("#out-dir").send_keys(Keys.RETURN)
     wait_until("folders saved", lambda: "Saved" in find("#folders-message").text)
+    assert driver.execute_script("return settings.watch_dir") == str(watch)
 
     # "Start at login": an XDG autostart entry that starts the app in the
     # tray, there while the setting is on and gone when it is off.
@@ -331,6 +374,23 @@ def run(driver, server, email, password, watch, out, monitor_log):
             find("#settings-cancel").click()
             wait_until("the settings dialog closed", lambda: not find("#settings").is_displayed())
         return error
+
+    # Enter in Settings saves: the video goes to the Trash after its MP3.
+    find("#settings-button").click()
+    wait_until("the settings dialog", lambda: find("#settings").is_displayed())
+    driver.execute_script("document.getElementById('after-done').value = 'delete';"
+                          "document.getElementById('after-done').dispatchEvent(new Event('change'))")
+    assert find("#after-done-hint").is_displayed()
+    find("#settle").clear()
+    find("#settle").send_keys("-5")
+    find("#settle").send_keys(Keys.RETURN)
+    wait_until("the settle-time message", lambda: "from 1 to 600" in find("#settings-error").text)
+    find("#settle").clear()
+    find("#settle").send_keys("3")
+    find("#settle").send_keys(Keys.RETURN)
+    wait_until("the settings dialog closed by Enter", lambda: not find("#settings").is_displayed())
+    assert driver.execute_script("return settings.after_done.action") == "delete"
+    assert driver.execute_script("return settings.settle_ms") == 3000
 
     # A fresh account has no ~/.config at all: it works there too.
     assert set_start_at_login(True) == ""
@@ -375,6 +435,27 @@ def run(driver, server, email, password, watch, out, monitor_log):
     assert (out / "Concert Recording.mp3").stat().st_size > 10_000
     screenshot(driver, "3-done")
     log(f"audio only: {row_text(name)!r}")
+    # "Move the video to the Trash": in the freedesktop Trash, with its
+    # .trashinfo, and the row says so.
+    trash = WORK / "home" / ".local" / "share" / "Trash"
+    wait_until("the video in the Trash", lambda: (trash / "files" / name).exists(), seconds=20)
+    info = (trash / "info" / f"{name}.trashinfo").read_text()
+    assert "[Trash Info]" in info and "Path=" in info, info
+    assert not (watch / name).exists()
+    wait_until("the row's note", lambda: "moved to the Trash" in row_note(name))
+    log("the video went to the Trash")
+
+    # A copy of a converted video gets a row that says so, and converts
+    # again on request.
+    shutil.copy(trash / "files" / name, watch / "Concert Recording copy.mp4")
+    copy = "Concert Recording copy.mp4"
+    wait_until("the copy's row", lambda: stage(copy) == "duplicate", seconds=30)
+    assert "Already converted as Concert Recording.mp3" in row_text(copy), row_text(copy)
+    screenshot(driver, "3a-copy")
+    click_row_button(copy, "again")
+    wait_until("the copy converted again", lambda: stage(copy) == "done", seconds=120)
+    assert (out / "Concert Recording copy.mp3").exists()
+    log("a copy: listed as already converted, converted again on request")
 
     # The setting turns it off: the next video is sent whole.
     find("#settings-button").click()
@@ -446,23 +527,76 @@ def run(driver, server, email, password, watch, out, monitor_log):
     # 7. Paused: a new video waits; resuming takes it.
     make_video(scratch / "later.mp4", 2, 550)
     shutil.copy(scratch / "later.mp4", watch / "later.mp4")
-    time.sleep(4)
-    assert stage("later.mp4") is None, "taken while paused"
+    # Seen at once, shown as waiting, not taken.
+    wait_until("the waiting row", lambda: stage("later.mp4") == "waiting", seconds=15)
+    assert "Paused" in row_text("later.mp4"), row_text("later.mp4")
+    screenshot(driver, "6a-waiting")
+    time.sleep(3)
+    assert stage("later.mp4") == "waiting", "taken while paused"
     find("#pause-button").click()
     wait_until("resumed", lambda: find("#status").text == "Online", seconds=15)
     wait_until("the video taken after resuming", lambda: stage("later.mp4") == "done", seconds=120)
     screenshot(driver, "6-finished")
 
+    # Subfolders keep their structure in the MP3 folder: two clip.mp4 stay
+    # apart, and their rows say which is which.
+    find("#settings-button").click()
+    wait_until("the settings dialog", lambda: find("#settings").is_displayed())
+    box = find("#recursive")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", box)
+    box.click()
+    find("#settings-save").click()
+    wait_until("the settings dialog closed", lambda: not find("#settings").is_displayed())
+    for season, freq in (("Season 1", 300), ("Season 2", 350)):
+        (watch / season).mkdir()
+        make_video(scratch / f"{season}.mp4", 2, freq)
+        shutil.copy(scratch / f"{season}.mp4", watch / season / "clip.mp4")
+    for season in ("Season 1", "Season 2"):
+        wait_until(f"{season}/clip.mp3", lambda s=season: (out / s / "clip.mp3").exists(), seconds=120)
+        wait_until(f"the {season} row done", lambda s=season: stage(f"{s}/clip.mp4") == "done", seconds=30)
+    assert not (out / "clip (2).mp3").exists()
+    screenshot(driver, "6c-subfolders")
+    log("subfolders kept in the MP3 folder")
+
+    # "Add files…" from the keyboard: Enter on the drop area opens the file
+    # picker; a path typed there is taken.
+    make_video(scratch / "picked.mp4", 2, 770)
+    # The window has the keyboard (the tray menu had it last), the drop
+    # area the focus, as after a Tab to it.
+    xdotool("search", "--name", "^MP3 Converter$", "windowfocus", "--sync")
+    driver.execute_script("document.getElementById('drop').focus()")
+    assert driver.execute_script("return document.activeElement.id") == "drop"
+    xdotool("key", "Return")
+    wait_until("the file picker", lambda: subprocess.run(
+        ["xdotool", "search", "--name", "Add videos to convert"], capture_output=True).returncode == 0,
+        seconds=15)
+    time.sleep(0.5)
+    screenshot(driver, "6d-add-files")
+    # No window manager under Xvfb: the picker gets the keyboard by hand.
+    xdotool("search", "--name", "Add videos to convert", "windowfocus", "--sync")
+    xdotool("key", "ctrl+l")
+    time.sleep(0.3)
+    xdotool("type", "--delay", "20", str(scratch / "picked.mp4"))
+    xdotool("key", "Return")
+    wait_until("the picked file done", lambda: stage("picked.mp4") == "done", seconds=120)
+    assert (out / "picked.mp3").exists()
+    log("a file added from the keyboard")
+
     # The tray is idle again: no dot.
     wait_until("an idle tray icon", lambda: tray_dots() == (0, 0), seconds=15)
 
-    # A file the server refuses shows failed with its reason, the tray turns red.
+    # A file the server refuses shows failed with its reason in words (the
+    # server's text behind "Details"), no Retry (it cannot help), and the
+    # tray turns red.
     (watch / "meeting notes.mp4").write_text("these are notes, not a video\n" * 40)
     wait_until("the refused file", lambda: stage("meeting notes.mp4") == "failed", seconds=60)
-    reason = driver.execute_script(
-        "return [...document.querySelectorAll('#jobs li')].find(li => li.dataset.stage === 'failed')"
-        ".querySelector('.stage').textContent")
-    assert "unsupported media type" in reason, reason
+    reason, detail, retry = driver.execute_script(
+        "const li = [...document.querySelectorAll('#jobs li')].find(li => li.dataset.stage === 'failed');"
+        "return [li.querySelector('.stage').textContent, li.querySelector('details')?.textContent ?? '',"
+        " !!li.querySelector(\"button[data-action='retry']\")]")
+    assert "not a video or audio file the server can convert" in reason, reason
+    assert "unsupported media type" in detail, detail
+    assert not retry, "Retry offered where it cannot help"
     wait_until("the tray's error dot", lambda: tray_dots()[1] > 0, seconds=15)
     screenshot(driver, "6b-failed")
     log(f"failure shown: {reason!r}; tray icon red")

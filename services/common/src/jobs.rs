@@ -138,6 +138,7 @@ impl Job {
             duration_s: self.duration_s,
             size_bytes: self.size_bytes,
             source: self.source.clone(),
+            retryable: self.state == JobState::Failed && !self.input_removed,
         }
     }
 
@@ -711,6 +712,7 @@ mod tests {
                 "mp3_fid",
                 "options",
                 "progress",
+                "retryable",
                 "size_bytes",
                 "state",
                 "updated_at",

@@ -39,6 +39,15 @@ pub struct JobView {
     /// app's default); absent for whole uploads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceFile>,
+    /// Whether `POST /api/v1/jobs/{id}/retry` can help: the job failed and
+    /// its file was kept (a file that is not media is removed at once, and
+    /// converting it again cannot succeed). Servers before this field: true.
+    #[serde(default = "retry_may_help")]
+    pub retryable: bool,
+}
+
+fn retry_may_help() -> bool {
+    true
 }
 
 /// `{job}`: what creating, reading and retrying a job answer.

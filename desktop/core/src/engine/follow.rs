@@ -39,9 +39,15 @@ pub(super) async fn apply_job(shared: &Shared, id: i64, job: &Job) -> Result<(),
         (JobState::Failed, _) => {
             let reason = job
                 .error
-                .clone()
-                .unwrap_or_else(|| "the server could not convert this file".into());
-            fail(shared, &item, &reason).await;
+                .as_deref()
+                .unwrap_or("the server could not convert this file");
+            fail(
+                shared,
+                &item,
+                &crate::plain::job_failure(reason),
+                job.retryable,
+            )
+            .await;
             return Ok(());
         }
     }
@@ -156,7 +162,13 @@ async fn poll_active(shared: &Shared, api: &ApiClient) {
                 }
             }
             Err(Error::Server { status: 404, .. }) => {
-                fail(shared, &item, "the job was deleted on the server").await;
+                let reason = crate::plain::Plain {
+                    message: "The conversion was removed on the server. Retry uploads the file \
+                              again."
+                        .into(),
+                    detail: None,
+                };
+                fail(shared, &item, &reason, true).await;
             }
             Err(Error::Unauthorized) => {
                 signed_out(shared);

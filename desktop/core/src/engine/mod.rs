@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::ApiClient;
 use crate::error::Error;
 use crate::notices::{self, Batcher, Notice};
+use crate::plain::Plain;
 use crate::settings::{ExistingFiles, Settings};
 use crate::store::{Item, Stage, Store};
 
@@ -60,6 +61,31 @@ pub enum EngineEvent {
     AskExisting {
         count: usize,
     },
+    /// The files seen in the watched folder and not taken yet (all of
+    /// them, each time the list changes).
+    Waiting {
+        files: Vec<Waiting>,
+    },
+}
+
+/// A file in the watched folder that the engine saw and has not taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Waiting {
+    pub path: PathBuf,
+    /// Its place under the watched folder.
+    pub name: String,
+    pub reason: WaitReason,
+}
+
+/// Why a file waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitReason {
+    /// Still being written (a copy or a download), or not unchanged for the
+    /// settle time yet.
+    Copying,
+    /// Watching is paused.
+    Paused,
 }
 
 /// How long finished files are held back to fold them into one notice.
@@ -86,6 +112,7 @@ struct Shared {
     wake_upload: Notify,
     wake_download: Notify,
     dropped: Mutex<Vec<PathBuf>>,
+    waiting: std::sync::Mutex<Vec<Waiting>>,
     batcher: Mutex<Batcher>,
     stop: CancellationToken,
 }
@@ -120,6 +147,7 @@ impl Engine {
             wake_upload: Notify::new(),
             wake_download: Notify::new(),
             dropped: Mutex::new(Vec::new()),
+            waiting: std::sync::Mutex::new(Vec::new()),
             batcher: Mutex::new(Batcher::new(NOTICE_WINDOW)),
             stop: CancellationToken::new(),
         });
@@ -231,6 +259,15 @@ impl Engine {
         self.shared.online.load(Ordering::Relaxed)
     }
 
+    /// The files seen and not taken yet (see [`EngineEvent::Waiting`]).
+    pub fn waiting(&self) -> Vec<Waiting> {
+        self.shared
+            .waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     pub async fn items(&self) -> Result<Vec<Item>, Error> {
         self.shared.store.all().await
     }
@@ -265,6 +302,15 @@ impl Engine {
             _ => shared.store.set_stage(id, Stage::Pending, 0.0).await?,
         }
         emit_item(shared, id).await;
+        self.wake_all();
+        Ok(())
+    }
+
+    /// Converts a copy of content converted before after all (a
+    /// [`Stage::Duplicate`] row): it gets an MP3 of its own name.
+    pub async fn convert_again(&self, id: i64) -> Result<(), Error> {
+        self.shared.store.convert_again(id).await?;
+        emit_item(&self.shared, id).await;
         self.wake_all();
         Ok(())
     }
@@ -331,13 +377,15 @@ async fn reset(shared: &Shared, item: &Item, stage: Stage) {
     emit_item(shared, item.id).await;
 }
 
-async fn fail(shared: &Shared, item: &Item, reason: &str) {
-    tracing::warn!(file = %item.name, reason, "failed");
-    if let Err(err) = shared.store.fail(item.id, reason).await {
+/// Fails an item with `reason` in plain words; `retryable` says whether
+/// "Retry" is offered.
+async fn fail(shared: &Shared, item: &Item, reason: &Plain, retryable: bool) {
+    tracing::warn!(file = %item.name, reason = %reason.message, detail = ?reason.detail, "failed");
+    if let Err(err) = shared.store.fail(item.id, reason, retryable).await {
         tracing::error!(error = %err, "recording the failure");
     }
     emit_item(shared, item.id).await;
-    notify(shared, Batcher::failed(&item.name, reason)).await;
+    notify(shared, Batcher::failed(&item.name, &reason.message)).await;
 }
 
 async fn notify(shared: &Shared, notice: Notice) {

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::{EngineEvent, Shared, pause};
+use super::{EngineEvent, Shared, WaitReason, Waiting, pause};
 use crate::error::Error;
 use crate::settings::{ExistingFiles, Settings};
+use crate::store::Added;
 use crate::watcher::{FolderWatch, Seen, Settler, scan, stat};
 
 /// What the loop knows about the folder it watches. It lives as long as the
@@ -61,19 +62,25 @@ pub(super) async fn scan_loop(shared: Arc<Shared>) {
                     Some(state) if &state.dir == dir => state,
                     _ => watched.insert(Watched::new(dir)),
                 };
-                if settings.paused {
-                    state.watch = None;
+                // Watched while paused too: a file that arrives shows at
+                // once as waiting.
+                state.ensure_watch(&settings, shared.wake_scan.clone());
+                let result = if settings.paused {
+                    list_paused(&shared, &settings, state).await
                 } else {
-                    state.ensure_watch(&settings, shared.wake_scan.clone());
-                    if let Err(err) = scan_once(&shared, &settings, state).await {
-                        tracing::warn!(error = %err, "scanning the watched folder");
-                    }
-                    if state.settler.has_unsettled() {
-                        next = next.min((settings.settle() / 3).max(Duration::from_millis(200)));
-                    }
+                    scan_once(&shared, &settings, state).await
+                };
+                if let Err(err) = result {
+                    tracing::warn!(error = %err, "scanning the watched folder");
+                }
+                if !settings.paused && state.settler.has_unsettled() {
+                    next = next.min((settings.settle() / 3).max(Duration::from_millis(200)));
                 }
             }
-            None => watched = None,
+            None => {
+                watched = None;
+                set_waiting(&shared, Vec::new());
+            }
         }
         if !pause(&shared, &shared.wake_scan, next).await {
             return;
@@ -140,7 +147,68 @@ async fn scan_once(
             state.settler.forget(&file.path);
         }
     }
+    let changing: Vec<Seen> = state.settler.unsettled().cloned().collect();
+    let waiting = unknown_files(shared, &changing).await?;
+    set_waiting(shared, rows(&state.dir, waiting, WaitReason::Copying));
     Ok(())
+}
+
+/// While paused: the files that would be taken, shown as waiting.
+async fn list_paused(
+    shared: &Arc<Shared>,
+    settings: &Settings,
+    state: &Watched,
+) -> Result<(), Error> {
+    let baseline_key = format!("baseline:{}", state.dir.display());
+    if shared.store.meta(&baseline_key).await?.is_none() {
+        // The first-time question decides what is taken.
+        set_waiting(shared, Vec::new());
+        return Ok(());
+    }
+    let (dir, recursive, extensions, skip) = (
+        state.dir.clone(),
+        settings.recursive,
+        settings.extensions.clone(),
+        settings.out_dir.clone(),
+    );
+    let files =
+        tokio::task::spawn_blocking(move || scan(&dir, recursive, &extensions, skip.as_deref()))
+            .await
+            .map_err(|err| Error::Invalid(err.to_string()))?;
+    let waiting = unknown_files(shared, &files).await?;
+    set_waiting(shared, rows(&state.dir, waiting, WaitReason::Paused));
+    Ok(())
+}
+
+/// Waiting rows, named by their place under the watched folder.
+fn rows(dir: &Path, files: Vec<Seen>, reason: WaitReason) -> Vec<Waiting> {
+    let mut rows: Vec<Waiting> = files
+        .into_iter()
+        .map(|file| Waiting {
+            name: file
+                .path
+                .strip_prefix(dir)
+                .unwrap_or(&file.path)
+                .display()
+                .to_string(),
+            path: file.path,
+            reason,
+        })
+        .collect();
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    rows
+}
+
+/// Publishes the waiting files when they changed.
+fn set_waiting(shared: &Shared, files: Vec<Waiting>) {
+    let mut waiting = shared
+        .waiting
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if *waiting != files {
+        *waiting = files.clone();
+        let _ = shared.events.send(EngineEvent::Waiting { files });
+    }
 }
 
 /// The files of a scan that the local state has never seen.
@@ -205,14 +273,16 @@ async fn take(shared: &Arc<Shared>, file: &Seen) -> Result<(), Error> {
         .mark_seen(&file.path, file.size, file.mtime_ns, Some(&sha256))
         .await?;
     match shared.store.add(&file.path, &sha256, file.size).await? {
-        Some(item) => {
+        Added::New(item) => {
             tracing::info!(path = %file.path.display(), "queued");
             let _ = shared.events.send(EngineEvent::Item { item });
             shared.wake_upload.notify_one();
         }
-        None => {
-            tracing::info!(path = %file.path.display(), "same content as a file already taken; not uploaded again");
+        Added::Copy(item) => {
+            tracing::info!(path = %file.path.display(), "same content as a file already taken; listed, not uploaded");
+            let _ = shared.events.send(EngineEvent::Item { item });
         }
+        Added::Known => {}
     }
     Ok(())
 }

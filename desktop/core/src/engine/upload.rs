@@ -59,13 +59,22 @@ pub(super) async fn upload_loop(shared: Arc<Shared>) {
                 attempt += 1;
             }
             Err(err) => {
-                let reason = match &err {
-                    Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                        "the file was removed before it was uploaded".to_owned()
-                    }
-                    other => other.to_string(),
+                // The same file would be refused again: not media, too
+                // large, or gone.
+                let (reason, retryable) = match &err {
+                    Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => (
+                        crate::plain::Plain {
+                            message: "The file was removed before it was uploaded.".into(),
+                            detail: None,
+                        },
+                        false,
+                    ),
+                    Error::Server {
+                        status: 413 | 415, ..
+                    } => (crate::plain::explain(&err), false),
+                    other => (crate::plain::explain(other), true),
                 };
-                fail(&shared, &item, &reason).await;
+                fail(&shared, &item, &reason, retryable).await;
             }
         }
     }

@@ -147,7 +147,13 @@ async fn a_video_without_audio_is_sent_whole_and_fails_on_the_server_as_before()
     let failed = desktop.wait_for("silent.mov", Stage::Failed).await;
     assert_eq!(failed.upload_bytes, Some(failed.size), "sent whole");
     let reason = failed.error.unwrap_or_default();
-    assert!(reason.contains("no audio"), "{reason}");
+    assert!(reason.contains("no sound"), "{reason}");
+    assert!(
+        failed
+            .detail
+            .is_some_and(|detail| detail.contains("no audio")),
+        "the server's words kept as the detail"
+    );
     desktop.stop().await;
     stack.stop().await;
 }

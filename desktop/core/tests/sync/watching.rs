@@ -81,8 +81,28 @@ async fn renamed_and_copied_videos_are_not_uploaded_again() {
     desktop.wait_for("second.mp4", Stage::Done).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let names: Vec<String> = desktop.items().await.into_iter().map(|i| i.name).collect();
-    assert_eq!(names, vec!["second.mp4", "first.mp4"]);
+    let items = desktop.items().await;
+    let converted: Vec<&str> = items
+        .iter()
+        .filter(|i| i.stage != Stage::Duplicate)
+        .map(|i| i.name.as_str())
+        .collect();
+    assert_eq!(converted, vec!["second.mp4", "first.mp4"]);
+    // The copy and the renamed file are listed, each saying which MP3
+    // they are: never ignored without a word.
+    let mut copies: Vec<(&str, Option<&str>)> = items
+        .iter()
+        .filter(|i| i.stage == Stage::Duplicate)
+        .map(|i| (i.name.as_str(), i.note.as_deref()))
+        .collect();
+    copies.sort();
+    assert_eq!(
+        copies,
+        vec![
+            ("copy of first.mp4", Some("Already converted as first.mp3")),
+            ("renamed.mp4", Some("Already converted as first.mp3")),
+        ]
+    );
     assert_eq!(stack.job_count().await, 2);
     assert_eq!(
         files_in(&desktop.out_dir()),
@@ -150,11 +170,29 @@ async fn a_video_the_server_cannot_convert_shows_failed_with_its_reason() {
     )
     .expect("write");
 
+    // Said in words, the server's text kept as the detail; a retry cannot
+    // help either, so none is offered.
     let silent = desktop.wait_for("silent.mp4", Stage::Failed).await;
-    assert_eq!(silent.error.as_deref(), Some("the file has no audio track"));
+    assert_eq!(
+        silent.error.as_deref(),
+        Some("This video has no sound to turn into an MP3.")
+    );
+    assert_eq!(
+        silent.detail.as_deref(),
+        Some("the file has no audio track")
+    );
     let notes = desktop.wait_for("notes.mp4", Stage::Failed).await;
     let reason = notes.error.expect("reason");
-    assert!(reason.contains("unsupported media type"), "{reason}");
+    assert_eq!(
+        reason,
+        "This file is not a video or audio file the server can convert."
+    );
+    assert!(!notes.retryable);
+    assert!(
+        notes
+            .detail
+            .is_some_and(|detail| detail.contains("unsupported media type")),
+    );
     assert!(files_in(&desktop.out_dir()).is_empty());
     desktop.stop().await;
     stack.stop().await;
@@ -181,6 +219,13 @@ async fn the_source_video_is_moved_away_only_after_its_mp3_arrived_when_asked() 
     }
     assert!(!video.exists(), "the video is still in the watched folder");
     assert!(done_dir.join("tidy.mp4").exists());
+    let noted = desktop.wait_for("tidy.mp4", Stage::Done).await.note;
+    assert!(
+        noted
+            .as_deref()
+            .is_some_and(|note| note.starts_with("Video moved to")),
+        "{noted:?}"
+    );
     // Moving it away is not a new file, and nothing comes back.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(desktop.items().await.len(), 1);
@@ -259,6 +304,66 @@ async fn an_interrupted_mp3_download_resumes_from_where_it_stopped() {
     assert_eq!(std::fs::read(&part).expect("read part"), whole);
     // The first progress report already counted the half we had.
     assert!(seen_from.load(std::sync::atomic::Ordering::Relaxed) > (whole.len() / 2) as u64);
+    desktop.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_of_a_video_replaces_its_mp3_and_the_old_one_goes_to_the_trash() {
+    let stack = Stack::start().await;
+    let desktop = Desktop::start(&stack.gateway, &stack.token).await;
+    let scratch = tempfile::tempdir().expect("scratch");
+    let first = make_video(scratch.path(), "talk.mp4", 1.0, true);
+    std::fs::copy(&first, desktop.watch_dir().join("talk.mp4")).expect("copy in");
+    let old = desktop.wait_for("talk.mp4", Stage::Done).await;
+    let mp3 = old.mp3_path.clone().expect("mp3");
+
+    // A longer version under the same name.
+    let second = make_video(scratch.path(), "talk.mp4", 2.0, true);
+    std::fs::copy(&second, desktop.watch_dir().join("talk.mp4")).expect("copy in");
+    let deadline = std::time::Instant::now() + crate::harness::WAIT;
+    let new = loop {
+        let items = desktop.items().await;
+        if let Some(new) = items
+            .iter()
+            .find(|i| i.name == "talk.mp4" && i.id != old.id && i.stage == Stage::Done)
+        {
+            break new.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{items:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        new.mp3_path.as_deref(),
+        Some(mp3.as_path()),
+        "the same name"
+    );
+    assert_eq!(files_in(&desktop.out_dir()), vec!["talk.mp3"]);
+    assert!((duration_of(&mp3) - 2.0).abs() < 0.15);
+    assert_eq!(
+        new.note.as_deref(),
+        Some("Replaced the MP3 of the earlier version")
+    );
+    let earlier = desktop
+        .items()
+        .await
+        .into_iter()
+        .find(|i| i.id == old.id)
+        .expect("the earlier row");
+    assert!(
+        earlier
+            .note
+            .is_some_and(|note| note.starts_with("Replaced by a newer version")),
+    );
+    // The first MP3 is in the Trash (taken out again: it is the machine
+    // user's Trash).
+    let trashed: Vec<_> = trash::os_limited::list()
+        .expect("the Trash")
+        .into_iter()
+        .filter(|item| item.original_path() == mp3)
+        .collect();
+    assert_eq!(trashed.len(), 1, "the earlier MP3 is not in the Trash");
+    trash::os_limited::purge_all(trashed).expect("emptied");
     desktop.stop().await;
     stack.stop().await;
 }

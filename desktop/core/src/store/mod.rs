@@ -28,6 +28,9 @@ pub enum Stage {
     Downloading,
     Done,
     Failed,
+    /// The same content as a file converted (or being converted) already:
+    /// shown, not uploaded, until the user asks to convert it again.
+    Duplicate,
 }
 
 impl Stage {
@@ -41,6 +44,7 @@ impl Stage {
             Stage::Downloading => "downloading",
             Stage::Done => "done",
             Stage::Failed => "failed",
+            Stage::Duplicate => "duplicate",
         }
     }
 
@@ -53,6 +57,7 @@ impl Stage {
             "downloading" => Stage::Downloading,
             "done" => Stage::Done,
             "failed" => Stage::Failed,
+            "duplicate" => Stage::Duplicate,
             _ => Stage::Pending,
         }
     }
@@ -75,7 +80,27 @@ pub struct Item {
     pub job_id: Option<String>,
     pub mp3_path: Option<PathBuf>,
     pub error: Option<String>,
+    /// What else the user should know: the video moved to the Trash, an
+    /// earlier MP3 replaced, which MP3 a copy was converted as.
+    pub note: Option<String>,
+    /// For a failure: whether trying again can help (not for a file that
+    /// is not media, or has no audio).
+    pub retryable: bool,
+    /// The technical text behind `error`, for "Details".
+    pub detail: Option<String>,
     pub updated_at: i64,
+}
+
+/// What [`Store::add`] did with a finished file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Added {
+    /// New content: queued.
+    New(Item),
+    /// Content taken before under another name (or the same file again):
+    /// a [`Stage::Duplicate`] row, not uploaded.
+    Copy(Item),
+    /// This very file already has its row.
+    Known,
 }
 
 /// The local database.
@@ -165,30 +190,114 @@ impl Store {
         Ok(())
     }
 
-    /// Queues new content. Returns `None` when this content is already known
-    /// (a renamed or copied file): no second upload.
-    pub async fn add(&self, path: &Path, sha256: &str, size: u64) -> Result<Option<Item>, Error> {
+    /// Queues new content; content taken before gets a row that says so
+    /// (see [`Added`]).
+    pub async fn add(&self, path: &Path, sha256: &str, size: u64) -> Result<Added, Error> {
+        let path_text = path.to_string_lossy();
+        let earlier = sqlx::query(&format!(
+            "{SELECT} WHERE sha256 = ? AND state != 'duplicate' ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(sha256)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| item(&row));
+        let Some(earlier) = earlier else {
+            return Ok(Added::New(
+                self.insert(path, sha256, size, Stage::Pending, None)
+                    .await?,
+            ));
+        };
+        let listed = sqlx::query(
+            "SELECT 1 FROM items WHERE sha256 = ? AND path = ? AND state = 'duplicate'",
+        )
+        .bind(sha256)
+        .bind(&path_text)
+        .fetch_optional(&self.pool)
+        .await?;
+        if listed.is_some() {
+            return Ok(Added::Known);
+        }
+        let note = match (
+            &earlier.stage,
+            earlier.mp3_path.as_deref().and_then(Path::file_name),
+        ) {
+            (Stage::Done, Some(mp3)) => format!("Already converted as {}", mp3.to_string_lossy()),
+            _ if earlier.path == path => "Already taken".to_owned(),
+            _ => format!("Same video as {}, already taken", earlier.name),
+        };
+        Ok(Added::Copy(
+            self.insert(path, sha256, size, Stage::Duplicate, Some(&note))
+                .await?,
+        ))
+    }
+
+    async fn insert(
+        &self,
+        path: &Path,
+        sha256: &str,
+        size: u64,
+        stage: Stage,
+        note: Option<&str>,
+    ) -> Result<Item, Error> {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "video".into());
         let now = now_ms();
         let inserted = sqlx::query(
-            "INSERT INTO items (sha256, path, name, size, state, created_at, updated_at)
-             VALUES (?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (sha256) DO NOTHING",
+            "INSERT INTO items (sha256, path, name, size, state, note, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(sha256)
         .bind(path.to_string_lossy())
         .bind(&name)
         .bind(size as i64)
+        .bind(stage.as_str())
+        .bind(note)
         .bind(now)
         .bind(now)
         .execute(&self.pool)
         .await?;
-        if inserted.rows_affected() == 0 {
-            return Ok(None);
-        }
-        self.get(inserted.last_insert_rowid()).await
+        self.get(inserted.last_insert_rowid())
+            .await?
+            .ok_or_else(|| Error::Invalid("a new row vanished".into()))
+    }
+
+    /// A copy the user wants converted after all: queued like new content.
+    pub async fn convert_again(&self, id: i64) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE items SET state = 'pending', progress = 0, note = NULL, updated_at = ?
+             WHERE id = ? AND state = 'duplicate'",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_note(&self, id: i64, note: Option<&str>) -> Result<(), Error> {
+        sqlx::query("UPDATE items SET note = ?, updated_at = ? WHERE id = ?")
+            .bind(note)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The newest finished item taken from `path` other than `id`: the
+    /// earlier version of a video whose MP3 a new version replaces.
+    pub async fn earlier_version(&self, path: &Path, id: i64) -> Result<Option<Item>, Error> {
+        let row = sqlx::query(&format!(
+            "{SELECT} WHERE path = ? AND id != ? AND state = 'done' AND mp3_path IS NOT NULL
+             ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(path.to_string_lossy())
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| item(&row)))
     }
 
     pub async fn get(&self, id: i64) -> Result<Option<Item>, Error> {
@@ -199,11 +308,16 @@ impl Store {
         Ok(row.map(|row| item(&row)))
     }
 
+    /// The item following job `job_id`. A copy converted again may share
+    /// its job with the first conversion (the server answers the same
+    /// content with the same job): the one still waiting for it wins.
     pub async fn by_job(&self, job_id: &str) -> Result<Option<Item>, Error> {
-        let row = sqlx::query(&format!("{SELECT} WHERE job_id = ?"))
-            .bind(job_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "{SELECT} WHERE job_id = ? ORDER BY state = 'done', id DESC LIMIT 1"
+        ))
+        .bind(job_id)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(|row| item(&row)))
     }
 
@@ -278,29 +392,31 @@ impl Store {
         Ok(())
     }
 
-    pub async fn fail(&self, id: i64, reason: &str) -> Result<(), Error> {
-        sqlx::query("UPDATE items SET state = 'failed', error = ?, updated_at = ? WHERE id = ?")
-            .bind(reason)
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+    /// Fails an item with its reason in plain words (and the technical
+    /// text behind it); `retryable` says whether "Retry" can help.
+    pub async fn fail(
+        &self,
+        id: i64,
+        reason: &crate::plain::Plain,
+        retryable: bool,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE items SET state = 'failed', error = ?, detail = ?, retryable = ?, updated_at = ?
+             WHERE id = ?",
+        )
+        .bind(&reason.message)
+        .bind(&reason.detail)
+        .bind(retryable)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
-    /// Forgets an item (the file is taken again if its content shows up).
+    /// Forgets an item. Its file stays known, so it is not taken again
+    /// unless it changes (a removed row does not come back on a rescan).
     pub async fn remove(&self, id: i64) -> Result<(), Error> {
-        let sha = sqlx::query("SELECT sha256 FROM items WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        if let Some(row) = sha {
-            let sha: String = row.get(0);
-            sqlx::query("DELETE FROM seen WHERE sha256 = ?")
-                .bind(&sha)
-                .execute(&self.pool)
-                .await?;
-        }
         sqlx::query("DELETE FROM items WHERE id = ?")
             .bind(id)
             .execute(&self.pool)
@@ -334,7 +450,7 @@ impl Store {
 }
 
 const SELECT: &str = "SELECT id, sha256, path, name, size, upload_bytes, state, progress, \
-                      job_id, mp3_path, error, updated_at FROM items";
+                      job_id, mp3_path, error, note, retryable, detail, updated_at FROM items";
 
 fn item(row: &sqlx::sqlite::SqliteRow) -> Item {
     Item {
@@ -351,88 +467,12 @@ fn item(row: &sqlx::sqlite::SqliteRow) -> Item {
         job_id: row.get("job_id"),
         mp3_path: row.get::<Option<String>, _>("mp3_path").map(PathBuf::from),
         error: row.get("error"),
+        note: row.get("note"),
+        retryable: row.get("retryable"),
+        detail: row.get("detail"),
         updated_at: row.get("updated_at"),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn the_same_content_is_queued_once_and_survives_a_reopen() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("state.db");
-        let store = Store::open(&db).await.expect("open");
-        let item = store
-            .add(Path::new("/v/a.mp4"), "abc", 10)
-            .await
-            .expect("add")
-            .expect("new");
-        assert_eq!(item.stage, Stage::Pending);
-        assert_eq!(item.name, "a.mp4");
-        assert!(
-            store
-                .add(Path::new("/v/renamed.mp4"), "abc", 10)
-                .await
-                .expect("add")
-                .is_none()
-        );
-        store
-            .set_stage(item.id, Stage::Uploading, 0.5)
-            .await
-            .expect("stage");
-        store.set_job(item.id, "job1").await.expect("job");
-        store.close().await;
-
-        let store = Store::open(&db).await.expect("reopen");
-        let again = store.by_job("job1").await.expect("get").expect("kept");
-        // An upload cut by a crash starts over.
-        assert_eq!(again.stage, Stage::Pending);
-        assert_eq!(again.progress, 0.0);
-    }
-
-    #[tokio::test]
-    async fn failures_keep_their_reason_and_other_stages_clear_it() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("s.db")).await.expect("open");
-        let item = store
-            .add(Path::new("/v/a.mp4"), "h", 1)
-            .await
-            .expect("add")
-            .expect("new");
-        store
-            .fail(item.id, "the file has no audio track")
-            .await
-            .expect("fail");
-        let failed = store.get(item.id).await.expect("get").expect("item");
-        assert_eq!(failed.stage, Stage::Failed);
-        assert_eq!(failed.error.as_deref(), Some("the file has no audio track"));
-        store
-            .set_stage(item.id, Stage::Pending, 0.0)
-            .await
-            .expect("retry");
-        assert_eq!(
-            store.get(item.id).await.expect("get").expect("item").error,
-            None
-        );
-    }
-
-    #[tokio::test]
-    async fn seen_files_are_recognised_by_path_size_and_mtime() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("s.db")).await.expect("open");
-        let path = Path::new("/v/a.mp4");
-        store.mark_seen(path, 5, 7, Some("h")).await.expect("mark");
-        assert_eq!(
-            store.seen(path, 5, 7).await.expect("seen").as_deref(),
-            Some("h")
-        );
-        assert_eq!(store.seen(path, 6, 7).await.expect("seen"), None);
-        store.mark_seen(path, 6, 8, None).await.expect("mark");
-        assert_eq!(
-            store.seen(path, 6, 8).await.expect("seen").as_deref(),
-            Some("")
-        );
-    }
-}
+mod tests;
