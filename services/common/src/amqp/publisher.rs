@@ -115,8 +115,34 @@ impl Publisher {
         headers: FieldTable,
         mandatory: bool,
     ) -> Result<()> {
-        let channel = self.channel().await?;
-        let published = publish_on(&channel, exchange, routing_key, body, headers, mandatory).await;
+        // A nack (or a mandatory message returned) means the broker did
+        // not take the message: it is published again, a few times. A
+        // quorum queue declared by another connection at the same moment
+        // answers its declare before it can take messages, and a queue
+        // electing its leader (a broker restart) rejects for a moment.
+        let mut again = 0;
+        let published = loop {
+            let channel = self.channel().await?;
+            let published = publish_on(
+                &channel,
+                exchange,
+                routing_key,
+                body,
+                headers.clone(),
+                mandatory,
+            )
+            .await;
+            if !matches!(published, Err(Error::NotConfirmed)) || again == NOT_TAKEN_RETRIES {
+                break published;
+            }
+            again += 1;
+            tracing::info!(
+                routing_key,
+                again,
+                "the broker did not take the message; publishing it again"
+            );
+            tokio::time::sleep(Duration::from_millis(100 << again)).await;
+        };
         if matches!(published, Err(Error::Unresponsive { .. }))
             && let Some((conn, _)) = self.channel.lock().await.take()
         {
@@ -136,6 +162,10 @@ impl Publisher {
 /// or memory blocks publishers without closing their connection, and a dead
 /// network path looks the same: without a bound an upload would hang.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How many times a message the broker did not take (nack, or returned as
+/// unroutable) is published again, after 0.2, 0.4 and 0.8 s.
+const NOT_TAKEN_RETRIES: u32 = 3;
 
 /// Publishes persistently on a channel in confirm mode and waits for the ack
 /// (at most [`CONFIRM_TIMEOUT`]). Stamps the publish time (the `timestamp`

@@ -195,6 +195,47 @@ async fn finish(
     reasons
 }
 
+/// A message the broker does not take at once (here: returned, as its
+/// queue does not exist yet; a quorum queue another connection is still
+/// declaring nacks the same way) is published again and arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_broker_did_not_take_is_published_again() {
+    let queue = format!("late-{}", uuid::Uuid::new_v4().simple());
+    let url = crate::testing::amqp_url();
+    let publisher = Publisher::connect(&url, "late-test", &[], &[])
+        .await
+        .expect("publisher");
+    let declarer = {
+        let (url, queue) = (url.clone(), queue.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let conn = super::connect(&url, "late-test").await.expect("connect");
+            let channel = conn.create_channel().await.expect("channel");
+            super::topology::declare_queue(&channel, &queue)
+                .await
+                .expect("declare");
+            conn
+        })
+    };
+    publisher
+        .publish(&queue, b"{}", FieldTable::default())
+        .await
+        .expect("published again once the queue exists");
+    let conn = declarer.await.expect("declared");
+    let channel = conn.create_channel().await.expect("channel");
+    let count = super::topology::message_count(&channel, &queue)
+        .await
+        .expect("count");
+    assert_eq!(count, 1, "exactly one copy arrived");
+    let _ = channel
+        .queue_delete(
+            queue.as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await;
+    let _ = conn.close(200, "done".into()).await;
+}
+
 /// A delivery told to wait (another one holds the work) comes back with
 /// its attempts untouched and is never dead-lettered for waiting, even on
 /// its last attempt.
