@@ -10,7 +10,9 @@ scenarios: converter-kills broker-restart database-restart mail-outage
            claim-database-restart converter-pause (default: all)
 --long: ten times the jobs and longer outages.
 --soak N: runs each chosen scenario N times (SCENARIO=RUNS sets its own
-count), going on after a failure, and ends with a table per scenario:
+count; when every argument is of that form, all the scenarios run, N times
+unless named: `--soak 5 broker-restart=20` is one soak of everything),
+going on after a failure, and ends with a table per scenario:
 runs, failures, the worst lost/dup/orphans, and the first failure's reason.
 Without --soak it exits non-zero on the first scenario that loses,
 duplicates or orphans anything, or leaves a container restarted that
@@ -851,7 +853,11 @@ def main() -> None:
         del args[at:at + 2]
     media = pathlib.Path(args[0])
     runs: dict[str, int] = {}
-    for chosen in args[1:] or list(SCENARIOS):
+    chosen_args = args[1:]
+    # Only counts given (NAME=RUNS): every scenario runs, those as said.
+    if not chosen_args or all("=" in chosen for chosen in chosen_args):
+        chosen_args = [*SCENARIOS, *chosen_args]
+    for chosen in chosen_args:
         name, _, count = chosen.partition("=")
         if name not in SCENARIOS or (count and not count.isdigit()):
             sys.exit(f"unknown scenario {chosen!r}; {__doc__}")
