@@ -242,7 +242,11 @@ $("delete-form").addEventListener("submit", async (e) => {
 let registrationCheckedFor = null;
 async function checkRegistration() {
   const server = $("server").value.trim();
-  if (server === registrationCheckedFor) return;
+  if (server === registrationCheckedFor) {
+    // Typed away and back: what was found for this address still holds.
+    $("register-button").hidden = $("register-button").dataset.open !== "yes" || registering;
+    return;
+  }
   registrationCheckedFor = server;
   let open = false;
   try {
@@ -258,6 +262,9 @@ async function checkRegistration() {
 
 let serverTyping;
 $("server").addEventListener("input", () => {
+  // Whether the last address takes accounts says nothing about this one:
+  // no link until this one answers.
+  $("register-button").hidden = true;
   clearTimeout(serverTyping);
   serverTyping = setTimeout(checkRegistration, 400);
 });

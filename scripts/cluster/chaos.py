@@ -539,19 +539,22 @@ def hostile(media, tokens):
     before = restarts()
 
     def raw(data: bytes, wait: float = 10) -> str:
+        """The answer to `data`; when there is none, what happened instead
+        (no answer in time, closed, reset) and after how long."""
+        started = time.monotonic()
+        chunks, ended = [], "closed"
         with socket.create_connection((host, port), timeout=wait) as sock:
-            sock.sendall(data)
-            sock.settimeout(wait)
-            chunks = []
             try:
-                while True:
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        break
+                sock.sendall(data)
+                sock.settimeout(wait)
+                while chunk := sock.recv(65536):
                     chunks.append(chunk)
-            except OSError:
-                pass
-        return b"".join(chunks).decode(errors="replace")
+            except TimeoutError:
+                ended = f"no answer within {wait:.0f}s"
+            except OSError as err:
+                ended = f"{type(err).__name__}: {err}"
+        answer = b"".join(chunks).decode(errors="replace")
+        return answer or f"({ended} after {time.monotonic() - started:.1f}s, with nothing sent back)"
 
     def multipart_request(body: bytes, boundary: str = "B0") -> bytes:
         head = (

@@ -278,8 +278,27 @@ def run(driver, server, email, password, watch, out, monitor_log):
     for url, shown in ((server, True), (f"http://127.0.0.1:{free_port()}", False), (server, True)):
         find("#server").clear()
         find("#server").send_keys(url)
+        # What the last address answered is not shown for this one, not
+        # even while this one is being asked.
+        assert not register_shown(), f"the create-an-account button still up while {url} is asked"
         wait_until(f"the create-an-account button {'shown' if shown else 'hidden'} for {url}",
                    lambda: register_shown() == shown)
+    # The registration form asks for the password twice; two that differ
+    # are said before anything is sent; "Back to sign in" undoes it.
+    find("#register-button").click()
+    wait_until("the registration form", lambda: find("#password2").is_displayed())
+    assert find("#signin-button").text == "Create the account", find("#signin-button").text
+    find("#email").send_keys(f"newcomer-{uuid.uuid4().hex[:8]}@example.com")
+    find("#password").send_keys("a long password")
+    find("#password2").send_keys("a long passwore")
+    find("#password2").send_keys(Keys.RETURN)
+    wait_until("the passwords-differ message", lambda: "not the same" in find("#signin-error").text)
+    screenshot(driver, "0-register-mismatch")
+    find("#register-back").click()
+    wait_until("the sign-in form back", lambda: not find("#password2").is_displayed())
+    assert find("#signin-button").text == "Sign in" and register_shown()
+    find("#email").clear()
+    find("#password").clear()
     find("#email").send_keys(email)
     # A server that cannot be reached, typed without http://: said in
     # words, the technical cause behind "Details".
@@ -609,9 +628,32 @@ def run(driver, server, email, password, watch, out, monitor_log):
     assert find("#status").text == "Online", "the first instance is gone"
     log("a second launch handed over to the first instance")
 
+    # Open MP3 and Show in folder where no application takes MP3 files or
+    # folders (as on this test's desktop): said so, with the path to copy,
+    # never as if the MP3 were missing.
+    mp3 = str(out / "Concert Recording.mp3")
+    for action, mime, what in (("open", "audio/mpeg", "play MP3 files"), ("reveal", "inode/directory", "show folders")):
+        handler = subprocess.run(["xdg-mime", "query", "default", mime], capture_output=True, text=True,
+                                 env={**os.environ, "HOME": str(WORK / "home")}).stdout.strip()
+        if handler:
+            log(f"{action}: this desktop has {handler} for {mime}; the no-application path is not tried")
+            continue
+        click_row_button(name, action)
+        wait_until(f"the path offered ({action})", lambda: find("#copy-path").is_displayed(), seconds=15)
+        assert f"No application to {what}" in find("#copy-path-text").text, find("#copy-path-text").text
+        assert find("#copy-path-value").get_attribute("value") == mp3, find("#copy-path-value").get_attribute("value")
+        screenshot(driver, f"6e-no-app-{action}")
+        find("#copy-path-close").click()
+        wait_until("the path dialog closed", lambda: not find("#copy-path").is_displayed())
+
     # 9. Readable at 200%: every size is in rem, so doubling the root font
     # doubles the text; everything wraps, nothing runs off to the side.
-    driver.execute_script("document.documentElement.style.fontSize = '200%'")
+    # Ctrl++ zooms in a step at a time up to 200%, Ctrl+0 goes back.
+    root_size = lambda: driver.execute_script(  # noqa: E731
+        "return document.documentElement.style.fontSize")
+    for _ in range(6):
+        find("#drop").send_keys(Keys.CONTROL + "=")
+    assert root_size() == "200%", f"Ctrl++ six times: {root_size()!r}"
     time.sleep(0.5)
     screenshot(driver, "7-zoom-200")
     overflow = driver.execute_script(
@@ -621,7 +663,8 @@ def run(driver, server, email, password, watch, out, monitor_log):
         "return [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > w + 1)"
         ".map(e => e.tagName + '#' + e.id + '.' + e.className).slice(0, 8)")
     assert overflow <= 0, f"{overflow} px overflow sideways at 200%: {wide}"
-    driver.execute_script("document.documentElement.style.fontSize = ''")
+    find("#drop").send_keys(Keys.CONTROL + "0")
+    assert root_size() == "", f"Ctrl+0: {root_size()!r}"
 
 
 def account_controls(driver, server, email, password, mail_api, registered_at):
