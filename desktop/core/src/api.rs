@@ -78,6 +78,14 @@ impl ApiClient {
         Ok(request.bearer_auth(token))
     }
 
+    /// A short call with the session's token: everything but the
+    /// long-lived stream and the transfers is bounded by [`CALL_TIMEOUT`].
+    fn call(&self, method: reqwest::Method, path: &str) -> Result<reqwest::RequestBuilder, Error> {
+        Ok(self
+            .authed(self.http.request(method, self.url(path)))?
+            .timeout(CALL_TIMEOUT))
+    }
+
     pub async fn login(&self, email: &str, password: &str) -> Result<Session, Error> {
         let response = self
             .http
@@ -184,8 +192,7 @@ impl ApiClient {
 
     pub async fn job(&self, id: &str) -> Result<Job, Error> {
         let response = self
-            .authed(self.http.get(self.url(&format!("/api/v1/jobs/{id}"))))?
-            .timeout(CALL_TIMEOUT)
+            .call(reqwest::Method::GET, &format!("/api/v1/jobs/{id}"))?
             .send()
             .await?;
         let body: serde_json::Value = json(response).await?;
@@ -198,11 +205,7 @@ impl ApiClient {
 
     pub async fn retry(&self, id: &str) -> Result<(), Error> {
         let response = self
-            .authed(
-                self.http
-                    .post(self.url(&format!("/api/v1/jobs/{id}/retry"))),
-            )?
-            .timeout(CALL_TIMEOUT)
+            .call(reqwest::Method::POST, &format!("/api/v1/jobs/{id}/retry"))?
             .send()
             .await?;
         checked(response).await.map(drop)
@@ -212,8 +215,7 @@ impl ApiClient {
     /// confirmed, and its quotas.
     pub async fn me(&self) -> Result<Profile, Error> {
         let response = self
-            .authed(self.http.get(self.url("/api/v1/me")))?
-            .timeout(CALL_TIMEOUT)
+            .call(reqwest::Method::GET, "/api/v1/me")?
             .send()
             .await?;
         json(response).await
@@ -222,8 +224,7 @@ impl ApiClient {
     /// Mails the confirmation link again.
     pub async fn resend_confirmation(&self) -> Result<(), Error> {
         let response = self
-            .authed(self.http.post(self.url("/api/v1/me/confirmation")))?
-            .timeout(CALL_TIMEOUT)
+            .call(reqwest::Method::POST, "/api/v1/me/confirmation")?
             .send()
             .await?;
         checked(response).await.map(drop)
@@ -233,8 +234,7 @@ impl ApiClient {
     /// token of the account, this client's old one included, ends).
     pub async fn change_password(&self, current: &str, new: &str) -> Result<Session, Error> {
         let response = self
-            .authed(self.http.put(self.url("/api/v1/me/password")))?
-            .timeout(CALL_TIMEOUT)
+            .call(reqwest::Method::PUT, "/api/v1/me/password")?
             .json(&serde_json::json!({ "current_password": current, "new_password": new }))
             .send()
             .await?;
@@ -244,8 +244,7 @@ impl ApiClient {
     /// Ends every session of the account, this one included.
     pub async fn sign_out_everywhere(&self) -> Result<(), Error> {
         let response = self
-            .authed(self.http.post(self.url("/api/v1/me/sign-out-everywhere")))?
-            .timeout(CALL_TIMEOUT)
+            .call(reqwest::Method::POST, "/api/v1/me/sign-out-everywhere")?
             .send()
             .await?;
         checked(response).await.map(drop)
@@ -254,8 +253,7 @@ impl ApiClient {
     /// Deletes the account with its jobs, videos and MP3s on the server.
     pub async fn delete_account(&self, password: &str) -> Result<(), Error> {
         let response = self
-            .authed(self.http.delete(self.url("/api/v1/me")))?
-            .timeout(CALL_TIMEOUT)
+            .call(reqwest::Method::DELETE, "/api/v1/me")?
             .json(&serde_json::json!({ "password": password }))
             .send()
             .await?;

@@ -170,23 +170,27 @@ fn mp3_dir(out_dir: &Path, watch_dir: Option<&Path>, video: &Path) -> PathBuf {
 /// Moves the earlier version's MP3 to the Trash so the new one takes its
 /// name; false (the new one gets a name of its own) when it cannot go.
 async fn replace_earlier(shared: &Shared, earlier: &Item, mp3: &Path) -> bool {
-    let path = mp3.to_owned();
-    match tokio::task::spawn_blocking(move || trash::delete(&path)).await {
-        Ok(Ok(())) => {
+    match to_trash(mp3).await {
+        Ok(()) => {
             let note = "Replaced by a newer version (the old MP3 is in the Trash)";
             if shared.store.set_note(earlier.id, Some(note)).await.is_ok() {
                 emit_item(shared, earlier.id).await;
             }
             true
         }
-        Ok(Err(err)) => {
+        Err(err) => {
             tracing::warn!(mp3 = %mp3.display(), error = %err, "cannot move the earlier MP3 to the Trash; keeping it");
             false
         }
-        Err(err) => {
-            tracing::warn!(error = %err, "moving the earlier MP3 to the Trash");
-            false
-        }
+    }
+}
+
+/// Moves `path` to the desktop's Trash (a blocking call, off the runtime).
+async fn to_trash(path: &Path) -> Result<(), String> {
+    let path = path.to_owned();
+    match tokio::task::spawn_blocking(move || trash::delete(&path)).await {
+        Ok(moved) => moved.map_err(|err| err.to_string()),
+        Err(err) => Err(err.to_string()),
     }
 }
 
@@ -208,22 +212,15 @@ async fn looks_like_mp3(path: &Path) -> bool {
 /// Trash refuses stays where it is.
 async fn after_done(shared: &Shared, item: &Item) {
     let action = shared.settings.read().await.after_done.clone();
-    let path = item.path.clone();
     let note = match &action {
         AfterDone::Keep => return,
-        AfterDone::Delete => {
-            match tokio::task::spawn_blocking(move || trash::delete(&path)).await {
-                Ok(Ok(())) => "Video moved to the Trash".to_owned(),
-                Ok(Err(err)) => {
-                    tracing::warn!(file = %item.path.display(), error = %err, "cannot move the video to the Trash");
-                    "The video could not be moved to the Trash, so it was kept".to_owned()
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "moving the video to the Trash");
-                    "The video could not be moved to the Trash, so it was kept".to_owned()
-                }
+        AfterDone::Delete => match to_trash(&item.path).await {
+            Ok(()) => "Video moved to the Trash".to_owned(),
+            Err(err) => {
+                tracing::warn!(file = %item.path.display(), error = %err, "cannot move the video to the Trash");
+                "The video could not be moved to the Trash, so it was kept".to_owned()
             }
-        }
+        },
         AfterDone::MoveTo(dir) => {
             let name = item.path.file_name().unwrap_or_default();
             let moved = match tokio::fs::create_dir_all(dir).await {
