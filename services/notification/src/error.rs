@@ -13,6 +13,11 @@ pub enum Error {
     Template(#[from] minijinja::Error),
     #[error("SMTP: {0}")]
     Smtp(#[from] lettre::transport::smtp::Error),
+    /// The SMTP server took the connection and did not finish the exchange
+    /// in time (it may have the mail: a retry sends it again, with the
+    /// same Message-ID).
+    #[error("SMTP: no answer within {0}s")]
+    SmtpTimedOut(u64),
     #[error(transparent)]
     Common(#[from] common::Error),
     /// The message does not speak of a job as it is recorded (unknown,
@@ -23,6 +28,10 @@ pub enum Error {
     /// sending, or it died and its lease has not lapsed yet).
     #[error("another delivery is sending this email (its claim ends by {until})")]
     InFlight { until: mongodb::bson::DateTime },
+    /// The task sending the mail ended without an answer (it panicked, or
+    /// the runtime is shutting down): whether the mail went is unknown.
+    #[error("the send was interrupted: {0}")]
+    Interrupted(String),
 }
 
 impl Error {
@@ -38,7 +47,10 @@ impl Error {
             | Self::Mismatch(_) => true,
             Self::Smtp(err) => err.is_permanent(),
             Self::Common(common::Error::Json(_)) => true,
-            Self::Common(_) | Self::InFlight { .. } => false,
+            Self::Common(_)
+            | Self::InFlight { .. }
+            | Self::Interrupted(_)
+            | Self::SmtpTimedOut(_) => false,
         }
     }
 }

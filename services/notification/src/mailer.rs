@@ -28,6 +28,11 @@ pub struct AudioOnly<'a> {
 #[derive(Clone)]
 pub struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// The most one exchange with the SMTP server may take. lettre's own
+    /// timeout covers the connect, not a server that accepts the connection
+    /// and then says nothing: that send would wait for ever, holding its
+    /// email's claim.
+    timeout: Duration,
     from: Mailbox,
     public_url: String,
     templates: Templates,
@@ -43,6 +48,7 @@ impl Mailer {
         }
         Ok(Self {
             transport: builder.build(),
+            timeout: Duration::from_secs(config.smtp_timeout_secs),
             from: config.mail_from.parse()?,
             public_url: config.public_url.trim_end_matches('/').to_owned(),
             templates: Templates::load(config.template_dir.as_deref())?,
@@ -137,15 +143,17 @@ impl Mailer {
 
     pub async fn send(&self, email: Message) -> Result<(), Error> {
         let started = Instant::now();
-        let sent = self.transport.send(email).await;
+        let sent = tokio::time::timeout(self.timeout, self.transport.send(email)).await;
         metrics::histogram!("notification_smtp_seconds").record(started.elapsed().as_secs_f64());
-        sent?;
+        sent.map_err(|_| Error::SmtpTimedOut(self.timeout.as_secs()))??;
         Ok(())
     }
 
-    /// True when the SMTP server answers (for `/readyz`).
+    /// True when the SMTP server answers in time (for `/readyz`).
     pub async fn is_reachable(&self) -> bool {
-        self.transport.test_connection().await.unwrap_or(false)
+        tokio::time::timeout(self.timeout, self.transport.test_connection())
+            .await
+            .is_ok_and(|answer| answer.unwrap_or(false))
     }
 }
 

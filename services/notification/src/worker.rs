@@ -63,7 +63,9 @@ impl Worker {
         // A body without an MP3 (a request on the wrong queue) is refused here.
         let message = Mp3Result::from_slice(body).map_err(common::Error::from)?;
         tracing::Span::current().record("job_id", tracing::field::debug(&message.job_id));
-        let job = self.recorded_job(&message.job_id).await?;
+        let Some(job) = self.recorded_job(&message.job_id).await? else {
+            return Ok(Outcome::Skipped("the job was deleted"));
+        };
         if let Some(what) = job.mismatch(
             &message.video_fid,
             &message.username,
@@ -99,8 +101,7 @@ impl Worker {
             source,
         });
         let email = self.mailer.ready_email(&ready, size, audio_only)?;
-        self.mailer.send(email).await?;
-        claim.sent().await;
+        self.send_and_record(email, claim).await?;
         metrics::counter!("notification_emails_sent_total", "kind" => "ready").increment(1);
         Ok(Outcome::Sent)
     }
@@ -110,7 +111,9 @@ impl Worker {
     pub async fn handle_failed(&self, body: &[u8]) -> Result<Outcome, Error> {
         let event = JobEvent::from_slice(body).map_err(common::Error::from)?;
         tracing::Span::current().record("job_id", tracing::field::debug(&event.job_id));
-        let job = self.recorded_job(&event.job_id).await?;
+        let Some(job) = self.recorded_job(&event.job_id).await? else {
+            return Ok(Outcome::Skipped("the job was deleted"));
+        };
         if event.username != job.owner {
             return Err(Error::Mismatch(
                 "the event's user is not the job's owner".into(),
@@ -136,21 +139,45 @@ impl Worker {
             ..JobEvent::of(&job.video_message(), JobState::Failed)
         };
         let email = self.mailer.failed_email(&failed, job.retries)?;
-        self.mailer.send(email).await?;
-        claim.sent().await;
+        self.send_and_record(email, claim).await?;
         metrics::counter!("notification_emails_sent_total", "kind" => "failed").increment(1);
         Ok(Outcome::Sent)
     }
 
-    /// The job a message names, as recorded; a message for no job is refused.
-    async fn recorded_job(&self, job_id: &str) -> Result<Job, Error> {
+    /// Sends `email` and records it as sent, to the end even when this
+    /// delivery is stopped meanwhile. The consumer stops its running
+    /// handlers when the broker connection drops, and a mail the SMTP
+    /// server took but nobody recorded would go out again on the
+    /// redelivery (seen in `scripts/chaos broker-restart`). So the send runs
+    /// as a task of its own, holding the claim: the redelivery waits for it,
+    /// then finds the mail recorded, or, if the send failed (within the
+    /// SMTP timeout), the claim given back.
+    async fn send_and_record(&self, email: lettre::Message, claim: Held) -> Result<(), Error> {
+        let mailer = self.mailer.clone();
+        let commit = tokio::spawn(
+            async move {
+                mailer.send(email).await?;
+                claim.sent().await;
+                Ok(())
+            }
+            .in_current_span(),
+        );
+        commit
+            .await
+            .map_err(|err| Error::Interrupted(err.to_string()))?
+    }
+
+    /// The job a message names, as recorded; `None` for a job removed
+    /// since (its owner deleted it: no mail), and a message for a job that
+    /// never was is refused.
+    async fn recorded_job(&self, job_id: &str) -> Result<Option<Job>, Error> {
         let id = common::gridfs::parse_fid(job_id)
             .ok_or_else(|| Error::Mismatch(format!("job_id {job_id:?} is not an id")))?;
-        self.mongo
-            .jobs
-            .get(id)
-            .await?
-            .ok_or_else(|| Error::Mismatch("no such job (unknown, or deleted)".into()))
+        match self.mongo.jobs.get(id).await? {
+            Some(job) => Ok(Some(job)),
+            None if self.mongo.jobs.was_withdrawn(id).await? => Ok(None),
+            None => Err(Error::Mismatch("no such job (unknown)".into())),
+        }
     }
 
     /// The MP3's size for the email, from its GridFS record.

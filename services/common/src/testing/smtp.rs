@@ -88,6 +88,10 @@ pub struct MailSink {
     /// The next this many messages are kept, then the connection is closed
     /// instead of the "250" that confirms them.
     drop_after_data: Arc<AtomicUsize>,
+    /// The next this many messages are kept, then confirmed only after
+    /// `confirm_delay` (a server slow to answer the end of the data).
+    confirm_late: Arc<AtomicUsize>,
+    confirm_delay: Arc<std::sync::Mutex<Duration>>,
     /// Sessions opened, stalled or not.
     sessions: Arc<AtomicUsize>,
 }
@@ -143,6 +147,13 @@ impl MailSink {
     /// the mail went.
     pub fn drop_after_data_next(&self, messages: usize) {
         self.drop_after_data.store(messages, Ordering::SeqCst);
+    }
+
+    /// The next `messages` are taken and kept, and confirmed only `delay`
+    /// later: the mail is on the server while its sender still waits.
+    pub fn confirm_late_next(&self, messages: usize, delay: Duration) {
+        *self.confirm_delay.lock().expect("delay") = delay;
+        self.confirm_late.store(messages, Ordering::SeqCst);
     }
 
     /// Sessions opened so far (stalled ones included).
@@ -208,6 +219,10 @@ impl MailSink {
                 self.arrived.notify_waiters();
                 if take_one(&self.drop_after_data) {
                     return Ok(());
+                }
+                if take_one(&self.confirm_late) {
+                    let delay = *self.confirm_delay.lock().expect("delay");
+                    tokio::time::sleep(delay).await;
                 }
                 write.write_all(b"250 queued\r\n").await?;
             } else if command == "QUIT" {

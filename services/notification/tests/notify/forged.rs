@@ -142,3 +142,25 @@ async fn forged_failure_events_mail_nobody() {
     assert!(harness.job(done).await.failure_notified_at.is_none());
     harness.stop().await;
 }
+
+/// A ready message for a job its owner deleted since is no forgery: no
+/// mail, and nothing dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ready_message_for_a_deleted_job_mails_nobody_and_is_dropped() {
+    let (sink, port) = MailSink::start().await;
+    let harness = Harness::start(port, 60_000).await;
+    let deleted = harness.insert_job("deleted.mp4").await;
+    let message = harness.ready_message(deleted).await;
+    harness.mongo.jobs.delete(deleted).await.expect("delete");
+    let kept = harness.insert_job("kept.mp4").await;
+
+    harness.publish_ready(&message).await;
+    harness
+        .publish_ready(&harness.ready_message(kept).await)
+        .await;
+    sink.wait_for("kept.mp4", WAIT).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sink.count().await, 1, "mailed about a deleted job");
+    harness.assert_no_dead_letter().await;
+    harness.stop().await;
+}
