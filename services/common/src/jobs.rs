@@ -234,16 +234,27 @@ fn later(now: DateTime, lease: std::time::Duration) -> DateTime {
     DateTime::from_millis(now.timestamp_millis().saturating_add(lease_ms))
 }
 
+/// How long a removed job's id is remembered ([`JobStore::was_withdrawn`]):
+/// longer than a message can wait in a queue (its retries, a weekend with
+/// every converter down).
+pub const WITHDRAWN_FOR: std::time::Duration = std::time::Duration::from_secs(14 * 24 * 3600);
+
 /// Typed access to the `jobs` collection.
 #[derive(Debug, Clone)]
 pub struct JobStore {
     collection: mongodb::Collection<Job>,
+    /// The ids of removed jobs (`withdrawn_jobs`): a message may still name
+    /// one (a publish whose confirmation was lost as the broker went down,
+    /// so the upload was answered with an error and undone; a job deleted
+    /// while queued), and it is then dropped, not dead-lettered as forged.
+    withdrawn: mongodb::Collection<bson::Document>,
 }
 
 impl JobStore {
     pub fn new(db: &mongodb::Database) -> Self {
         Self {
             collection: db.collection("jobs"),
+            withdrawn: db.collection("withdrawn_jobs"),
         }
     }
 
@@ -267,7 +278,35 @@ impl JobStore {
             )
             .build();
         self.collection.create_index(dedupe).await?;
+        let forgotten = mongodb::IndexModel::builder()
+            .keys(doc! { "at": 1 })
+            .options(
+                mongodb::options::IndexOptions::builder()
+                    .expire_after(WITHDRAWN_FOR)
+                    .build(),
+            )
+            .build();
+        self.withdrawn.create_index(forgotten).await?;
         Ok(())
+    }
+
+    /// Remembers that job `id` is being removed, before it is: whoever
+    /// finds no job for a message can then tell a withdrawn job from one
+    /// that never was.
+    async fn withdraw(&self, id: ObjectId) -> Result<()> {
+        self.withdrawn
+            .update_one(
+                doc! { "_id": id },
+                doc! { "$set": { "at": DateTime::now() } },
+            )
+            .upsert(true)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether job `id` existed and was removed (within [`WITHDRAWN_FOR`]).
+    pub async fn was_withdrawn(&self, id: ObjectId) -> Result<bool> {
+        Ok(self.withdrawn.find_one(doc! { "_id": id }).await?.is_some())
     }
 
     pub async fn insert(&self, job: &Job) -> Result<()> {
@@ -417,7 +456,9 @@ impl JobStore {
         Ok(updated.modified_count == 1)
     }
 
+    /// Removes job `id`, remembering it as withdrawn.
     pub async fn delete(&self, id: ObjectId) -> Result<()> {
+        self.withdraw(id).await?;
         self.collection.delete_one(doc! { "_id": id }).await?;
         Ok(())
     }
@@ -426,6 +467,7 @@ impl JobStore {
     /// to remove are the ones it named then. A converter finishing later
     /// finds no job to mark done and removes its MP3 itself.
     pub async fn take(&self, id: ObjectId) -> Result<Option<Job>> {
+        self.withdraw(id).await?;
         Ok(self
             .collection
             .find_one_and_delete(doc! { "_id": id })

@@ -30,6 +30,9 @@ pub enum Outcome {
     AlreadyDone,
     /// The job was deleted while it converted: its MP3 was removed again.
     Discarded,
+    /// The job was removed before its message came (deleted, or its upload
+    /// undone after an error): nothing to convert.
+    Withdrawn,
 }
 
 #[derive(Clone)]
@@ -144,12 +147,12 @@ impl Worker {
             )));
         }
         // The job record, not the message, says what to convert for whom.
-        let job = self
-            .mongo
-            .jobs
-            .get(job_id)
-            .await?
-            .ok_or_else(|| Error::Mismatch("no such job (unknown, or deleted)".into()))?;
+        let Some(job) = self.mongo.jobs.get(job_id).await? else {
+            if self.mongo.jobs.was_withdrawn(job_id).await? {
+                return Ok(Outcome::Withdrawn);
+            }
+            return Err(Error::Mismatch("no such job (unknown)".into()));
+        };
         if let Some(what) = job.mismatch(&message.video_fid, &message.username, None) {
             return Err(Error::Mismatch(what.into()));
         }

@@ -179,3 +179,44 @@ async fn the_job_record_not_the_message_says_owner_file_name_and_options() {
     converter.stop().await;
     world.clean_up(&[]).await;
 }
+
+/// A message for a job that was removed (its upload undone after the
+/// broker went down before confirming the publish, or the job deleted while
+/// queued) is no forgery: it is dropped, not dead-lettered, so a broker
+/// restart leaves nothing for an operator to look at. A job that never was
+/// is still dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_for_a_withdrawn_job_is_dropped_not_dead_lettered() {
+    let world = World::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = world
+        .store(
+            &make_audio(dir.path(), "undone.m4a", 1),
+            "ana@example.com",
+            serde_json::json!({}),
+        )
+        .await;
+    world.mongo.jobs.delete(job.id).await.expect("withdraw");
+    assert!(world.mongo.jobs.was_withdrawn(job.id).await.expect("read"));
+    let converter = start_converter(world.converter_args(&mongodb_uri(), &[])).await;
+
+    world.publish(&job.video_message()).await;
+    let never = VideoRequest {
+        job_id: ObjectId::new().to_hex(),
+        ..job.video_message()
+    };
+    world.publish(&never).await;
+    let dead = world
+        .dead_lettered(Duration::from_secs(30))
+        .await
+        .expect("the unknown job's message dead-lettered");
+    assert!(dead.contains("no such job (unknown)"), "{dead}");
+    assert_eq!(
+        world.dead_lettered(Duration::from_secs(3)).await,
+        None,
+        "the withdrawn job's message was dead-lettered too"
+    );
+    assert_eq!(mp3_count(&world).await, 0);
+    converter.stop().await;
+    world.clean_up(&[]).await;
+}
