@@ -456,11 +456,33 @@ impl JobStore {
         Ok(updated.modified_count == 1)
     }
 
-    /// Removes job `id`, remembering it as withdrawn.
+    /// Removes job `id`, remembering it as withdrawn. Both writes may be
+    /// repeated, so a failed attempt is tried again (after 0.2, 0.4 and
+    /// 0.8 s): the caller is undoing an upload whose message did not go, and
+    /// a job left behind would stay queued with nothing to convert it. A
+    /// pooled connection the server dropped fails one attempt ("broken
+    /// pipe", seen in `scripts/chaos broker-restart`); the next one opens
+    /// a new connection.
     pub async fn delete(&self, id: ObjectId) -> Result<()> {
-        self.withdraw(id).await?;
-        self.collection.delete_one(doc! { "_id": id }).await?;
-        Ok(())
+        let mut pause = std::time::Duration::from_millis(200);
+        let mut attempt = 1;
+        loop {
+            let removed = async {
+                self.withdraw(id).await?;
+                self.collection.delete_one(doc! { "_id": id }).await?;
+                Ok(())
+            }
+            .await;
+            match removed {
+                Err(err) if attempt < 4 => {
+                    tracing::warn!(job_id = %id, attempt, error = %err, "could not remove a job; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
     }
 
     /// Removes the job and returns it as it was at that moment: the files
