@@ -283,6 +283,8 @@ function renderStatus() {
 const WITH_PROGRESS = ["extracting", "uploading", "converting", "downloading"];
 
 function megabytes(bytes) {
+  // Under 0.1 MB in kB: "0.0 MB" reads as nothing at all.
+  if (bytes < 1e5) return `${Math.max(1, Math.round(bytes / 1e3))} kB`;
   const mb = bytes / 1e6;
   return `${mb < 10 ? mb.toFixed(1) : Math.round(mb)} MB`;
 }
