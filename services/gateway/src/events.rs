@@ -22,12 +22,28 @@ use crate::config::Config;
 #[derive(Debug, Clone)]
 pub enum Live {
     /// A job changed: the job as read right after (each stream shows it
-    /// only to its owner, or an admin).
-    Job(Arc<Job>),
+    /// only to its owner, or an admin), rendered once for every stream.
+    Job(Arc<Rendered>),
     /// Events may have been missed (the subscription was re-established,
     /// or changes came faster than they could be read): every stream
     /// catches up from MongoDB.
     Resync,
+}
+
+/// A job with its event `data` (`{"job": JobView}`), rendered once: with
+/// a thousand streams open, rendering it per stream was a tenth of the
+/// gateway's cost of a job update (`scripts/bench-events`).
+#[derive(Debug)]
+pub struct Rendered {
+    pub job: Job,
+    pub data: String,
+}
+
+impl Rendered {
+    pub fn of(job: Job) -> Rendered {
+        let data = serde_json::json!({ "job": job.view() }).to_string();
+        Rendered { job, data }
+    }
 }
 
 /// Changes waiting to be read before the fan-out falls back to a resync.
@@ -114,7 +130,7 @@ async fn read_and_fan_out(
         reads += 1;
         match jobs.get(id).await {
             Ok(Some(job)) => {
-                let _ = fan_out.send(Live::Job(Arc::new(job)));
+                let _ = fan_out.send(Live::Job(Arc::new(Rendered::of(job))));
             }
             // Deleted since: nothing to show.
             Ok(None) => {}
@@ -266,7 +282,7 @@ mod tests {
 
         assert_eq!(reads, 1, "one read for 1,000 streams");
         for stream in &mut streams {
-            assert!(matches!(stream.try_recv(), Ok(Live::Job(job)) if job.id == id));
+            assert!(matches!(stream.try_recv(), Ok(Live::Job(live)) if live.job.id == id));
         }
         let _ = db.drop().await;
     }

@@ -25,7 +25,7 @@ use crate::claims::{Bearer, Claims};
 use contract::ErrorBody;
 
 use crate::error::{ApiError, JsonError};
-use crate::events::{Cursor, Live};
+use crate::events::{Cursor, Live, Rendered};
 use crate::state::AppState;
 
 /// The most jobs one replay sends.
@@ -178,11 +178,11 @@ impl Feed {
     /// A changed job, as read once for every stream: whose it is comes from
     /// the record (an event naming another user, or another user's job,
     /// shows nothing to anyone it does not belong to).
-    async fn on_job(&mut self, job: &Job) -> bool {
-        if !self.claims.admin && job.owner != self.claims.username {
+    async fn on_job(&mut self, live: &Rendered) -> bool {
+        if !self.claims.admin && live.job.owner != self.claims.username {
             return true;
         }
-        self.send(job).await
+        self.send_rendered(&live.job, &live.data).await
     }
 
     async fn catch_up(&mut self) -> bool {
@@ -210,21 +210,32 @@ impl Feed {
         true
     }
 
-    /// Sends one job snapshot; false once the client is gone or the server stops.
+    /// Sends one job snapshot read for this stream (a replay, a catch-up).
     async fn send(&mut self, job: &Job) -> bool {
-        if self
-            .sent
-            .get(&job.id)
-            .is_some_and(|sent| *sent >= job.updated_at)
-        {
+        if self.seen(job) {
             return true;
         }
-        let cursor = Cursor::of(job);
-        let data = serde_json::json!({ "job": job.view() });
+        let data = serde_json::json!({ "job": job.view() }).to_string();
+        self.send_rendered(job, &data).await
+    }
+
+    /// Whether this stream was sent this snapshot of `job`, or a later one.
+    fn seen(&self, job: &Job) -> bool {
+        self.sent
+            .get(&job.id)
+            .is_some_and(|sent| *sent >= job.updated_at)
+    }
+
+    /// Sends `job` as `data`; false once the client is gone or the server
+    /// stops.
+    async fn send_rendered(&mut self, job: &Job, data: &str) -> bool {
+        if self.seen(job) {
+            return true;
+        }
         let event = Event::default()
             .event("job")
-            .id(cursor.to_string())
-            .data(data.to_string());
+            .id(Cursor::of(job).to_string())
+            .data(data);
         let delivered = tokio::select! {
             sent = self.tx.send(event) => sent.is_ok(),
             () = self.stopping.cancelled() => false,
