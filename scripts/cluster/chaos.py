@@ -877,9 +877,14 @@ def main() -> None:
             started = time.monotonic()
             try:
                 SCENARIOS[name](media, tokens)
-            except SystemExit as failure:
+            # In a soak, a run that breaks (the harness's own MongoDB
+            # connection given up on, say) is a failed run in the table,
+            # not the end of the soak.
+            except (SystemExit, Exception) as failure:
                 if soak is None:
                     raise
+                if not isinstance(failure, SystemExit):
+                    failure = f"{type(failure).__name__}: {failure}"
                 row["failures"] += 1
                 row["first"] = row["first"] or f"run {run + 1}: {failure}"
                 print(f"chaos: {name} run {run + 1} of {count} FAILED: {failure}", flush=True)
