@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -89,9 +89,9 @@ pub struct MailSink {
     /// instead of the "250" that confirms them.
     drop_after_data: Arc<AtomicUsize>,
     /// The next this many messages are kept, then confirmed only after
-    /// `confirm_delay` (a server slow to answer the end of the data).
+    /// `confirm_delay_ms` (a server slow to answer the end of the data).
     confirm_late: Arc<AtomicUsize>,
-    confirm_delay: Arc<std::sync::Mutex<Duration>>,
+    confirm_delay_ms: Arc<AtomicU64>,
     /// Sessions opened, stalled or not.
     sessions: Arc<AtomicUsize>,
 }
@@ -152,7 +152,8 @@ impl MailSink {
     /// The next `messages` are taken and kept, and confirmed only `delay`
     /// later: the mail is on the server while its sender still waits.
     pub fn confirm_late_next(&self, messages: usize, delay: Duration) {
-        *self.confirm_delay.lock().expect("delay") = delay;
+        let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.confirm_delay_ms.store(millis, Ordering::SeqCst);
         self.confirm_late.store(messages, Ordering::SeqCst);
     }
 
@@ -221,8 +222,8 @@ impl MailSink {
                     return Ok(());
                 }
                 if take_one(&self.confirm_late) {
-                    let delay = *self.confirm_delay.lock().expect("delay");
-                    tokio::time::sleep(delay).await;
+                    let delay = self.confirm_delay_ms.load(Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
                 }
                 write.write_all(b"250 queued\r\n").await?;
             } else if command == "QUIT" {
